@@ -1,0 +1,217 @@
+"""Fan-out: every consumer gets every batch, and none can stall the others.
+
+Publishing is synchronous and never waits: records are appended to the pending batch, which is
+handed out once per event-loop turn. Each consumer sits behind its own :class:`ConsumerRunner`:
+a queue bounded in events (``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) drained by its own task.
+
+When a consumer's queue is full, its **oldest** batches are dropped to make room (a consumer that
+falls behind gets the newest data first) and every dropped event is counted by data type, with
+closed klines counted separately, and logged (rate-limited). Nothing is dropped silently and the
+other consumers are not affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from streamer.consumers.base import BaseConsumer
+from streamer.logs import RateLimitedLog
+from streamer.records import Batch, DataType, Envelope, Kline, Record
+
+__all__ = ["Broadcaster", "ConsumerRunner", "StreamKey"]
+
+logger = logging.getLogger(__name__)
+
+StreamKey = tuple[str, str, DataType]
+"""(exchange, channel, data_type): one envelope of a batch."""
+
+
+class ConsumerRunner:
+    """One consumer, its bounded queue and the task that drains it."""
+
+    def __init__(self, consumer: BaseConsumer, max_events: int, log: RateLimitedLog) -> None:
+        self.consumer = consumer
+        self.max_events = max_events
+        self._log = log
+        self._queue: deque[Batch] = deque()
+        self._queued_events = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches consumed
+        self.errors = 0  # exceptions raised by consume()
+        self.dropped: dict[str, int] = {}  # events dropped, by data type
+        self.dropped_closed_klines = 0
+
+    @property
+    def name(self) -> str:
+        """The consumer's name."""
+        return self.consumer.name
+
+    @property
+    def queued_events(self) -> int:
+        """Events waiting in the queue."""
+        return self._queued_events
+
+    def offer(self, batch: Batch) -> None:
+        """Queue a batch without waiting; drop the oldest batches if it does not fit."""
+        queue = self._queue
+        while queue and self._queued_events + batch.size > self.max_events:
+            old = queue.popleft()
+            self._queued_events -= old.size
+            self._count_dropped(old)
+        queue.append(batch)
+        self._queued_events += batch.size
+        self._idle.clear()
+        self._wakeup.set()
+
+    def _count_dropped(self, batch: Batch) -> None:
+        closed = 0
+        for envelope in batch:
+            data_type = envelope.data_type
+            self.dropped[data_type] = self.dropped.get(data_type, 0) + len(envelope.data)
+            if data_type == "klines":
+                closed += sum(1 for kline in envelope.data if _is_closed(kline))
+        self.dropped_closed_klines += closed
+        self._log.error(
+            f"drop:{self.name}",
+            "consumer %s cannot keep up: its queue is full (%d events); dropped %d events "
+            "(%d closed klines); totals by type: %s",
+            self.name,
+            self.max_events,
+            batch.size,
+            closed,
+            self.dropped,
+        )
+
+    def start(self) -> None:
+        """Start the task that feeds the consumer."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"consumer:{self.name}"
+        )
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = queue.popleft()
+            self._queued_events -= batch.size
+            try:
+                await self.consumer.consume(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                self._log.log(
+                    logging.ERROR,
+                    f"error:{self.name}",
+                    "consumer %s failed on a batch of %d events (%d errors so far)",
+                    self.name,
+                    batch.size,
+                    self.errors,
+                    exc_info=True,
+                )
+            self.batches += 1
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been consumed."""
+        if self._task is None:
+            return
+        await self._idle.wait()
+
+    async def cancel(self) -> None:
+        """Stop the task (whatever is still queued is not consumed)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+def _is_closed(record: Record) -> bool:
+    return isinstance(record, Kline) and record.is_closed
+
+
+class Broadcaster:
+    """Collects published records and hands one :class:`Batch` per loop turn to every runner."""
+
+    def __init__(self, runners: Sequence[ConsumerRunner]) -> None:
+        self.runners = list(runners)
+        self._pending: dict[StreamKey, list[Record]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self.batches = 0
+        self.events = 0
+
+    def publish(self, key: StreamKey, record: Record) -> None:
+        """Add one record to the current batch. Never blocks, never awaits."""
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key] = [record]
+            self._schedule()
+        else:
+            pending.append(record)
+
+    def publish_many(self, key: StreamKey, records: Sequence[Record]) -> None:
+        """Add several records of one stream to the current batch."""
+        if not records:
+            return
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key] = list(records)
+            self._schedule()
+        else:
+            pending.extend(records)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand the pending records to every consumer as one batch, now."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        batch = Batch(
+            [
+                Envelope(exchange, channel, data_type, records)
+                for (exchange, channel, data_type), records in pending.items()
+            ]
+        )
+        self.batches += 1
+        self.events += batch.size
+        for runner in self.runners:
+            runner.offer(batch)
+
+    def start(self) -> None:
+        """Start every consumer's task."""
+        self._loop = asyncio.get_running_loop()
+        for runner in self.runners:
+            runner.start()
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush, then wait up to ``timeout`` s for every consumer to catch up; True if all did."""
+        self.flush()
+        waiters = asyncio.gather(*(runner.drain() for runner in self.runners))
+        try:
+            await asyncio.wait_for(waiters, timeout)
+        except TimeoutError:
+            late = [runner.name for runner in self.runners if runner.queued_events]
+            logger.error("shutdown: consumers %s did not drain within %.1f s", late, timeout)
+            return False
+        return True
+
+    async def cancel(self) -> None:
+        """Stop every consumer's task."""
+        await asyncio.gather(*(runner.cancel() for runner in self.runners))

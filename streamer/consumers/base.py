@@ -1,0 +1,68 @@
+"""The consumer contract: what a built-in or plugin consumer implements.
+
+A consumer receives every batch the service publishes, in order, from its own task and its own
+bounded queue, so a slow consumer only ever delays itself. Lifecycle, called by the service::
+
+    consumer = MyConsumer(settings, "my")   # construct: no I/O
+    consumer.validate()                      # check settings; raise ConfigError (exit 2)
+    await consumer.setup()                   # connect, open files
+    await consumer.start()                   # start background work, if any
+    await consumer.consume(batch)            # for every batch, one at a time
+    await consumer.stop()                    # flush and close; called once, at shutdown
+
+Example plugin::
+
+    from streamer.consumers import BaseConsumer
+    from streamer.records import Batch
+
+    class CountingConsumer(BaseConsumer):
+        async def consume(self, batch: Batch) -> None:
+            for envelope in batch:
+                print(envelope.data_type, len(envelope.data))
+
+Enable it with ``STREAMER_ENABLED_CONSUMERS=console,mypkg.sinks:CountingConsumer`` or register it
+under the ``streamer.consumers`` entry-point group and use its name.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+
+from streamer.records import Batch
+from streamer.settings import Settings
+
+__all__ = ["BaseConsumer"]
+
+
+class BaseConsumer(abc.ABC):
+    """Base class for consumers. Only :meth:`consume` is required.
+
+    An exception from :meth:`consume` is logged (rate-limited) and counted, and the consumer
+    keeps receiving the following batches; it never reaches the exchange connection.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.logger = logging.getLogger(f"streamer.consumers.{name}")
+
+    def validate(self) -> None:  # noqa: B027 - optional hook
+        """Check this consumer's settings; raise :class:`~streamer.settings.ConfigError`."""
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources (connections, files). Runs before the exchange connects."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work. Runs after :meth:`setup`."""
+
+    @abc.abstractmethod
+    async def consume(self, batch: Batch) -> None:
+        """Handle one batch. Called from this consumer's own task, one batch at a time."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources. Called once, after the queue was drained."""
+
+    def health(self) -> dict[str, object]:
+        """Consumer-specific health details for ``/health``; override to add some."""
+        return {}

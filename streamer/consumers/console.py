@@ -1,0 +1,96 @@
+"""The ``console`` consumer: events on stdout, one readable line each, or JSON lines.
+
+``STREAMER_CONSOLE_FORMAT=text`` (default) prints, for example::
+
+    2017-08-17T04:00:00Z binance spot kline BTCUSDT 1m O=4261.48 H=4261.48 L=4261.48 C=4261.48 V=1.775183 n=3 closed
+    2017-08-17T04:00:28.322Z binance spot trade BTCUSDT sell 0.1 @ 4261.48 id=0
+
+``json`` prints each envelope as one JSON line, exactly as the other consumers receive it.
+``STREAMER_CONSOLE_DATA_TYPES`` limits the output to some data types (``klines,status``).
+Writes happen in a worker thread, so a slow terminal or pipe never blocks the event loop.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from streamer.consumers.base import BaseConsumer
+from streamer.records import Batch, Kline, Price, Quote, Record, Ticker, Trade
+from streamer.settings import Settings
+
+__all__ = ["ConsoleConsumer", "format_record"]
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_record(exchange: str, channel: str, record: Record) -> str:
+    """One human-readable line for ``record`` (no newline)."""
+    where = f"{exchange} {channel}"
+    if isinstance(record, Kline):
+        state = "closed" if record.is_closed else "forming"
+        if record.revision:
+            state += f" rev={record.revision}"
+        return (
+            f"{_iso(record.timestamp)} {where} kline {record.symbol} {record.interval} "
+            f"O={record.open} H={record.high} L={record.low} C={record.close} "
+            f"V={record.volume} n={record.trade_count} {state}"
+        )
+    if isinstance(record, Trade):
+        return (
+            f"{_iso(record.timestamp)} {where} trade {record.symbol} {record.side} "
+            f"{record.quantity} @ {record.price} id={record.trade_id}"
+        )
+    if isinstance(record, Ticker):
+        return (
+            f"{_iso(record.timestamp)} {where} ticker {record.symbol} last={record.last_price} "
+            f"change={record.price_change_percent}% volume={record.volume}"
+        )
+    if isinstance(record, Price):
+        return f"{_iso(record.timestamp)} {where} price {record.symbol} {record.price}"
+    if isinstance(record, Quote):
+        return (
+            f"{_iso(record.timestamp or record.received_at)} {where} quote {record.symbol} "
+            f"bid {record.bid_quantity} @ {record.bid_price} ask {record.ask_quantity} @ "
+            f"{record.ask_price}"
+        )
+    connection = f" [{record.connection}]" if record.connection else ""
+    return f"{_iso(record.timestamp)} {where} status {record.event}{connection} {record.message}"
+
+
+class ConsoleConsumer(BaseConsumer):
+    """Prints events to stdout (or ``stream``, for tests)."""
+
+    def __init__(self, settings: Settings, name: str, stream: BinaryIO | None = None) -> None:
+        super().__init__(settings, name)
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._types = frozenset(settings.console_data_types)
+        self._json = settings.console_format == "json"
+
+    async def consume(self, batch: Batch) -> None:
+        chunks: list[bytes] = []
+        for envelope in batch:
+            if envelope.data_type not in self._types:
+                continue
+            if self._json:
+                chunks.append(envelope.to_json())
+            else:
+                exchange, channel = envelope.exchange, envelope.channel
+                text = "\n".join(format_record(exchange, channel, r) for r in envelope.data)
+                chunks.append(text.encode())
+        if chunks:
+            chunks.append(b"")
+            await asyncio.to_thread(self._write, b"\n".join(chunks))
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._stream.flush()

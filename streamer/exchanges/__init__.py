@@ -1,0 +1,28 @@
+"""Exchange connectors by ``STREAMER_EXCHANGE`` name."""
+
+from __future__ import annotations
+
+import importlib
+
+from streamer.exchanges.base import Connector, StartupError
+from streamer.settings import EXCHANGES, ConfigError
+
+__all__ = ["Connector", "StartupError", "connector_class"]
+
+# Imported on demand: choosing one exchange never imports another's dependencies.
+_BUILTIN = {"binance": "streamer.exchanges.binance:BinanceConnector"}
+
+
+def connector_class(exchange: str) -> type[Connector]:
+    """The connector class for ``exchange``; :class:`ConfigError` if there is none."""
+    target = _BUILTIN.get(exchange)
+    if target is None:
+        available = ", ".join(sorted(_BUILTIN))
+        known = ", ".join(EXCHANGES)
+        raise ConfigError(
+            f"STREAMER_EXCHANGE={exchange!r}: no connector for it in this version "
+            f"(available: {available}; planned: {known})"
+        )
+    module_name, _, attr = target.partition(":")
+    cls: type[Connector] = getattr(importlib.import_module(module_name), attr)
+    return cls

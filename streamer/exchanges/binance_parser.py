@@ -1,0 +1,234 @@
+"""Binance market-stream frames -> typed records. Pure: text in, records out, no I/O.
+
+Understands combined-stream frames (``{"stream": ..., "data": ...}``) and raw payloads, for spot
+and USD-M futures: ``trade``, ``aggTrade``, ``24hrTicker``, ``24hrMiniTicker``, ``bookTicker``
+(spot sends it without ``e``/``E``), ``serverShutdown``, and the replies to SUBSCRIBE requests
+(``{"result": null, "id": 1}``, ``{"error": {"code": 2, "msg": ...}, "id": 2}``).
+
+A malformed frame raises :class:`ParseError`; the connector counts, logs (rate-limited) and
+skips it. An event type we do not use returns ``None`` and is counted in ``stats["ignored"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamer.numbers import normalize_decimal, parse_scaled
+from streamer.records import Price, Quote, Ticker, Trade
+
+__all__ = ["Ack", "BinanceParser", "ErrorReply", "ParseError", "ParsedEvent", "ServerShutdown"]
+
+_SIGNED_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+class ParseError(ValueError):
+    """A frame that is not valid Binance market data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Reply to a request: ``result`` is None for SUBSCRIBE/UNSUBSCRIBE success."""
+
+    id: int | str | None
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An error reply to a request (``id`` None when Binance could not read the request)."""
+
+    id: int | str | None
+    code: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """Binance will close this connection soon (``serverShutdown`` event)."""
+
+    timestamp: int
+
+
+ParsedEvent = Trade | Ticker | Price | Quote | Ack | ErrorReply | ServerShutdown | None
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if type(value) is not int:
+        raise ParseError(f"{key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if type(value) is not str or not value:
+        raise ParseError(f"{key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _decimal(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if type(value) is not str or not _SIGNED_DECIMAL.fullmatch(value):
+        raise ParseError(f"{key!r} must be a decimal string, got {value!r}")
+    return normalize_decimal(value)
+
+
+class BinanceParser:
+    """Parses frames of one connection family. ``stats`` counts frames by outcome."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {
+            "trade": 0,
+            "ticker": 0,
+            "price": 0,
+            "quote": 0,
+            "control": 0,
+            "ignored": 0,
+            "malformed": 0,
+        }
+
+    def parse(self, raw: str | bytes, received_at: int) -> ParsedEvent:
+        """Parse one frame received at local time ``received_at`` (ms)."""
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self.stats["malformed"] += 1
+            raise ParseError(f"invalid JSON: {exc}") from None
+        try:
+            return self._dispatch(frame, received_at)
+        except ParseError:
+            self.stats["malformed"] += 1
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.stats["malformed"] += 1
+            raise ParseError(f"{type(exc).__name__}: {exc}") from None
+
+    def _dispatch(self, frame: Any, received_at: int) -> ParsedEvent:
+        if type(frame) is not dict:
+            raise ParseError(f"expected a JSON object, got {type(frame).__name__}")
+        data = frame.get("data")
+        if data is None:
+            if "id" in frame or "error" in frame or "code" in frame:
+                return self._reply(frame)
+            data = frame  # a raw /ws/ payload
+        elif type(data) is not dict:
+            raise ParseError("'data' must be an object")
+        event = data.get("e")
+        if event == "trade":
+            self.stats["trade"] += 1
+            return self._trade(data, received_at)
+        if event == "aggTrade":
+            self.stats["trade"] += 1
+            return self._agg_trade(data, received_at)
+        if event == "24hrTicker":
+            self.stats["ticker"] += 1
+            return self._ticker(data, received_at)
+        if event == "24hrMiniTicker":
+            self.stats["price"] += 1
+            return Price(_str(data, "s"), _decimal(data, "c"), _int(data, "E"), received_at)
+        if event == "bookTicker" or (event is None and "u" in data and "b" in data):
+            self.stats["quote"] += 1
+            return self._quote(data, received_at)
+        if event == "serverShutdown":
+            self.stats["control"] += 1
+            return ServerShutdown(_int(data, "E"))
+        if event is None or type(event) is not str:
+            raise ParseError("frame has no event type")
+        self.stats["ignored"] += 1
+        return None
+
+    def _trade(self, data: dict[str, Any], received_at: int) -> Trade:
+        trade_id = _int(data, "t")
+        return self._make_trade(data, trade_id, trade_id, trade_id, received_at)
+
+    def _agg_trade(self, data: dict[str, Any], received_at: int) -> Trade:
+        first, last = _int(data, "f"), _int(data, "l")
+        if last < first:
+            raise ParseError(f"aggTrade ids run backwards: f={first} l={last}")
+        return self._make_trade(data, _int(data, "a"), first, last, received_at)
+
+    @staticmethod
+    def _make_trade(
+        data: dict[str, Any], trade_id: int, first: int, last: int, received_at: int
+    ) -> Trade:
+        price, quantity = data["p"], data["q"]
+        if type(price) is not str or type(quantity) is not str:
+            raise ParseError("price and quantity must be decimal strings")
+        price_units, quantity_units = parse_scaled(price), parse_scaled(quantity)
+        if price_units <= 0 or quantity_units <= 0:
+            raise ParseError(f"trade price and quantity must be positive: {price} {quantity}")
+        maker = data["m"]
+        if type(maker) is not bool:
+            raise ParseError(f"'m' must be a boolean, got {maker!r}")
+        timestamp = _int(data, "T")
+        if timestamp <= 0:
+            raise ParseError(f"trade time must be positive, got {timestamp}")
+        return Trade(
+            _str(data, "s"),
+            trade_id,
+            normalize_decimal(price),
+            normalize_decimal(quantity),
+            "sell" if maker else "buy",
+            timestamp,
+            received_at,
+            first,
+            last,
+            price_units,
+            quantity_units,
+        )
+
+    @staticmethod
+    def _ticker(data: dict[str, Any], received_at: int) -> Ticker:
+        return Ticker(
+            _str(data, "s"),
+            _int(data, "E"),
+            _decimal(data, "c"),
+            _decimal(data, "o"),
+            _decimal(data, "h"),
+            _decimal(data, "l"),
+            _decimal(data, "v"),
+            _decimal(data, "q"),
+            _decimal(data, "p"),
+            _decimal(data, "P"),
+            _int(data, "n"),
+            received_at,
+        )
+
+    @staticmethod
+    def _quote(data: dict[str, Any], received_at: int) -> Quote:
+        event_time = data.get("E")
+        if event_time is not None and type(event_time) is not int:
+            raise ParseError(f"'E' must be an integer, got {event_time!r}")
+        return Quote(
+            _str(data, "s"),
+            _decimal(data, "b"),
+            _decimal(data, "B"),
+            _decimal(data, "a"),
+            _decimal(data, "A"),
+            _int(data, "u"),
+            event_time,
+            received_at,
+        )
+
+    def _reply(self, frame: dict[str, Any]) -> Ack | ErrorReply:
+        self.stats["control"] += 1
+        request_id = frame.get("id")
+        if request_id is not None and type(request_id) not in (int, str):
+            raise ParseError(f"bad request id {request_id!r}")
+        error = frame.get("error")
+        if error is None and "code" in frame:
+            error = frame  # the documented bare form {"code": ..., "msg": ...}
+        if error is not None:
+            if type(error) is not dict:
+                raise ParseError("'error' must be an object")
+            code = error.get("code")
+            return ErrorReply(
+                request_id, code if type(code) is int else None, str(error.get("msg", ""))
+            )
+        return Ack(request_id, frame.get("result"))

@@ -1,0 +1,82 @@
+"""Exact decimal arithmetic on scaled integers.
+
+Exchanges send prices and quantities as decimal strings (``"4261.48000000"``). Summing them as
+floats gives ``33.40428499999953``; summing them as integers scaled by 10**8 is exact and several
+times faster than :class:`decimal.Decimal`. Binance never sends more than 8 decimal places, so
+prices and quantities use :data:`SCALE_DIGITS` = 8 and a price times a quantity uses 16.
+
+A value with more significant decimals than the scale is rejected, never rounded: a silent
+rounding would break the promise that our klines equal the exchange's to the last digit. So is a
+value with more than :data:`MAX_INTEGER_DIGITS` integer digits: no market quotes 10**20, and a
+corrupt number must not become a bar's high.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_INTEGER_DIGITS",
+    "PRODUCT_DIGITS",
+    "SCALE",
+    "SCALE_DIGITS",
+    "format_scaled",
+    "normalize_decimal",
+    "parse_scaled",
+]
+
+SCALE_DIGITS = 8
+SCALE = 10**SCALE_DIGITS
+PRODUCT_DIGITS = 2 * SCALE_DIGITS
+MAX_INTEGER_DIGITS = 20
+
+_PAD = "0" * SCALE_DIGITS
+
+
+def parse_scaled(text: str) -> int:
+    """Parse a non-negative decimal string into an integer scaled by 10**8.
+
+    ``"4261.48000000"`` -> ``426148000000``. Raises :class:`ValueError` for anything that is
+    not plain ASCII digits with an optional fractional part (no sign, exponent, underscore or
+    whitespace), and for more than 8 significant decimal places.
+    """
+    whole, _, frac = text.partition(".")
+    # str.isdigit accepts non-ASCII digits that int() would happily convert; exchanges never
+    # send those, so treat them as malformed rather than guess.
+    if not (whole.isdigit() and text.isascii()):
+        raise ValueError(f"not a decimal number: {text!r}")
+    if len(whole) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"more than {MAX_INTEGER_DIGITS} integer digits: {text!r}")
+    if frac:
+        if not frac.isdigit():
+            raise ValueError(f"not a decimal number: {text!r}")
+        if len(frac) > SCALE_DIGITS:
+            if frac[SCALE_DIGITS:].strip("0"):
+                raise ValueError(f"more than {SCALE_DIGITS} decimal places: {text!r}")
+            frac = frac[:SCALE_DIGITS]
+        return int(whole + frac + _PAD[len(frac) :])
+    return int(whole + _PAD)
+
+
+def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
+    """Format an integer scaled by 10**digits as the shortest exact decimal string.
+
+    ``format_scaled(3340428500, 8) == "33.404285"``; no exponent, no trailing zeros.
+    """
+    if value < 0:
+        return "-" + format_scaled(-value, digits)
+    whole, frac = divmod(value, 10**digits)
+    if not frac:
+        return str(whole)
+    return f"{whole}.{frac:0{digits}d}".rstrip("0")
+
+
+def normalize_decimal(text: str) -> str:
+    """Drop trailing fractional zeros from a decimal string: ``"0.10000000"`` -> ``"0.1"``.
+
+    Used for values we pass through without arithmetic (trade prices, ticker fields) so that
+    every number we publish has one spelling, the same as :func:`format_scaled` gives.
+    """
+    if "." in text:
+        text = text.rstrip("0")
+        if text[-1] == ".":
+            return text[:-1]
+    return text

@@ -1,0 +1,167 @@
+"""One exchange channel's path from parsed records to the broadcaster, and its bar timer.
+
+A connector calls :meth:`Pipeline.on_trade`, :meth:`Pipeline.on_market` and
+:meth:`Pipeline.on_status` synchronously from its read loop; none of them awaits anything, so a
+consumer can never slow the exchange connection down. The pipeline keeps the
+:class:`~streamer.clock.ExchangeClock` up to date, feeds the aggregator, and schedules a loop
+timer for the next bar deadline; a late or missed timer is harmless because
+:meth:`~streamer.aggregator.KlineAggregator.advance` catches up on everything due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streamer.aggregator import KlineAggregator
+from streamer.broadcaster import Broadcaster, StreamKey
+from streamer.clock import ExchangeClock, wall_clock_ms
+from streamer.logs import RateLimitedLog
+from streamer.records import DataType, Price, Quote, Status, Ticker, Trade
+
+__all__ = ["MAX_FUTURE_MS", "Pipeline"]
+
+logger = logging.getLogger(__name__)
+
+# An exchange time this far ahead of our wall clock is a corrupt message, not a trade: taking
+# it would move the exchange clock into the future and close every bar early.
+MAX_FUTURE_MS = 3_600_000
+
+
+class Pipeline:
+    """Routes one (exchange, channel)'s events. Create it, :meth:`start` it in the loop."""
+
+    def __init__(
+        self,
+        exchange: str,
+        channel: str,
+        broadcaster: Broadcaster,
+        *,
+        aggregator: KlineAggregator | None,
+        clock: ExchangeClock | None = None,
+        publish_trades: bool = True,
+        updates_interval_ms: int = 0,
+    ) -> None:
+        self.exchange = exchange
+        self.channel = channel
+        self.broadcaster = broadcaster
+        self.aggregator = aggregator
+        self.clock = clock or ExchangeClock()
+        self.publish_trades = publish_trades
+        self.updates_interval_ms = updates_interval_ms
+        self._keys: dict[DataType, StreamKey] = {
+            data_type: (exchange, channel, data_type)
+            for data_type in ("klines", "trades", "ticker", "price", "quotes", "status")
+        }
+        self._trades_key = self._keys["trades"]
+        self._klines_key = self._keys["klines"]
+        self._deadline: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._updates: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._log = RateLimitedLog(logger)
+        self.rejected_future = 0
+
+    # -- input from the connector ------------------------------------------------------------
+
+    def on_trade(self, trade: Trade) -> None:
+        """A trade from the exchange: publish it and aggregate it."""
+        if trade.timestamp > wall_clock_ms() + MAX_FUTURE_MS:
+            self.rejected_future += 1
+            self._log.error(
+                "future",
+                "%s %s: trade %s %s has time %d, over an hour ahead of this host; skipped",
+                self.exchange,
+                self.channel,
+                trade.symbol,
+                trade.trade_id,
+                trade.timestamp,
+            )
+            return
+        clock = self.clock
+        clock.observe(trade.timestamp)
+        if self.publish_trades:
+            self.broadcaster.publish(self._trades_key, trade)
+        aggregator = self.aggregator
+        if aggregator is None:
+            return
+        aggregator.add_trade(trade)
+        self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+        deadline = aggregator.next_deadline()
+        if deadline is not None and clock.now_ms() >= deadline:
+            self._tick()
+        elif deadline != self._deadline:
+            self._schedule(deadline)
+
+    def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
+        """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
+        timestamp = record.timestamp
+        if timestamp is not None and timestamp <= wall_clock_ms() + MAX_FUTURE_MS:
+            self.clock.observe(timestamp)
+        self.broadcaster.publish(self._keys[data_type], record)
+
+    def on_status(
+        self,
+        event: str,
+        *,
+        connection: str | None = None,
+        message: str = "",
+        symbols: list[str] | None = None,
+    ) -> None:
+        """Tell every consumer about the feed itself (connected, disconnected, ...)."""
+        status = Status(event, wall_clock_ms(), connection, message, symbols)
+        self.broadcaster.publish(self._keys["status"], status)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the bar timer (and forming-bar updates). Call from the running loop."""
+        self._loop = asyncio.get_running_loop()
+        if self.aggregator is not None:
+            self._schedule(self.aggregator.next_deadline())
+            if self.updates_interval_ms > 0:
+                self._updates = self._loop.call_later(
+                    self.updates_interval_ms / 1000, self._publish_updates
+                )
+
+    def stop(self) -> None:
+        """Stop the timers. Forming bars are dropped, never published as closed."""
+        for handle in (self._timer, self._updates):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._updates = None
+        self._deadline = None
+        self._loop = None
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _schedule(self, deadline: int | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = deadline
+        if deadline is None or self._loop is None:
+            return
+        self._timer = self._loop.call_later(self.clock.seconds_until(deadline), self._tick)
+
+    def _tick(self) -> None:
+        aggregator = self.aggregator
+        if aggregator is None:
+            return
+        try:
+            aggregator.advance(self.clock.now_ms())
+            self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+        finally:
+            # Whatever happened, the next bar must still close.
+            self._schedule(aggregator.next_deadline())
+
+    def _publish_updates(self) -> None:
+        aggregator = self.aggregator
+        if aggregator is None or self._loop is None:
+            return
+        try:
+            self.broadcaster.publish_many(self._klines_key, aggregator.take_updates())
+        finally:
+            self._updates = self._loop.call_later(
+                self.updates_interval_ms / 1000, self._publish_updates
+            )

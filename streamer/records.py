@@ -1,0 +1,244 @@
+"""The typed records every consumer receives, and the envelope that carries them.
+
+Each record is a slotted dataclass whose fields are, in order, its JSON keys: orjson serialises
+them natively, once per batch (see :class:`Envelope`). Decimal values are exact decimal strings
+without trailing zeros (``"33.404285"``), as Binance's own API gives them; times are integer
+milliseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import orjson
+
+from streamer.numbers import normalize_decimal, parse_scaled
+
+__all__ = [
+    "DATA_TYPES",
+    "Batch",
+    "DataType",
+    "Envelope",
+    "Kline",
+    "Price",
+    "Quote",
+    "Record",
+    "Status",
+    "Ticker",
+    "Trade",
+]
+
+DataType = Literal["klines", "trades", "ticker", "price", "quotes", "status"]
+DATA_TYPES: Final[tuple[DataType, ...]] = (
+    "klines",
+    "trades",
+    "ticker",
+    "price",
+    "quotes",
+    "status",
+)
+
+
+@dataclass(slots=True)
+class Trade:
+    """One exchange trade (for Binance futures, one aggregate trade).
+
+    ``side`` is the aggressor: ``"buy"`` when the buyer was the taker (Binance ``m`` false).
+    ``first_trade_id``/``last_trade_id`` are the exchange trade ids it covers: both equal to
+    ``trade_id`` for a single trade, a range for a futures aggregate trade (``f``..``l``).
+    ``timestamp`` is the exchange's trade time, ``received_at`` our local receive time.
+
+    ``_price`` and ``_quantity`` are the same values as exact integers scaled by 10**8
+    (:mod:`streamer.numbers`), parsed once by the connector for the aggregator. orjson does not
+    serialise fields whose name starts with an underscore, so they never reach consumers.
+    Build trades with :meth:`create` unless you already hold both forms.
+    """
+
+    symbol: str
+    trade_id: int | None
+    price: str
+    quantity: str
+    side: Literal["buy", "sell"]
+    timestamp: int
+    received_at: int
+    first_trade_id: int | None
+    last_trade_id: int | None
+    _price: int = field(repr=False, compare=False)
+    _quantity: int = field(repr=False, compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        symbol: str,
+        trade_id: int | None,
+        price: str,
+        quantity: str,
+        side: Literal["buy", "sell"],
+        timestamp: int,
+        received_at: int,
+        first_trade_id: int | None = None,
+        last_trade_id: int | None = None,
+    ) -> Trade:
+        """Validate and normalise decimal strings; raise :class:`ValueError` if malformed.
+
+        A trade needs a positive price and quantity. The trade id range defaults to
+        ``trade_id`` itself.
+        """
+        price_units, quantity_units = parse_scaled(price), parse_scaled(quantity)
+        if price_units <= 0 or quantity_units <= 0:
+            raise ValueError(f"trade price and quantity must be positive: {price}, {quantity}")
+        if side not in ("buy", "sell"):
+            raise ValueError(f"trade side must be buy or sell: {side!r}")
+        return cls(
+            symbol,
+            trade_id,
+            normalize_decimal(price),
+            normalize_decimal(quantity),
+            side,
+            timestamp,
+            received_at,
+            trade_id if first_trade_id is None else first_trade_id,
+            trade_id if last_trade_id is None else last_trade_id,
+            price_units,
+            quantity_units,
+        )
+
+
+@dataclass(slots=True)
+class Kline:
+    """One bar. ``timestamp`` is the open time, ``close_time`` the last millisecond in it.
+
+    ``is_closed`` is false for forming-bar updates. ``revision`` starts at 0 and grows by one
+    each time a closed bar is published again because a late trade changed it. An interval
+    without trades has ``trade_count`` 0, zero volumes, open = high = low = close = the previous
+    close, and null trade ids.
+    """
+
+    symbol: str
+    interval: str
+    interval_ms: int
+    timestamp: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trade_count: int
+    taker_buy_volume: str
+    taker_buy_quote_volume: str
+    first_trade_id: int | None
+    last_trade_id: int | None
+    is_closed: bool
+    revision: int
+
+
+@dataclass(slots=True)
+class Ticker:
+    """Rolling 24 h statistics (Binance ``@ticker``)."""
+
+    symbol: str
+    timestamp: int
+    last_price: str
+    open: str
+    high: str
+    low: str
+    volume: str
+    quote_volume: str
+    price_change: str
+    price_change_percent: str
+    trade_count: int
+    received_at: int
+
+
+@dataclass(slots=True)
+class Price:
+    """Last price (Binance ``@miniTicker``, about once a second)."""
+
+    symbol: str
+    price: str
+    timestamp: int
+    received_at: int
+
+
+@dataclass(slots=True)
+class Quote:
+    """Best bid and ask (Binance ``@bookTicker``). ``timestamp`` is null where the exchange
+    sends no event time (Binance spot)."""
+
+    symbol: str
+    bid_price: str
+    bid_quantity: str
+    ask_price: str
+    ask_quantity: str
+    update_id: int | None
+    timestamp: int | None
+    received_at: int
+
+
+@dataclass(slots=True)
+class Status:
+    """Something downstream must know about the feed itself: ``event`` is ``connected``,
+    ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
+
+    event: str
+    timestamp: int
+    connection: str | None = None
+    message: str = ""
+    symbols: list[str] | None = None
+
+
+Record = Trade | Kline | Ticker | Price | Quote | Status
+
+
+class Envelope:
+    """``{"exchange", "channel", "data_type", "data": [...]}`` for one data type of one batch.
+
+    Records are serialised once, on first use, and the bytes are shared by every consumer:
+    :meth:`record_json` gives one JSON document per record (JSON Lines writers), :meth:`to_json`
+    the whole envelope.
+    """
+
+    __slots__ = ("_json", "_lines", "channel", "data", "data_type", "exchange")
+
+    def __init__(
+        self, exchange: str, channel: str, data_type: DataType, data: Sequence[Record]
+    ) -> None:
+        self.exchange = exchange
+        self.channel = channel
+        self.data_type: DataType = data_type
+        self.data = data
+        self._lines: list[bytes] | None = None
+        self._json: bytes | None = None
+
+    def record_json(self) -> list[bytes]:
+        """Each record as compact JSON, serialised at most once."""
+        if self._lines is None:
+            dumps = orjson.dumps
+            self._lines = [dumps(record) for record in self.data]
+        return self._lines
+
+    def to_json(self) -> bytes:
+        """The whole envelope as compact JSON, built from :meth:`record_json`."""
+        if self._json is None:
+            head = orjson.dumps(
+                {"exchange": self.exchange, "channel": self.channel, "data_type": self.data_type}
+            )
+            self._json = head[:-1] + b',"data":[' + b",".join(self.record_json()) + b"]}"
+        return self._json
+
+
+class Batch:
+    """What the broadcaster hands every consumer: the envelopes of one event-loop turn."""
+
+    __slots__ = ("envelopes", "size")
+
+    def __init__(self, envelopes: Sequence[Envelope]) -> None:
+        self.envelopes = envelopes
+        self.size = sum(len(envelope.data) for envelope in envelopes)
+
+    def __iter__(self) -> Iterator[Envelope]:
+        return iter(self.envelopes)

@@ -1,0 +1,246 @@
+"""The one object that owns a streamer process: start-up, then shutdown in a fixed order.
+
+Start-up: consumers (validate, setup, start) -> broadcaster -> pipelines -> connector (resolve
+symbols, connect). Shutdown, on SIGTERM/SIGINT or a fatal connector error, within
+``STREAMER_SHUTDOWN_TIMEOUT_SECONDS``:
+
+1. the connector stops reading (nothing new comes in);
+2. the pipelines stop their bar timers (forming bars are dropped, never published as closed);
+3. everything already published is drained into every consumer's queue and consumed;
+4. the consumers stop (the file consumer flushes and fsyncs).
+
+Exit status: 0 after a signal, 1 for a fatal runtime error, 2 for a configuration error
+(raised from :meth:`Service.run` as :class:`~streamer.settings.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streamer.aggregator import KlineAggregator
+from streamer.broadcaster import Broadcaster, ConsumerRunner
+from streamer.consumers.base import BaseConsumer
+from streamer.consumers.manager import ConsumerManager
+from streamer.exchanges import Connector, connector_class
+from streamer.logs import RateLimitedLog
+from streamer.pipeline import Pipeline
+from streamer.reconnect import FatalError
+from streamer.settings import Settings
+
+__all__ = ["Service"]
+
+logger = logging.getLogger(__name__)
+
+ConnectorFactory = Callable[[Settings, dict[str, Pipeline]], Connector]
+
+
+class Service:
+    """Runs one exchange's streamer until stopped. ``await Service(settings).run()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumers: ConsumerManager | None = None,
+        connector_factory: ConnectorFactory | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.consumer_manager = consumers or ConsumerManager()
+        self._connector_factory = connector_factory
+        self._install_signals = install_signal_handlers
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self.consumers: list[BaseConsumer] = []
+        self.broadcaster: Broadcaster | None = None
+        self.pipelines: dict[str, Pipeline] = {}
+        self.connector: Connector | None = None
+        self.ready = asyncio.Event()
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin an orderly shutdown (what SIGTERM does). Safe to call more than once."""
+        if self._stopping:
+            return
+        self._stopping = True
+        logger.info("stopping (%s)", reason)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start everything, stream until stopped, shut down in order; return the exit status."""
+        loop = asyncio.get_running_loop()
+        if self._install_signals:
+            self._add_signal_handlers(loop)
+        connector_task: asyncio.Task[None] | None = None
+        status = 0
+        try:
+            connector = await self._start()
+            if connector is None:
+                return 0  # stopped during start-up
+            connector_task = loop.create_task(connector.run(), name="connector")
+            stop_task = loop.create_task(self._stop.wait(), name="stop")
+            self.ready.set()
+            await asyncio.wait({connector_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            if connector_task.done():
+                status = self._connector_outcome(connector_task)
+        finally:
+            await self._shutdown(connector_task)
+            if self._install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        return status
+
+    async def _start(self) -> Connector | None:
+        settings = self.settings
+        self.consumers = self.consumer_manager.create(settings)
+        log = RateLimitedLog(logging.getLogger("streamer.broadcaster"))
+        runners = [
+            ConsumerRunner(consumer, settings.consumer_queue_max_events, log)
+            for consumer in self.consumers
+        ]
+        self.broadcaster = Broadcaster(runners)
+        for consumer in self.consumers:
+            await consumer.setup()
+        for consumer in self.consumers:
+            await consumer.start()
+        self.broadcaster.start()
+
+        cls = connector_class(settings.exchange)
+        channels = cls.channels(settings)
+        self.pipelines = {channel: self._pipeline(channel) for channel in channels}
+        factory = self._connector_factory or cls
+        self.connector = factory(settings, self.pipelines)
+        if not await self._unless_stopped(self.connector.prepare()):
+            return None
+        for pipeline in self.pipelines.values():
+            pipeline.start()
+        logger.info(
+            "streaming %s %s: intervals %s, consumers %s",
+            settings.exchange,
+            ",".join(channels),
+            ",".join(settings.kline_intervals) if settings.enable_klines_stream else "off",
+            ",".join(consumer.name for consumer in self.consumers),
+        )
+        return self.connector
+
+    def _pipeline(self, channel: str) -> Pipeline:
+        settings = self.settings
+        aggregator = None
+        if settings.enable_klines_stream:
+            aggregator = KlineAggregator(
+                settings.intervals,
+                waiter_latency_ms=settings.waiter_latency_ms,
+                late_window_ms=settings.aggregator_late_window_ms,
+                fill_empty=settings.aggregator_empty_bars_enabled,
+                track_updates=settings.kline_updates_interval_ms > 0,
+            )
+        assert self.broadcaster is not None
+        return Pipeline(
+            settings.exchange,
+            channel,
+            self.broadcaster,
+            aggregator=aggregator,
+            publish_trades=settings.enable_trades_stream,
+            updates_interval_ms=settings.kline_updates_interval_ms,
+        )
+
+    async def _unless_stopped(self, work: Any) -> bool:
+        """Await ``work`` unless a stop is requested first; return whether it finished."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            task.result()  # re-raise start-up errors
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
+    @staticmethod
+    def _connector_outcome(task: asyncio.Task[None]) -> int:
+        if task.cancelled():
+            return 0
+        error = task.exception()
+        if error is None:
+            logger.error("the exchange connector stopped on its own")
+            return 1
+        fatal = _find(error, FatalError)
+        if fatal is not None:
+            logger.error("stopping: %s", fatal)
+            return 1
+        logger.error("the exchange connector crashed", exc_info=error)
+        return 1
+
+    async def _shutdown(self, connector_task: asyncio.Task[None] | None) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+
+        def remaining() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        if connector_task is not None and not connector_task.done():
+            # Close gracefully (buffered frames are still handled) for up to half the budget,
+            # then cut it off: the consumers' drain needs the rest.
+            assert self.connector is not None
+            closing = asyncio.ensure_future(self.connector.stop())
+            await asyncio.wait({connector_task}, timeout=remaining() / 2)
+            for task in (connector_task, closing):
+                if not task.done():
+                    task.cancel()
+            await asyncio.wait({connector_task, closing}, timeout=remaining())
+        for pipeline in self.pipelines.values():
+            pipeline.stop()
+        if self.broadcaster is not None:
+            await self.broadcaster.drain(remaining())
+        for consumer in self.consumers:
+            try:
+                await asyncio.wait_for(consumer.stop(), remaining())
+            except Exception:
+                logger.exception("consumer %s failed to stop cleanly", consumer.name)
+        if self.broadcaster is not None:
+            await self.broadcaster.cancel()
+        logger.info("stopped")
+
+    def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(sig: signal.Signals) -> None:
+            if self._stopping:
+                logger.warning("%s again: exiting at once", sig.name)
+                os._exit(1)
+            self.request_stop(sig.name)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    def health(self) -> dict[str, object]:
+        """Connector and consumer state, for ``/health``."""
+        consumers: dict[str, object] = {}
+        if self.broadcaster is not None:
+            for runner in self.broadcaster.runners:
+                consumers[runner.name] = {
+                    "queued_events": runner.queued_events,
+                    "dropped": dict(runner.dropped),
+                    "errors": runner.errors,
+                    **runner.consumer.health(),
+                }
+        return {
+            "connector": self.connector.health() if self.connector else {},
+            "consumers": consumers,
+        }
+
+
+def _find(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``error`` or the first ``kind`` inside an exception group."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None

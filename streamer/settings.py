@@ -1,0 +1,278 @@
+"""Configuration from ``STREAMER_*`` environment variables and an optional ``.env`` file.
+
+Variable names are klines-streamer's where it had one, so its users can switch. Every default is
+pinned by a test. An invalid value raises :class:`ConfigError` whose message names the variable
+and what it accepts; the command line prints it on one line and exits with status 2.
+
+Lists are comma-separated: ``STREAMER_KLINE_INTERVALS=1m,5m,1h``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streamer.intervals import Interval, parse_intervals
+from streamer.records import DATA_TYPES, DataType
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "unknown_variables"]
+
+ENV_PREFIX = "STREAMER_"
+EXCHANGES = ("binance", "dnse", "vnstock-poll")
+
+Exchange = Literal["binance", "dnse", "vnstock-poll"]
+Channel = Literal["spot", "linear"]
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message says which and how to fix it."""
+
+
+def _split(value: Any) -> Any:
+    """Comma-separated string -> list of stripped, non-empty items (lists pass through)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All settings. Field ``foo_bar`` is read from ``STREAMER_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # -- exchange ----------------------------------------------------------------------------
+    exchange: Exchange
+    exchange_channels: Annotated[list[Channel], NoDecode] = Field(default=["spot"])
+    exchange_symbols: CommaList = Field(default=["BTCUSDT", "ETHUSDT"])
+    exchange_load_all_symbols: bool = False
+    exchange_symbols_limit: int | None = Field(default=None, ge=1)
+    exchange_socket_pool_size: int = Field(default=50, ge=1, le=1000)
+    exchange_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
+    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
+    binance_linear_ws_url: str = "wss://fstream.binance.com"
+    binance_spot_rest_url: str = "https://api.binance.com"
+    binance_linear_rest_url: str = "https://fapi.binance.com"
+    rest_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # -- streams -----------------------------------------------------------------------------
+    enable_klines_stream: bool = True
+    enable_trades_stream: bool = False
+    enable_ticker_stream: bool = False
+    enable_price_stream: bool = False
+    enable_quotes_stream: bool = False
+
+    # -- aggregator --------------------------------------------------------------------------
+    kline_intervals: CommaList = Field(default=["1m", "5m", "15m", "1h", "4h", "1d"])
+    aggregator_waiter_mode_enabled: bool = True
+    aggregator_waiter_latency_ms: int = Field(default=80, ge=0, le=60_000)
+    aggregator_late_window_ms: int = Field(default=60_000, ge=0, le=3_600_000)
+    aggregator_empty_bars_enabled: bool = True
+    kline_updates_interval_ms: int = Field(default=0, ge=0, le=3_600_000)
+
+    # -- consumers ---------------------------------------------------------------------------
+    enabled_consumers: CommaList = Field(default=["console"])
+    consumer_queue_max_events: int = Field(default=100_000, ge=100, le=100_000_000)
+    console_format: Literal["text", "json"] = "text"
+    console_data_types: Annotated[list[DataType], NoDecode] = Field(default=list(DATA_TYPES))
+    file_consumer_base_path: Path = Path("data")
+    file_consumer_retention_hours: int = Field(default=24, ge=1, le=24 * 3650)
+    file_consumer_gzip: bool = False
+    file_consumer_flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+
+    # -- process -----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_timeout_seconds: float = Field(default=4.0, gt=0, le=300)
+
+    @field_validator(
+        "exchange_channels",
+        "exchange_symbols",
+        "kline_intervals",
+        "enabled_consumers",
+        "console_data_types",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("exchange_symbols_limit", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `STREAMER_EXCHANGE_SYMBOLS_LIMIT=` (as klines-streamer's .env.example writes it)
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("exchange", "log_level", "log_format", "console_format", mode="before")
+    @classmethod
+    def _fold_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value.upper() if value.lower() in _LEVELS else value.lower()
+        return value
+
+    @field_validator("exchange_channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("set spot, linear or spot,linear")
+        return list(dict.fromkeys(value))
+
+    @field_validator("exchange_symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for symbol in value:
+            if any(char in symbol for char in " /@\t\"'"):
+                raise ValueError(f"{symbol!r} is not a symbol; use names such as BTCUSDT,ETHUSDT")
+            out.append(symbol.upper())
+        return list(dict.fromkeys(out))
+
+    @field_validator("kline_intervals")
+    @classmethod
+    def _intervals(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one interval is required, e.g. 1m,5m,1h")
+        return [interval.name for interval in parse_intervals(value)]
+
+    @field_validator("enabled_consumers")
+    @classmethod
+    def _consumers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one consumer is required, e.g. console")
+        return list(dict.fromkeys(value))
+
+    @field_validator("binance_spot_ws_url", "binance_linear_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"{value!r} is not a WebSocket URL; use wss://host[:port] or ws://")
+        return value.rstrip("/")
+
+    @field_validator("binance_spot_rest_url", "binance_linear_rest_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an HTTP URL; use https://host[:port] or http://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _something_to_stream(self) -> Settings:
+        if not (
+            self.enable_klines_stream
+            or self.enable_trades_stream
+            or self.enable_ticker_stream
+            or self.enable_price_stream
+            or self.enable_quotes_stream
+        ):
+            raise ValueError(
+                "STREAMER_ENABLE_KLINES_STREAM: every stream is disabled; enable at least one "
+                "of the klines, trades, ticker, price or quotes streams"
+            )
+        if not self.exchange_symbols and not self.exchange_load_all_symbols:
+            raise ValueError(
+                "STREAMER_EXCHANGE_SYMBOLS: no symbols; list some (BTCUSDT,ETHUSDT) or set "
+                "STREAMER_EXCHANGE_LOAD_ALL_SYMBOLS=true"
+            )
+        return self
+
+    # -- derived -----------------------------------------------------------------------------
+
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """The kline intervals, parsed, shortest first."""
+        return parse_intervals(self.kline_intervals)
+
+    @property
+    def waiter_latency_ms(self) -> int:
+        """How long after a bar's end it closes without a later trade (0 with waiter off)."""
+        return self.aggregator_waiter_latency_ms if self.aggregator_waiter_mode_enabled else 0
+
+    def effective(self) -> dict[str, str]:
+        """Every setting as ``STREAMER_NAME -> value`` text, secrets masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = "********" if value.get_secret_value() else ""
+            elif isinstance(value, list):
+                text = ",".join(str(item) for item in value)
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)
+            out[ENV_PREFIX + name.upper()] = text
+        return out
+
+
+_LEVELS = {"debug", "info", "warning", "error", "critical"}
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Read settings from the environment and ``env_file`` (environment wins).
+
+    Raises :class:`ConfigError` with one line per problem, each naming its variable.
+    """
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not field:
+            lines.append(message)
+            continue
+        variable = ENV_PREFIX + field.upper()
+        if error["type"] == "missing":
+            if field == "exchange":
+                lines.append(f"{variable} is required: set it to one of {', '.join(EXCHANGES)}")
+            else:
+                lines.append(f"{variable} is required")
+            continue
+        given = error.get("input")
+        shown = f"={given!r}" if isinstance(given, str | int | float) else ""
+        lines.append(f"{variable}{shown}: {message}")
+    return "\n".join(lines)
+
+
+def unknown_variables(
+    env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> list[str]:
+    """``STREAMER_*`` variables that no setting reads, each with a close match if there is one.
+
+    A mistyped name (``STREAMER_KLINE_INTERVAL``) would otherwise be ignored silently.
+    """
+    names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    seen: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        seen.update(dict.fromkeys(dotenv_values(env_file), ""))
+    seen.update(os.environ if env is None else env)
+    out = []
+    for key in seen:
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in names:
+            close = difflib.get_close_matches(upper, sorted(names), n=1)
+            out.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return sorted(out)

@@ -1,0 +1,72 @@
+"""The console consumer: one readable line per event, or JSON envelopes."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import orjson
+
+from streamer.consumers.console import ConsoleConsumer, format_record
+from streamer.records import Batch, Envelope, Kline, Price, Quote, Status, Ticker, Trade
+from tests.conftest import make_settings
+
+KLINE = Kline("BTCUSDT", "1m", 60000, 1502942400000, 1502942459999, "4261.48", "4261.48",
+              "4261.48", "4261.48", "1.775183", "7564.90685084", 3, "0.075183", "320.39085084",
+              0, 2, True, 0)  # fmt: skip
+TRADE = Trade.create("BTCUSDT", 0, "4261.48000000", "0.10000000", "sell", 1502942428322, 1)
+
+
+def batch() -> Batch:
+    return Batch([Envelope("binance", "spot", "klines", [KLINE]),
+                  Envelope("binance", "spot", "trades", [TRADE])])  # fmt: skip
+
+
+def test_a_kline_line_shows_ohlcv_trade_count_and_state() -> None:
+    assert format_record("binance", "spot", KLINE) == (
+        "2017-08-17T04:00:00Z binance spot kline BTCUSDT 1m O=4261.48 H=4261.48 L=4261.48 "
+        "C=4261.48 V=1.775183 n=3 closed"
+    )
+    revised = dataclasses.replace(KLINE, revision=2)
+    assert format_record("binance", "spot", revised).endswith("closed rev=2")
+
+
+def test_every_record_type_has_a_line() -> None:
+    lines = [
+        format_record("binance", "spot", TRADE),
+        format_record("binance", "spot", Price("BTCUSDT", "1.5", 1502942428322, 1)),
+        format_record("binance", "spot", Quote("BTCUSDT", "1", "2", "3", "4", 5, None,
+                                               1502942428000)),
+        format_record("binance", "spot", Ticker("B", 0, "2", "3", "4", "5", "6", "7", "8", "9.5",
+                                                10, 11)),
+        format_record("binance", "spot", Status("connected", 0, "binance-spot-0", "2 streams")),
+    ]  # fmt: skip
+    assert lines == [
+        "2017-08-17T04:00:28.322Z binance spot trade BTCUSDT sell 0.1 @ 4261.48 id=0",
+        "2017-08-17T04:00:28.322Z binance spot price BTCUSDT 1.5",
+        "2017-08-17T04:00:28Z binance spot quote BTCUSDT bid 2 @ 1 ask 4 @ 3",
+        "1970-01-01T00:00:00Z binance spot ticker B last=2 change=9.5% volume=6",
+        "1970-01-01T00:00:00Z binance spot status connected [binance-spot-0] 2 streams",
+    ]
+
+
+async def test_text_output_is_one_line_per_event() -> None:
+    out = io.BytesIO()
+    await ConsoleConsumer(make_settings(), "console", stream=out).consume(batch())
+    assert out.getvalue().decode().count("\n") == 2
+
+
+async def test_json_output_is_one_envelope_per_line() -> None:
+    out = io.BytesIO()
+    consumer = ConsoleConsumer(make_settings(console_format="json"), "console", stream=out)
+    await consumer.consume(batch())
+    envelopes = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["data_type"] for e in envelopes] == ["klines", "trades"]
+    assert envelopes[0]["data"][0]["volume"] == "1.775183"
+
+
+async def test_output_can_be_limited_to_some_data_types() -> None:
+    out = io.BytesIO()
+    settings = make_settings(console_data_types=["klines"])
+    await ConsoleConsumer(settings, "console", stream=out).consume(batch())
+    assert out.getvalue().decode().splitlines() == [format_record("binance", "spot", KLINE)]

@@ -1,0 +1,68 @@
+"""Finding consumers: built-ins, registrations, entry points, dotted paths."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from streamer.consumers import manager as manager_module
+from streamer.consumers.console import ConsoleConsumer
+from streamer.consumers.file import FileConsumer
+from streamer.consumers.manager import ConsumerManager
+from streamer.settings import ConfigError
+from tests.conftest import CollectingConsumer, make_settings
+
+
+def test_the_builtins_are_console_and_file() -> None:
+    manager = ConsumerManager()
+    assert manager.resolve("console") is ConsoleConsumer
+    assert manager.resolve("file") is FileConsumer
+
+
+def test_an_unknown_name_fails_with_the_known_names() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ConsumerManager().resolve("kafka")
+    assert "unknown consumer 'kafka'; known: console, file (or a dotted path" in str(caught.value)
+
+
+def test_a_registered_class_is_found_by_name() -> None:
+    manager = ConsumerManager()
+    manager.register_consumer("collect", CollectingConsumer)
+    consumers = manager.create(make_settings(enabled_consumers=["collect", "console"]))
+    assert [type(c) for c in consumers] == [CollectingConsumer, ConsoleConsumer]
+    assert consumers[0].name == "collect"
+    with pytest.raises(TypeError):
+        manager.register_consumer("bad", dict)  # type: ignore[arg-type]
+
+
+def test_registrations_belong_to_one_manager_not_to_the_process() -> None:
+    ConsumerManager().register_consumer("collect", CollectingConsumer)
+    with pytest.raises(ConfigError):
+        ConsumerManager().resolve("collect")
+
+
+def test_a_dotted_path_loads_a_plugin_class() -> None:
+    cls = ConsumerManager().resolve("tests.conftest:CollectingConsumer")
+    assert cls is CollectingConsumer
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("tests.conftest:Nope", "cannot load consumer"),
+        ("no_such_module_xyz:Thing", "cannot load consumer"),
+        ("tests.conftest:make_settings", "not a streamer.consumers.BaseConsumer subclass"),
+    ],
+)
+def test_a_bad_dotted_path_is_a_configuration_error(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ConsumerManager().resolve(name)
+
+
+def test_an_entry_point_plugin_is_found_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = EntryPoint("collector", "tests.conftest:CollectingConsumer", "streamer.consumers")
+    monkeypatch.setattr(manager_module, "entry_points", lambda group: [plugin])
+    manager = ConsumerManager()
+    assert manager.resolve("collector") is CollectingConsumer
+    assert "collector" in manager.known()

@@ -1,0 +1,302 @@
+"""The Binance connector against a local fake Binance speaking the real protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import pytest
+
+from streamer.exchanges import binance as binance_module
+from streamer.exchanges.base import StartupError
+from streamer.records import Price, Quote, Status, Ticker, Trade
+from streamer.settings import ConfigError
+from tests.conftest import RunningService, eventually, fake_settings, fast_binance
+from tests.fakes.binance import (
+    FakeBinance,
+    agg_trade,
+    book_ticker,
+    mini_ticker,
+    spot_trade,
+    ticker_24h,
+)
+
+NOW = int(time.time() * 1000) // 60_000 * 60_000  # a minute boundary, so bars are predictable
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_spot_trades_stream_in_on_a_combined_connection_and_become_klines() -> None:
+    async with FakeBinance() as fake, RunningService(fake_settings(fake)) as running:
+        conn = fake.connections[0]
+        assert conn.combined
+        assert conn.streams == {"btcusdt@trade", "ethusdt@trade"}
+        await fake.publish(spot_trade("BTCUSDT", 1, "100.5", "0.2", NOW + 1000, maker=True))
+        await fake.publish(spot_trade("BTCUSDT", 2, "101", "0.3", NOW + 2000))
+        await fake.publish(spot_trade("BTCUSDT", 3, "99", "1", NOW + 60_500))  # closes the bar
+        collector = running.collector
+        await eventually(lambda: collector.klines())
+        bar = collector.klines()[0]
+        assert (bar.timestamp, bar.open, bar.high, bar.low, bar.close) == (
+            NOW,
+            "100.5",
+            "101",
+            "100.5",
+            "101",
+        )
+        assert (bar.volume, bar.trade_count, bar.taker_buy_volume) == ("0.5", 2, "0.3")
+        trades = collector.records("trades")
+        assert [t.trade_id for t in trades if isinstance(t, Trade)] == [1, 2, 3]
+        statuses = [s for s in collector.records("status") if isinstance(s, Status)]
+        assert statuses[0].event == "connected"
+        assert statuses[0].symbols == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_ticker_price_and_quote_streams_are_published_by_type() -> None:
+    settings_overrides = {
+        "enable_ticker_stream": True, "enable_price_stream": True, "enable_quotes_stream": True,
+        "exchange_symbols": ["BTCUSDT"],
+    }  # fmt: skip
+    async with (
+        FakeBinance() as fake,
+        RunningService(fake_settings(fake, **settings_overrides)) as running,
+    ):
+        assert fake.connections[0].streams == {
+            "btcusdt@trade", "btcusdt@ticker", "btcusdt@miniTicker", "btcusdt@bookTicker",
+        }  # fmt: skip
+        await fake.publish(ticker_24h("BTCUSDT", NOW, last="100.50"))
+        await fake.publish(mini_ticker("BTCUSDT", NOW, close="100.25"))
+        await fake.publish(book_ticker("BTCUSDT", 7, "100.1", "100.2"))
+        collector = running.collector
+        await eventually(lambda: collector.records("quotes"))
+        ticker = collector.records("ticker")[0]
+        price = collector.records("price")[0]
+        quote = collector.records("quotes")[0]
+        assert isinstance(ticker, Ticker)
+        assert ticker.last_price == "100.5"
+        assert isinstance(price, Price)
+        assert price.price == "100.25"
+        assert isinstance(quote, Quote)
+        assert (quote.bid_price, quote.update_id) == ("100.1", 7)
+
+
+async def test_streams_beyond_the_url_are_subscribed_with_ids_and_paced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(binance_module, "URL_STREAMS", 2)
+    monkeypatch.setattr(binance_module, "SUBSCRIBE_CHUNK", 1)
+    symbols = [f"S{i}USDT" for i in range(5)]
+    async with FakeBinance(symbols=symbols) as fake:
+        settings = fake_settings(fake, exchange_symbols=symbols)
+        async with RunningService(settings, fast_binance()):
+            await fake.wait_for_streams([f"s{i}usdt@trade" for i in range(5)], timeout=5)
+            conn = fake.connections[0]
+            assert [r["method"] for r in conn.requests] == ["SUBSCRIBE"] * 3
+            assert [r["id"] for r in conn.requests] == [1, 2, 3]
+            gaps = [b - a for a, b in zip(conn._window, conn._window[1:], strict=False)]
+            assert all(gap >= 0.2 for gap in gaps)  # 4/s, under Binance's 5/s
+            assert fake.connection_count == 1  # never cut off for flooding
+
+
+async def test_symbols_spread_over_connections_within_the_stream_limit() -> None:
+    symbols = ["AUSDT", "BUSDT", "CUSDT"]
+    async with FakeBinance(symbols=symbols) as fake:
+        settings = fake_settings(
+            fake, exchange_symbols=symbols, enable_ticker_stream=True,
+            exchange_streams_per_connection=2,
+        )  # fmt: skip
+        async with RunningService(settings) as running:
+            assert len(fake.connections) == 3
+            assert sorted(len(c.streams) for c in fake.connections) == [2, 2, 2]
+            for conn in fake.connections:  # a symbol's streams share its connection
+                assert len({s.split("@")[0] for s in conn.streams}) == 1
+            health = running.service.health()["connector"]
+            assert len(health["connections"]) == 3  # type: ignore[index]
+
+
+async def test_too_few_sockets_for_the_streams_is_a_configuration_error() -> None:
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, exchange_streams_per_connection=1, exchange_socket_pool_size=1
+        )
+        with pytest.raises(ConfigError, match="STREAMER_EXCHANGE_SOCKET_POOL_SIZE=1"):
+            async with RunningService(settings):
+                pass
+
+
+async def test_futures_use_the_routed_market_and_public_paths() -> None:
+    async with FakeBinance("linear") as fake:
+        settings = fake_settings(fake, enable_quotes_stream=True, exchange_symbols=["BTCUSDT"])
+        async with RunningService(settings) as running:
+            paths = sorted((c.path, tuple(sorted(c.streams))) for c in fake.connections)
+            assert paths == [
+                ("/market", ("btcusdt@aggTrade",)), ("/public", ("btcusdt@bookTicker",)),
+            ]  # fmt: skip
+            await fake.publish(agg_trade("BTCUSDT", 10, "50000.1", "0.01", 100, 104, NOW + 5))
+            await fake.publish(agg_trade("BTCUSDT", 11, "50000.2", "0.02", 105, 105, NOW + 6))
+            await fake.publish(agg_trade("BTCUSDT", 12, "50000.3", "0.03", 106, 107, NOW + 60_001))
+            await fake.publish(book_ticker("BTCUSDT", 9, "1", "2", time_ms=NOW))
+            collector = running.collector
+            await eventually(lambda: collector.klines() and collector.records("quotes"))
+            bar = collector.klines()[0]
+            assert (bar.trade_count, bar.first_trade_id, bar.last_trade_id) == (6, 100, 105)
+            envelope = collector.batches[-1].envelopes[0]
+            assert envelope.channel == "linear"
+
+
+async def test_the_fake_models_binances_silent_legacy_futures_path() -> None:
+    """A futures client on the old un-routed URL gets an ack and no data (our connector never
+    goes there, see the routed-paths test above)."""
+    from websockets.asyncio.client import connect
+
+    async with (
+        FakeBinance("linear") as fake,
+        connect(f"{fake.ws_url}/stream?streams=btcusdt@aggTrade") as ws,
+    ):
+        await eventually(lambda: fake.connections)
+        assert await fake.publish(agg_trade("BTCUSDT", 1, "1", "1", 1, 1, NOW)) == 0
+        await ws.send('{"method":"SUBSCRIBE","params":["ethusdt@aggTrade"],"id":1}')
+        assert await ws.recv() == '{"result":null,"id":1}'
+
+
+async def test_a_dropped_connection_reconnects_resubscribes_and_reports_it() -> None:
+    async with (
+        FakeBinance() as fake,
+        RunningService(fake_settings(fake), fast_binance()) as running,
+    ):
+        await fake.publish(spot_trade("BTCUSDT", 1, "100", "1", NOW + 1))
+        await fake.drop_connections()
+        await fake.wait_for_connections(2)
+        await fake.wait_for_streams(["btcusdt@trade", "ethusdt@trade"])
+        await fake.publish(spot_trade("BTCUSDT", 2, "101", "1", NOW + 60_001))
+        collector = running.collector
+        await eventually(lambda: collector.klines())
+        events = [s.event for s in collector.records("status") if isinstance(s, Status)]
+        assert events == ["connected", "disconnected", "connected"]
+        assert collector.klines()[0].trade_count == 1
+        health = running.service.health()["connector"]["connections"]  # type: ignore[index]
+        assert health["binance-spot-0"]["reconnects"] == 1
+
+
+async def test_a_malformed_frame_is_counted_and_skipped_and_the_connection_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeBinance() as fake, RunningService(fake_settings(fake)) as running:
+        with caplog.at_level(logging.WARNING):
+            await fake.send_text("{not json")
+            await fake.send_text('{"stream":"btcusdt@trade","data":{"e":"trade","p":"x"}}')
+            await fake.send_text(b"\x00\x01binary")
+            await fake.publish(spot_trade("BTCUSDT", 5, "100", "1", NOW + 1))
+            collector = running.collector
+            await eventually(lambda: collector.records("trades"))
+        frames = running.service.health()["connector"]["frames"]["spot"]  # type: ignore[index]
+        assert frames["malformed"] == 3
+        assert frames["trade"] == 2
+        assert fake.connection_count == 1
+        assert "skipped a malformed frame" in caplog.text
+
+
+async def test_server_shutdown_recycles_the_connection_at_once() -> None:
+    async with (
+        FakeBinance() as fake,
+        RunningService(fake_settings(fake), fast_binance()) as running,
+    ):
+        await fake.send_text('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
+        await fake.wait_for_connections(2)
+        collector = running.collector
+        await eventually(lambda: len(collector.records("status")) >= 4)
+        events = [s.event for s in collector.records("status") if isinstance(s, Status)]
+        assert events[:4] == ["connected", "server_shutdown", "disconnected", "connected"]
+
+
+async def test_a_refused_subscription_is_reported_and_the_others_keep_streaming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(binance_module, "URL_STREAMS", 1)
+    async with FakeBinance(symbols=["BTCUSDT"]) as fake:
+        # REST knows ETHUSDT but the stream server does not: the SUBSCRIBE is refused.
+        settings = fake_settings(fake, exchange_symbols=["BTCUSDT"])
+        async with RunningService(settings) as running:
+            connector = running.service.connector
+            assert connector is not None
+            plan = connector.plans[0]  # type: ignore[attr-defined]
+            plan.streams.append("ethusdt@trade")
+            await fake.drop_connections()
+            collector = running.collector
+            await eventually(lambda: any(
+                isinstance(s, Status) and s.event == "error" for s in collector.records("status")
+            ))  # fmt: skip
+            await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
+            await eventually(lambda: collector.records("trades"))
+
+
+async def test_an_unknown_configured_symbol_is_a_configuration_error() -> None:
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, exchange_symbols=["BTCUSDT", "NOPEUSDT"])
+        with pytest.raises(ConfigError, match="NOPEUSDT not listed on binance spot"):
+            async with RunningService(settings):
+                pass
+
+
+async def test_without_rest_configured_symbols_stream_anyway_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, binance_spot_rest_url=f"http://127.0.0.1:{closed_port()}")
+        with caplog.at_level(logging.WARNING):
+            async with RunningService(settings):
+                assert fake.connections[0].streams == {"btcusdt@trade", "ethusdt@trade"}
+        assert "cannot check symbols" in caplog.text
+
+
+async def test_load_all_without_rest_refuses_to_start() -> None:
+    """klines-streamer exited 0 with nothing to stream; we stop with a reason."""
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, exchange_load_all_symbols=True,
+            binance_spot_rest_url=f"http://127.0.0.1:{closed_port()}",
+        )  # fmt: skip
+        with pytest.raises(StartupError, match="LOAD_ALL_SYMBOLS needs the symbol list"):
+            async with RunningService(settings):
+                pass
+
+
+async def test_load_all_takes_trading_symbols_up_to_the_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    symbols = {"AUSDT": "TRADING", "BUSDT": "BREAK", "CUSDT": "TRADING", "DUSDT": "TRADING"}
+    async with FakeBinance(symbols=symbols) as fake:
+        settings = fake_settings(fake, exchange_load_all_symbols=True, exchange_symbols_limit=2)
+        async with RunningService(settings):
+            assert fake.connections[0].streams == {"ausdt@trade", "cusdt@trade"}
+        settings = fake_settings(fake, exchange_symbols=["AUSDT", "BUSDT"])
+        with caplog.at_level(logging.WARNING):
+            async with RunningService(settings):
+                assert fake.connections[0].streams == {"ausdt@trade", "busdt@trade"}
+        assert "not trading now, streamed anyway: ['BUSDT']" in caplog.text
+
+
+async def test_klines_off_and_trades_off_subscribe_no_trade_stream() -> None:
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, enable_klines_stream=False, enable_trades_stream=False,
+            enable_price_stream=True, exchange_symbols=["BTCUSDT"],
+        )  # fmt: skip
+        async with RunningService(settings):
+            assert fake.connections[0].streams == {"btcusdt@miniTicker"}
+
+
+async def test_server_pings_are_answered_and_the_connection_stays_up() -> None:
+    """Binance pings every 20 s and drops clients that do not pong; here every 50 ms."""
+    async with FakeBinance(ping_interval=0.05) as fake, RunningService(fake_settings(fake)):
+        conn = fake.connections[0]
+        await asyncio.sleep(0.3)
+        assert conn.ws.latency > 0  # the fake measured a pong round trip
+        assert fake.connection_count == 1
+        assert await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW)) == 1

@@ -1,0 +1,166 @@
+"""Binance frames -> records, using the documented sample payloads; bad frames raise."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamer.exchanges.binance_parser import (
+    Ack,
+    BinanceParser,
+    ErrorReply,
+    ParseError,
+    ServerShutdown,
+)
+from streamer.records import Price, Quote, Ticker, Trade
+
+# Official samples: web-socket-streams.md and the USD-M SDK tests (exchange-protocols.md 1.4, 1.5).
+SPOT_TRADE = (
+    '{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,'
+    '"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}'
+)
+SPOT_AGG_TRADE = (
+    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1672515782136,"s":"BTCUSDT",'
+    '"a":12345,"p":"0.001","q":"100","f":100,"l":105,"T":1672515782136,"m":true,"M":true}}'
+)
+FUTURES_AGG_TRADE = (
+    '{"e": "aggTrade", "E": 123456789, "s": "BNBUSDT", "a": 5933014, "p": "0.001", "q": "100", '
+    '"nq": "100", "f": 100, "l": 105, "T": 123456785, "m": true, "st": 1}'
+)
+TICKER = (
+    '{"e":"24hrTicker","E":1672515782136,"s":"BNBBTC","p":"0.0015","P":"250.00","w":"0.0018",'
+    '"x":"0.0009","c":"0.0025","Q":"10","b":"0.0024","B":"10","a":"0.0026","A":"100",'
+    '"o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,'
+    '"L":18150,"n":18151}'
+)
+FUTURES_TICKER = (
+    '{"e": "24hrTicker", "E": 123456789, "s": "BNBUSDT", "p": "-0.0015", "P": "-250.00", '
+    '"w": "0.0018", "c": "0.0025", "Q": "10", "o": "0.0010", "h": "0.0025", "l": "0.0010", '
+    '"v": "10000", "q": "18", "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151, '
+    '"ps": "BTCUSDT", "st": 1}'
+)
+MINI_TICKER = (
+    '{"e":"24hrMiniTicker","E":1672515782136,"s":"BNBBTC","c":"0.0025","o":"0.0010",'
+    '"h":"0.0025","l":"0.0010","v":"10000","q":"18"}'
+)
+SPOT_BOOK = (
+    '{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000",'
+    '"A":"40.66000000"}'
+)
+FUTURES_BOOK = (
+    '{"e": "bookTicker", "u": 400900217, "E": 1568014460893, "T": 1568014460891, "s": "BNBUSDT", '
+    '"ps": "BNBUSDT", "b": "25.35190000", "B": "31.21000000", "a": "25.36520000", '
+    '"A": "40.66000000", "st": 1}'
+)
+
+
+def parse(frame: str | bytes) -> object:
+    return BinanceParser().parse(frame, 42)
+
+
+def test_spot_trade_sample() -> None:
+    assert parse(SPOT_TRADE) == Trade.create(
+        "BNBBTC", 12345, "0.001", "100", "sell", 1672515782136, 42
+    )
+
+
+def test_aggregate_trades_carry_their_trade_id_range() -> None:
+    for frame in (SPOT_AGG_TRADE, FUTURES_AGG_TRADE):
+        trade = parse(frame)
+        assert isinstance(trade, Trade)
+        assert (trade.first_trade_id, trade.last_trade_id, trade.side) == (100, 105, "sell")
+    assert parse(FUTURES_AGG_TRADE).trade_id == 5933014  # type: ignore[attr-defined]
+
+
+def test_buyer_as_taker_is_a_buy() -> None:
+    trade = parse(SPOT_TRADE.replace('"m":true', '"m":false'))
+    assert isinstance(trade, Trade)
+    assert trade.side == "buy"
+
+
+def test_tickers_prices_and_quotes() -> None:
+    assert parse(TICKER) == Ticker(
+        "BNBBTC", 1672515782136, "0.0025", "0.001", "0.0025", "0.001", "10000", "18", "0.0015",
+        "250", 18151, 42,
+    )  # fmt: skip
+    futures = parse(FUTURES_TICKER)
+    assert isinstance(futures, Ticker)
+    assert futures.price_change == "-0.0015"
+    assert parse(MINI_TICKER) == Price("BNBBTC", "0.0025", 1672515782136, 42)
+    assert parse(SPOT_BOOK) == Quote(
+        "BNBUSDT", "25.3519", "31.21", "25.3652", "40.66", 400900217, None, 42
+    )
+    book = parse(FUTURES_BOOK)
+    assert isinstance(book, Quote)
+    assert book.timestamp == 1568014460893
+
+
+def test_server_shutdown_in_both_forms() -> None:
+    raw = '{"e": "serverShutdown", "E": 1770123456789}'
+    wrapped = '{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1770123456789}}'
+    assert parse(raw) == parse(wrapped) == ServerShutdown(1770123456789)
+
+
+def test_request_replies() -> None:
+    assert parse('{"result": null, "id": 1}') == Ack(1, None)
+    assert parse('{"result": ["btcusdt@aggTrade"], "id": 3}') == Ack(3, ["btcusdt@aggTrade"])
+    assert parse('{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":2}') == (
+        ErrorReply(2, 2, "Invalid request: invalid stream")
+    )
+    assert parse('{"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1"}') == (
+        ErrorReply(None, 3, "Invalid JSON: expected value at line 1 column 1")
+    )
+
+
+def test_unknown_events_are_ignored_and_counted() -> None:
+    parser = BinanceParser()
+    assert parser.parse('{"e":"avgPrice","E":1,"s":"X","i":"5m","w":"1","T":1}', 0) is None
+    assert parser.stats["ignored"] == 1
+
+
+def test_bytes_frames_are_accepted() -> None:
+    assert isinstance(parse(SPOT_TRADE.encode()), Trade)
+
+
+def mutate(frame: str, **changes: object) -> str:
+    decoded = orjson.loads(frame)
+    decoded["data"].update(changes)
+    return orjson.dumps(decoded).decode()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        "",
+        "[]",
+        "42",
+        '{"stream":"x","data":[]}',
+        '{"stream":"x","data":{"s":"X"}}',
+        mutate(SPOT_TRADE, p=0.001),
+        mutate(SPOT_TRADE, p="1e5"),
+        mutate(SPOT_TRADE, p="-1"),
+        mutate(SPOT_TRADE, q="0"),
+        mutate(SPOT_TRADE, p="1.123456789"),
+        mutate(SPOT_TRADE, t="12345"),
+        mutate(SPOT_TRADE, t=True),
+        mutate(SPOT_TRADE, T=-5),
+        mutate(SPOT_TRADE, m="true"),
+        mutate(SPOT_TRADE, s=""),
+        mutate(SPOT_TRADE, s=None),
+        mutate(SPOT_TRADE, e=7),
+        mutate(SPOT_AGG_TRADE, f=10, l=5),
+        mutate(SPOT_AGG_TRADE, l=None),
+        mutate(SPOT_TRADE, p="9" * 40),
+        '{"stream":"x","data":{"e":"trade"}}',
+        '{"e":"24hrTicker","E":1,"s":"X","c":"abc","o":"1","h":"1","l":"1","v":"1","q":"1",'
+        '"p":"1","P":"1","n":1}',
+        '{"result": null, "id": {"nested": 1}}',
+        '{"error": "oops", "id": 1}',
+    ],
+)
+def test_malformed_frames_raise_parse_error_and_are_counted(frame: str) -> None:
+    parser = BinanceParser()
+    with pytest.raises(ParseError):
+        parser.parse(frame, 0)
+    assert parser.stats["malformed"] == 1

@@ -1,0 +1,454 @@
+"""A local fake Binance that speaks the real protocol, for tests and benchmarks.
+
+WebSocket market streams (one instance serves one market, ``spot`` or ``linear``):
+
+* spot: ``/stream?streams=a/b`` (combined frames ``{"stream":..,"data":..}``) and ``/ws/<stream>``
+  (raw payloads); futures the same under ``/market`` (trades, tickers) and ``/public`` (book
+  data). A futures connection on the legacy un-routed path is accepted and acknowledged but
+  receives nothing, exactly the silent failure Binance documents.
+* Live ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` with ids; unknown streams get
+  ``{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":N}``; malformed requests the
+  documented code 2/3 errors. More than ``max_incoming_per_s`` messages in a second closes the
+  connection (Binance: 5/s spot, 10/s futures).
+* Server pings every ``ping_interval`` seconds (Binance spot: 20 s).
+
+REST over plain HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
+with an optional forced failure status.
+
+Payload builders (:func:`spot_trade`, :func:`agg_trade`, ...) emit fields in the order of
+Binance's documented samples, and frames are compact JSON as Binance sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+__all__ = [
+    "FakeBinance",
+    "FakeConnection",
+    "agg_trade",
+    "book_ticker",
+    "combined",
+    "mini_ticker",
+    "spot_trade",
+    "ticker_24h",
+]
+
+_BOOK_STREAMS = ("bookTicker", "depth")
+_KNOWN_STREAM_TYPES = ("trade", "aggTrade", "ticker", "miniTicker", "bookTicker", "depth")
+
+
+def spot_trade(
+    symbol: str, trade_id: int, price: str, qty: str, time_ms: int, maker: bool = False
+) -> dict[str, Any]:
+    """A spot ``@trade`` payload (no ``b``/``a`` since 2024-06-18)."""
+    return {
+        "e": "trade", "E": time_ms, "s": symbol, "t": trade_id, "p": price, "q": qty,
+        "T": time_ms, "m": maker, "M": True,
+    }  # fmt: skip
+
+
+def agg_trade(
+    symbol: str,
+    agg_id: int,
+    price: str,
+    qty: str,
+    first: int,
+    last: int,
+    time_ms: int,
+    maker: bool = False,
+) -> dict[str, Any]:
+    """A USD-M futures ``@aggTrade`` payload (with ``nq`` and ``st``, no ``M``)."""
+    return {
+        "e": "aggTrade", "E": time_ms, "s": symbol, "a": agg_id, "p": price, "q": qty,
+        "nq": qty, "f": first, "l": last, "T": time_ms, "m": maker, "st": 1,
+    }  # fmt: skip
+
+
+def ticker_24h(symbol: str, time_ms: int, last: str = "100.0") -> dict[str, Any]:
+    """A spot ``@ticker`` payload."""
+    return {
+        "e": "24hrTicker", "E": time_ms, "s": symbol, "p": "1.5", "P": "1.52", "w": "99.1",
+        "x": "98.5", "c": last, "Q": "0.1", "b": "99.9", "B": "2", "a": "100.1", "A": "3",
+        "o": "98.5", "h": "101", "l": "97", "v": "12345.6", "q": "1223456.7",
+        "O": time_ms - 86400000, "C": time_ms, "F": 1, "L": 18150, "n": 18150,
+    }  # fmt: skip
+
+
+def mini_ticker(symbol: str, time_ms: int, close: str = "100.0") -> dict[str, Any]:
+    """A ``@miniTicker`` payload."""
+    return {
+        "e": "24hrMiniTicker", "E": time_ms, "s": symbol, "c": close, "o": "98.5", "h": "101",
+        "l": "97", "v": "12345.6", "q": "1223456.7",
+    }  # fmt: skip
+
+
+def book_ticker(
+    symbol: str, update_id: int, bid: str, ask: str, time_ms: int | None = None
+) -> dict[str, Any]:
+    """A ``@bookTicker`` payload: spot has no ``e``/``E``; pass ``time_ms`` for futures."""
+    if time_ms is None:
+        return {"u": update_id, "s": symbol, "b": bid, "B": "1.5", "a": ask, "A": "2.5"}
+    return {
+        "e": "bookTicker", "u": update_id, "E": time_ms, "T": time_ms, "s": symbol, "ps": symbol,
+        "b": bid, "B": "1.5", "a": ask, "A": "2.5", "st": 1,
+    }  # fmt: skip
+
+
+def combined(stream: str, payload: dict[str, Any]) -> bytes:
+    """The combined-stream frame Binance sends for ``payload`` on ``stream``."""
+    return orjson.dumps({"stream": stream, "data": payload})
+
+
+def stream_of(payload: dict[str, Any]) -> str:
+    """The stream name a payload is delivered on (``btcusdt@trade``...)."""
+    kind = {"trade": "trade", "aggTrade": "aggTrade", "24hrTicker": "ticker",
+            "24hrMiniTicker": "miniTicker", "bookTicker": "bookTicker"}.get(
+        payload.get("e", "bookTicker"), "bookTicker")  # fmt: skip
+    return f"{str(payload['s']).lower()}@{kind}"
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    """One client connection as the fake sees it."""
+
+    ws: ServerConnection
+    path: str  # "" (spot), "/market", "/public", or "legacy" (un-routed futures)
+    combined: bool
+    streams: set[str] = field(default_factory=set)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    opened_at: float = field(default_factory=time.monotonic)
+    _window: list[float] = field(default_factory=list)
+
+    def delivers(self, stream: str) -> bool:
+        """Whether data for ``stream`` reaches this connection (routing rules)."""
+        if stream not in self.streams or self.path == "legacy":
+            return False
+        book = stream.split("@", 1)[1].startswith(_BOOK_STREAMS)
+        if self.path == "/market":
+            return not book
+        if self.path == "/public":
+            return book
+        return True
+
+
+class FakeBinance:
+    """Serve fake Binance market streams and REST on 127.0.0.1 (random free ports)."""
+
+    def __init__(
+        self,
+        market: str = "spot",
+        symbols: dict[str, str] | Iterable[str] = ("BTCUSDT", "ETHUSDT"),
+        *,
+        ping_interval: float | None = 20.0,
+        max_incoming_per_s: int | None = None,
+    ) -> None:
+        if market not in ("spot", "linear"):
+            raise ValueError(market)
+        self.market = market
+        self.symbols: dict[str, str] = (
+            dict(symbols) if isinstance(symbols, dict) else dict.fromkeys(symbols, "TRADING")
+        )
+        self.ping_interval = ping_interval
+        self.max_incoming_per_s = max_incoming_per_s or (5 if market == "spot" else 10)
+        self.connections: list[FakeConnection] = []
+        self.connection_count = 0
+        self.rest_requests: list[str] = []
+        self.rest_fail_status: int | None = None
+        self._server: Server | None = None
+        self._rest: asyncio.Server | None = None
+        self._changed = asyncio.Condition()
+        self.ws_port = 0
+        self.rest_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> FakeBinance:
+        """Start both servers; returns self."""
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._check_path,
+            ping_interval=self.ping_interval,
+            ping_timeout=60,
+            compression=None,
+        )
+        self.ws_port = self._server.sockets[0].getsockname()[1]
+        self._rest = await asyncio.start_server(self._handle_http, "127.0.0.1", 0)
+        self.rest_port = self._rest.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Close every connection and both servers."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._rest is not None:
+            self._rest.close()
+            await self._rest.wait_closed()
+
+    async def __aenter__(self) -> FakeBinance:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def ws_url(self) -> str:
+        """Base URL to configure (``STREAMER_BINANCE_*_WS_URL``)."""
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL to configure (``STREAMER_BINANCE_*_REST_URL``)."""
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    # -- WebSocket ---------------------------------------------------------------------------
+
+    def _route(self, target: str) -> tuple[str, bool, list[str]] | None:
+        """(family, combined, streams) for a request target, or None if not a stream URL."""
+        parts = urlsplit(target)
+        path = parts.path
+        family = ""
+        if self.market == "linear":
+            for prefix in ("/market", "/public"):
+                if path.startswith(prefix + "/"):
+                    family, path = prefix, path[len(prefix) :]
+                    break
+            else:
+                family = "legacy"
+        if path == "/stream":
+            names = parse_qs(parts.query).get("streams", [""])[0]
+            return family, True, [s for s in names.split("/") if s]
+        if path.startswith("/ws/") and len(path) > 4:
+            return family, False, path[4:].split("/")
+        if path == "/ws":
+            return family, False, []
+        return None
+
+    def _valid_stream(self, stream: str) -> bool:
+        symbol, _, kind = stream.partition("@")
+        return symbol.upper() in self.symbols and kind.startswith(_KNOWN_STREAM_TYPES)
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        route = self._route(request.path)
+        if route is None:
+            return _response(404, {"code": -1, "msg": "Not found"})
+        bad = [s for s in route[2] if not self._valid_stream(s)]
+        if bad:
+            return _response(400, {"code": -1100, "msg": f"Invalid stream: {bad[0]}"})
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        route = self._route(ws.request.path if ws.request else "/")
+        assert route is not None
+        family, is_combined, streams = route
+        conn = FakeConnection(ws, family, is_combined, set(streams))
+        self.connections.append(conn)
+        self.connection_count += 1
+        await self._notify()
+        try:
+            async for message in ws:
+                if self._over_limit(conn):
+                    await ws.close(1008, "Too many requests")
+                    break
+                await self._request(conn, message)
+        except ConnectionClosed:
+            pass  # the client went away; that is what clients do
+        finally:
+            self.connections.remove(conn)
+            await self._notify()
+
+    def _over_limit(self, conn: FakeConnection) -> bool:
+        now = time.monotonic()
+        conn._window = [t for t in conn._window if now - t < 1.0] + [now]
+        return len(conn._window) > self.max_incoming_per_s
+
+    async def _request(self, conn: FakeConnection, message: str | bytes) -> None:
+        try:
+            request = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            await conn.ws.send(
+                b'{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}', text=True
+            )
+            return
+        if type(request) is not dict:
+            await conn.ws.send(
+                b'{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}', text=True
+            )
+            return
+        conn.requests.append(request)
+        request_id = request.get("id")
+        if not isinstance(request_id, int) or isinstance(request_id, bool):
+            await conn.ws.send(
+                b'{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"}',
+                text=True,
+            )
+            return
+        method = request.get("method")
+        params = request.get("params", [])
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                await conn.ws.send(
+                    _error(request_id, 2, "Invalid request: invalid stream"), text=True
+                )
+                return
+            if method == "SUBSCRIBE":
+                if not all(self._valid_stream(p) for p in params):
+                    await conn.ws.send(
+                        _error(request_id, 2, "Invalid request: invalid stream"), text=True
+                    )
+                    return
+                conn.streams.update(params)
+            else:
+                conn.streams.difference_update(params)
+            await conn.ws.send(orjson.dumps({"result": None, "id": request_id}), text=True)
+            await self._notify()
+        elif method == "LIST_SUBSCRIPTIONS":
+            await conn.ws.send(
+                orjson.dumps({"result": sorted(conn.streams), "id": request_id}), text=True
+            )
+        else:
+            await conn.ws.send(
+                _error(
+                    request_id,
+                    2,
+                    f"Invalid request: unknown variant {method}, expected one of `SUBSCRIBE`, "
+                    "`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` at line "
+                    "1 column 28",
+                ),
+                text=True,
+            )
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_streams(self, streams: Iterable[str], timeout: float = 5.0) -> None:
+        """Wait until every stream in ``streams`` is delivered on some connection."""
+        wanted = set(streams)
+
+        def ready() -> bool:
+            return all(any(c.delivers(s) for c in self.connections) for s in wanted)
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(ready)
+
+    async def wait_for_connections(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until ``count`` connections have been opened in total."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.connection_count >= count)
+
+    async def publish(self, payload: dict[str, Any], stream: str | None = None) -> int:
+        """Send ``payload`` to every connection it reaches; return how many it reached."""
+        stream = stream or stream_of(payload)
+        frame_combined: bytes | None = None
+        frame_raw: bytes | None = None
+        sent = 0
+        for conn in list(self.connections):
+            if not conn.delivers(stream):
+                continue
+            if conn.combined:
+                frame_combined = frame_combined or combined(stream, payload)
+                frame = frame_combined
+            else:
+                frame_raw = frame_raw or orjson.dumps(payload)
+                frame = frame_raw
+            with contextlib.suppress(Exception):
+                await conn.ws.send(frame, text=True)
+                sent += 1
+        return sent
+
+    async def send_text(self, text: str | bytes) -> None:
+        """Send an arbitrary frame to every connection (malformed-input tests): a str as a
+        text frame, bytes as a binary frame."""
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                await conn.ws.send(text)
+
+    async def drop_connections(self) -> None:
+        """Cut every connection without a close handshake."""
+        for conn in list(self.connections):
+            conn.ws.transport.abort()
+
+    # -- REST --------------------------------------------------------------------------------
+
+    def exchange_info(self) -> dict[str, Any]:
+        """The exchangeInfo document for the configured symbols."""
+        return {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 6000 if self.market == "spot" else 2400,
+                },
+            ],
+            "exchangeFilters": [],
+            "symbols": [
+                {
+                    "symbol": symbol,
+                    "status": status,
+                    "baseAsset": symbol[:-4],
+                    "quoteAsset": symbol[-4:],
+                }
+                for symbol, status in self.symbols.items()
+            ],
+        }
+
+    async def _handle_http(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            request_line = (await reader.readline()).decode("latin-1")
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.split()
+            target = parts[1] if len(parts) >= 2 else "/"
+            self.rest_requests.append(target)
+            path = urlsplit(target).path
+            info_path = "/api/v3/exchangeInfo" if self.market == "spot" else "/fapi/v1/exchangeInfo"
+            if self.rest_fail_status is not None:
+                status, body = self.rest_fail_status, {"code": -1003, "msg": "Too many requests."}
+            elif path == info_path:
+                status, body = 200, self.exchange_info()
+            else:
+                status, body = 404, {"code": -1, "msg": "Not found"}
+            data = orjson.dumps(body)
+            head = (
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                f"Content-Type: application/json;charset=UTF-8\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + data)
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _error(request_id: int, code: int, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "msg": message}, "id": request_id})
+
+
+def _response(status: int, body: dict[str, Any]) -> Response:
+    data = orjson.dumps(body)
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return Response(status, HTTPStatus(status).phrase, headers, data)

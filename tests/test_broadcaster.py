@@ -1,0 +1,129 @@
+"""Fan-out: one batch per loop turn, bounded queues, nobody waits for the slowest consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from streamer.broadcaster import Broadcaster, ConsumerRunner, StreamKey
+from streamer.consumers.base import BaseConsumer
+from streamer.logs import RateLimitedLog
+from streamer.records import Batch, Kline, Price
+from tests.conftest import CollectingConsumer, make_settings
+
+KEY: StreamKey = ("binance", "spot", "price")
+KLINES: StreamKey = ("binance", "spot", "klines")
+LOG = RateLimitedLog(logging.getLogger("test"))
+
+
+def price(i: int) -> Price:
+    return Price("BTCUSDT", str(i), i, i)
+
+
+def closed_kline(i: int) -> Kline:
+    return Kline("BTCUSDT", "1m", 60000, i, i + 59999, "1", "1", "1", "1", "0", "0", 0, "0", "0",
+                 None, None, True, 0)  # fmt: skip
+
+
+class StuckConsumer(BaseConsumer):
+    """Never finishes consuming: the klines-streamer failure, a client that never reads."""
+
+    def __init__(self) -> None:
+        super().__init__(make_settings(), "stuck")
+        self.started = asyncio.Event()
+
+    async def consume(self, batch: Batch) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+class FailingConsumer(CollectingConsumer):
+    async def consume(self, batch: Batch) -> None:
+        await super().consume(batch)
+        raise RuntimeError("sink is broken")
+
+
+async def test_records_published_in_one_loop_turn_form_one_batch() -> None:
+    collector = CollectingConsumer(make_settings())
+    broadcaster = Broadcaster([ConsumerRunner(collector, 1000, LOG)])
+    broadcaster.start()
+    for i in range(100):
+        broadcaster.publish(KEY, price(i))
+    broadcaster.publish(KLINES, closed_kline(0))
+    await broadcaster.drain(1.0)
+    assert len(collector.batches) == 1
+    assert [e.data_type for e in collector.batches[0]] == ["price", "klines"]
+    assert collector.batches[0].size == 101
+    await broadcaster.cancel()
+
+
+async def test_a_stuck_consumer_never_delays_the_others() -> None:
+    stuck, healthy = StuckConsumer(), CollectingConsumer(make_settings())
+    broadcaster = Broadcaster(
+        [ConsumerRunner(stuck, 1000, LOG), ConsumerRunner(healthy, 1000, LOG)]
+    )
+    broadcaster.start()
+    for turn in range(50):
+        broadcaster.publish(KEY, price(turn))
+        await asyncio.sleep(0)  # one loop turn per batch
+    await asyncio.wait_for(broadcaster.runners[1].drain(), 1.0)
+    assert stuck.started.is_set()
+    assert len(healthy.records("price")) == 50
+    await broadcaster.cancel()
+
+
+async def test_a_full_queue_drops_the_oldest_batches_and_counts_closed_klines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = StuckConsumer()
+    runner = ConsumerRunner(stuck, 100, LOG)
+    broadcaster = Broadcaster([runner])
+    broadcaster.start()
+    broadcaster.publish(KEY, price(0))
+    await stuck.started.wait()  # its first batch is in hand, the queue is empty
+    with caplog.at_level(logging.ERROR):
+        for turn in range(30):
+            broadcaster.publish(KLINES, closed_kline(turn))
+            for i in range(9):
+                broadcaster.publish(KEY, price(i))
+            broadcaster.flush()
+    assert runner.queued_events <= 100
+    assert runner.dropped == {"klines": 20, "price": 180}
+    assert runner.dropped_closed_klines == 20
+    assert "consumer stuck cannot keep up" in caplog.text
+    await broadcaster.cancel()
+
+
+async def test_a_failing_consumer_is_logged_and_keeps_receiving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing = FailingConsumer(make_settings(), "failing")
+    runner = ConsumerRunner(failing, 1000, LOG)
+    broadcaster = Broadcaster([runner])
+    broadcaster.start()
+    with caplog.at_level(logging.ERROR):
+        for turn in range(3):
+            broadcaster.publish(KEY, price(turn))
+            broadcaster.flush()
+        await broadcaster.drain(1.0)
+    assert len(failing.batches) == 3
+    assert runner.errors == 3
+    assert "consumer failing failed on a batch" in caplog.text
+    await broadcaster.cancel()
+
+
+async def test_drain_gives_up_after_its_timeout() -> None:
+    stuck = StuckConsumer()
+    broadcaster = Broadcaster([ConsumerRunner(stuck, 1000, LOG)])
+    broadcaster.start()
+    broadcaster.publish(KEY, price(1))
+    assert await broadcaster.drain(0.05) is False
+    await broadcaster.cancel()
+
+
+async def test_publishing_never_awaits() -> None:
+    """publish() is a plain function: the exchange read path cannot be suspended by it."""
+    assert not asyncio.iscoroutinefunction(Broadcaster.publish)
+    assert not asyncio.iscoroutinefunction(ConsumerRunner.offer)

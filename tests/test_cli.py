@@ -1,0 +1,105 @@
+"""The command line: --version, --check, and exit status 2 with one line for bad config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer import __version__
+from streamer.cli import main
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env=clean,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version_prints_the_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"streamer {__version__}"
+
+
+def test_a_bad_value_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    result = run_cli(env={"STREAMER_EXCHANGE": "binance", "STREAMER_KLINE_INTERVALS": "1x"},
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("streamer: configuration error: STREAMER_KLINE_INTERVALS='1x'")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_exchange_lists_the_valid_ones(tmp_path: Path) -> None:
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "STREAMER_EXCHANGE is required: set it to one of binance, dnse, vnstock-poll" in (
+        result.stderr
+    )
+
+
+def test_check_prints_the_effective_settings_and_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "binance")
+    monkeypatch.setenv("STREAMER_KLINE_INTERVALS", "1D,1m")
+    assert main(["--check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "STREAMER_KLINE_INTERVALS=1m,1d" in out
+    assert "STREAMER_ENABLED_CONSUMERS=console" in out
+    assert all("=" in line for line in out)
+
+
+def test_check_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+
+    from tests.conftest import make_settings
+
+    settings = make_settings()
+    object.__setattr__(
+        settings, "log_format", SecretStr("hunter2")
+    )  # any field: masking is generic
+    assert settings.effective()["STREAMER_LOG_FORMAT"] == "********"
+
+
+def test_check_validates_consumers_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "binance")
+    monkeypatch.setenv("STREAMER_ENABLED_CONSUMERS", "console,kafka")
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "STREAMER_ENABLED_CONSUMERS: unknown consumer 'kafka'; known: console, file" in err
+
+
+def test_an_exchange_without_a_connector_yet_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "dnse")
+    assert main(["--check"]) == 2
+    assert (
+        "STREAMER_EXCHANGE='dnse': no connector for it in this version" in capsys.readouterr().err
+    )
+
+
+def test_unknown_streamer_variables_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "binance")
+    monkeypatch.setenv("STREAMER_KLINE_INTERVAL", "1m")
+    assert main(["--check"]) == 0
+    assert (
+        "ignoring unknown setting STREAMER_KLINE_INTERVAL (did you mean" in capsys.readouterr().err
+    )

@@ -1,0 +1,99 @@
+"""Records serialise to exactly the documented contract; envelopes are serialised once."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamer.records import Batch, Envelope, Kline, Price, Quote, Status, Ticker, Trade
+
+KLINE_KEYS = [
+    "symbol", "interval", "interval_ms", "timestamp", "close_time", "open", "high", "low",
+    "close", "volume", "quote_volume", "trade_count", "taker_buy_volume",
+    "taker_buy_quote_volume", "first_trade_id", "last_trade_id", "is_closed", "revision",
+]  # fmt: skip
+TRADE_KEYS = [
+    "symbol", "trade_id", "price", "quantity", "side", "timestamp", "received_at",
+    "first_trade_id", "last_trade_id",
+]  # fmt: skip
+
+
+def kline(**overrides: object) -> Kline:
+    values: dict[str, object] = {
+        "symbol": "BTCUSDT", "interval": "1m", "interval_ms": 60000, "timestamp": 1502942400000,
+        "close_time": 1502942459999, "open": "4261.48", "high": "4261.48", "low": "4261.48",
+        "close": "4261.48", "volume": "1.775183", "quote_volume": "7564.90685084",
+        "trade_count": 3, "taker_buy_volume": "0.075183", "taker_buy_quote_volume": "320.39085084",
+        "first_trade_id": 0, "last_trade_id": 2, "is_closed": True, "revision": 0,
+    }  # fmt: skip
+    values.update(overrides)
+    return Kline(**values)  # type: ignore[arg-type]
+
+
+def test_kline_json_has_exactly_the_contract_fields_in_order() -> None:
+    assert list(orjson.loads(orjson.dumps(kline()))) == KLINE_KEYS
+
+
+def test_trade_json_hides_the_internal_scaled_integers() -> None:
+    trade = Trade.create("BTCUSDT", 7, "4261.48000000", "0.10000000", "sell", 1, 2)
+    decoded = orjson.loads(orjson.dumps(trade))
+    assert list(decoded) == TRADE_KEYS
+    assert decoded["price"] == "4261.48"
+    assert decoded["quantity"] == "0.1"
+    assert decoded["first_trade_id"] == decoded["last_trade_id"] == 7
+    assert trade._price == 426148000000
+
+
+@pytest.mark.parametrize(
+    ("price", "quantity", "side"),
+    [
+        ("0", "1", "buy"),
+        ("1", "0", "buy"),
+        ("-1", "1", "buy"),
+        ("1", "1", "hold"),
+        ("x", "1", "buy"),
+    ],
+)
+def test_trade_create_rejects_what_cannot_be_a_trade(price: str, quantity: str, side: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - any of several messages
+        Trade.create("X", 1, price, quantity, side, 1, 1)  # type: ignore[arg-type]
+
+
+def test_other_records_serialise_their_fields_by_name() -> None:
+    assert orjson.loads(orjson.dumps(Price("BTCUSDT", "1.5", 10, 11))) == {
+        "symbol": "BTCUSDT", "price": "1.5", "timestamp": 10, "received_at": 11,
+    }  # fmt: skip
+    quote = orjson.loads(orjson.dumps(Quote("B", "1", "2", "3", "4", 9, None, 5)))
+    assert quote["timestamp"] is None
+    assert quote["update_id"] == 9
+    ticker = Ticker("B", 1, "2", "3", "4", "5", "6", "7", "8", "9", 10, 11)
+    assert orjson.loads(orjson.dumps(ticker))["price_change_percent"] == "9"
+    status = orjson.loads(orjson.dumps(Status("connected", 1, "conn-0", "2 streams")))
+    assert status == {"event": "connected", "timestamp": 1, "connection": "conn-0",
+                      "message": "2 streams", "symbols": None}  # fmt: skip
+
+
+def test_envelope_json_is_the_klines_streamer_envelope() -> None:
+    records = [kline(), kline(revision=1)]
+    envelope = Envelope("binance", "spot", "klines", records)
+    assert orjson.loads(envelope.to_json()) == {
+        "exchange": "binance",
+        "channel": "spot",
+        "data_type": "klines",
+        "data": [orjson.loads(orjson.dumps(r)) for r in records],
+    }
+
+
+def test_envelope_serialises_once_and_shares_the_bytes() -> None:
+    envelope = Envelope("binance", "spot", "klines", [kline()])
+    assert envelope.record_json() is envelope.record_json()
+    assert envelope.to_json() is envelope.to_json()
+
+
+def test_batch_counts_events_across_envelopes() -> None:
+    batch = Batch(
+        [Envelope("binance", "spot", "klines", [kline(), kline()]),
+         Envelope("binance", "spot", "price", [Price("B", "1", 1, 1)])]
+    )  # fmt: skip
+    assert batch.size == 3
+    assert [e.data_type for e in batch] == ["klines", "price"]

@@ -23,8 +23,8 @@ __all__ = ["MAX_FUTURE_MS", "Pipeline"]
 
 logger = logging.getLogger(__name__)
 
-# An exchange time this far ahead of our wall clock is a corrupt message, not a trade: taking
-# it would move the exchange clock into the future and close every bar early.
+# An exchange time this far ahead of the time we received it is a corrupt message, not a trade:
+# taking it would move the exchange clock into the future and close every bar early.
 MAX_FUTURE_MS = 3_600_000
 
 
@@ -66,7 +66,7 @@ class Pipeline:
 
     def on_trade(self, trade: Trade) -> None:
         """A trade from the exchange: publish it and aggregate it."""
-        if trade.timestamp > wall_clock_ms() + MAX_FUTURE_MS:
+        if trade.timestamp > trade.received_at + MAX_FUTURE_MS:
             self.rejected_future += 1
             self._log.error(
                 "future",
@@ -96,7 +96,7 @@ class Pipeline:
     def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
         """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
         timestamp = record.timestamp
-        if timestamp is not None and timestamp <= wall_clock_ms() + MAX_FUTURE_MS:
+        if timestamp is not None and timestamp <= record.received_at + MAX_FUTURE_MS:
             self.clock.observe(timestamp)
         self.broadcaster.publish(self._keys[data_type], record)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,37 @@ from tests.fakes.binance import FakeBinance, spot_trade
 END_OF_DAY = 1503014400000
 
 
-async def start_streamer(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+@contextlib.asynccontextmanager
+async def streamer(
+    fake: FakeBinance, cwd: Path, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m streamer`` aimed at ``fake``, connected; killed if a test leaves it running."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    clean.update(env)
-    return await asyncio.create_subprocess_exec(
+    clean.update(
+        STREAMER_EXCHANGE="binance",
+        STREAMER_BINANCE_SPOT_WS_URL=fake.ws_url,
+        STREAMER_BINANCE_SPOT_REST_URL=fake.rest_url,
+        **{f"STREAMER_{key.upper()}": value for key, value in env.items()},
+    )
+    process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamer", env=clean, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    try:
+        await fake.wait_for_streams(["btcusdt@trade", "ethusdt@trade"], timeout=20)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stop(process: asyncio.subprocess.Process, sig: signal.Signals) -> tuple[int, float]:
+    """Send ``sig``; return the exit status and how long the process took to exit."""
+    started = time.monotonic()
+    process.send_signal(sig)
+    status = await asyncio.wait_for(process.wait(), 10)
+    return status, time.monotonic() - started
 
 
 def read_records(base: Path, data_type: str) -> list[dict[str, Any]]:
@@ -53,32 +79,14 @@ async def replay_real_day(fake: FakeBinance) -> int:
 async def test_the_service_writes_binance_exact_klines_to_disk_and_sigterm_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    async with FakeBinance() as fake:
-        process = await start_streamer(
-            {
-                "STREAMER_EXCHANGE": "binance",
-                "STREAMER_BINANCE_SPOT_WS_URL": fake.ws_url,
-                "STREAMER_BINANCE_SPOT_REST_URL": fake.rest_url,
-                "STREAMER_KLINE_INTERVALS": "1m,1h,1d",
-                "STREAMER_ENABLE_TRADES_STREAM": "true",
-                "STREAMER_ENABLED_CONSUMERS": "file",
-                "STREAMER_FILE_CONSUMER_BASE_PATH": str(tmp_path / "data"),
-            },
-            tmp_path,
-        )
-        try:
-            await fake.wait_for_streams(["btcusdt@trade", "ethusdt@trade"], timeout=20)
-            assert await replay_real_day(fake) == 3428
-            # Once a ping comes back, every frame before it has reached the service.
-            await fake.connections[0].ws.ping()
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            status = await asyncio.wait_for(process.wait(), 10)
-            elapsed = time.monotonic() - started
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with FakeBinance() as fake, streamer(
+        fake, tmp_path, kline_intervals="1m,1h,1d", enable_trades_stream="true",
+        enabled_consumers="file", file_consumer_base_path=str(tmp_path / "data"),
+    ) as process:  # fmt: skip
+        assert await replay_real_day(fake) == 3428
+        # Once a ping comes back, every frame before it has reached the service.
+        await fake.connections[0].ws.ping()
+        status, elapsed = await stop(process, signal.SIGTERM)
         stderr = (await process.stderr.read()).decode() if process.stderr else ""
     assert status == 0, stderr
     assert elapsed < 5.0
@@ -112,26 +120,11 @@ async def test_a_newcomer_sees_klines_on_the_console_with_nothing_but_the_exchan
     tmp_path: Path,
 ) -> None:
     """STREAMER_EXCHANGE=binance python -m streamer (URLs aimed at the local fake)."""
-    async with FakeBinance() as fake:
-        process = await start_streamer(
-            {
-                "STREAMER_EXCHANGE": "binance",
-                "STREAMER_BINANCE_SPOT_WS_URL": fake.ws_url,
-                "STREAMER_BINANCE_SPOT_REST_URL": fake.rest_url,
-            },
-            tmp_path,
-        )
-        try:
-            await fake.wait_for_streams(["btcusdt@trade", "ethusdt@trade"], timeout=20)
-            await fake.publish(spot_trade("BTCUSDT", 1, "4261.48", "0.1", 1502942428322))
-            await fake.publish(spot_trade("BTCUSDT", 2, "4261.50", "0.2", 1502942488322))
-            await fake.connections[0].ws.ping()
-            process.send_signal(signal.SIGINT)
-            status = await asyncio.wait_for(process.wait(), 10)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with FakeBinance() as fake, streamer(fake, tmp_path) as process:
+        await fake.publish(spot_trade("BTCUSDT", 1, "4261.48", "0.1", 1502942428322))
+        await fake.publish(spot_trade("BTCUSDT", 2, "4261.50", "0.2", 1502942488322))
+        await fake.connections[0].ws.ping()
+        status, _ = await stop(process, signal.SIGINT)
         stdout = (await process.stdout.read()).decode() if process.stdout else ""
     assert status == 0
     lines = stdout.splitlines()

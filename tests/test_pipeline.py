@@ -54,8 +54,12 @@ def make(
     return pipeline, recorder
 
 
-def trade(tid: int, t: int, symbol: str = "BTCUSDT", price: str = "100") -> Trade:
-    return Trade.create(symbol, tid, price, "1", "buy", t, t)
+def trade(
+    tid: int, t: int, symbol: str = "BTCUSDT", price: str = "100", received_at: int | None = None
+) -> Trade:
+    return Trade.create(
+        symbol, tid, price, "1", "buy", t, t if received_at is None else received_at
+    )
 
 
 async def test_trades_are_published_and_aggregated() -> None:
@@ -105,17 +109,21 @@ async def test_the_exchange_clock_not_the_local_one_decides() -> None:
 async def test_a_trade_time_far_in_the_future_is_refused() -> None:
     pipeline, recorder = make("1m")
     pipeline.start()
-    pipeline.on_trade(trade(1, wall_clock_ms() + 2 * 3_600_000))
+    now = wall_clock_ms()
+    pipeline.on_trade(trade(1, now + 2 * 3_600_000, received_at=now))
     assert recorder.published == []
     assert pipeline.rejected_future == 1
     pipeline.stop()
 
 
 async def test_market_records_are_published_and_move_the_clock() -> None:
-    pipeline, recorder = make("1m")
-    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 5_000, 0))
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
+    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 5_000, T0 + 5_010))
     assert recorder.of("price")
-    assert pipeline.clock.now_ms() >= T0 + 5_000
+    assert pipeline.clock.now_ms() == T0 + 5_000
+    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 10 * 3_600_000, T0 + 5_020))
+    assert pipeline.clock.now_ms() == T0 + 5_000  # a corrupt future time does not move it
 
 
 async def test_status_events_carry_the_connection() -> None:

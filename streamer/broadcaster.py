@@ -17,8 +17,10 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
+from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
 from streamer.logs import RateLimitedLog
+from streamer.monitor import LatencyHistogram
 from streamer.records import Batch, DataType, Envelope, Kline, Record
 
 __all__ = ["Broadcaster", "ConsumerRunner", "StreamKey"]
@@ -149,6 +151,8 @@ class Broadcaster:
         self._scheduled = False
         self.batches = 0
         self.events = 0
+        self.event_latency = LatencyHistogram()  # exchange event time -> hand-off
+        self.kline_latency = LatencyHistogram()  # bar end -> hand-off of the closed kline
 
     def publish(self, key: StreamKey, record: Record) -> None:
         """Add one record to the current batch. Never blocks, never awaits."""
@@ -191,8 +195,24 @@ class Broadcaster:
         )
         self.batches += 1
         self.events += batch.size
+        self._observe_latency(batch)
         for runner in self.runners:
             runner.offer(batch)
+
+    def _observe_latency(self, batch: Batch) -> None:
+        now = wall_clock_ms()
+        events, klines = self.event_latency, self.kline_latency
+        for envelope in batch:
+            data_type = envelope.data_type
+            if data_type == "klines":
+                for kline in envelope.data:
+                    if isinstance(kline, Kline) and kline.is_closed and not kline.revision:
+                        klines.observe((now - kline.close_time - 1) / 1000)
+            elif data_type != "status":
+                for record in envelope.data:
+                    timestamp = record.timestamp
+                    if timestamp is not None:
+                        events.observe((now - timestamp) / 1000)
 
     def start(self) -> None:
         """Start every consumer's task."""

@@ -28,6 +28,7 @@ __all__ = [
     "Status",
     "Ticker",
     "Trade",
+    "channel_key",
 ]
 
 DataType = Literal["klines", "trades", "ticker", "price", "quotes", "status"]
@@ -194,15 +195,35 @@ class Status:
 Record = Trade | Kline | Ticker | Price | Quote | Status
 
 
+def channel_key(data_type: DataType, record: Record) -> str:
+    """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
+    ``ticker:…``, ``price:…``, ``quotes:…`` or ``status``. Redis pub/sub channels and WebSocket
+    subscriptions use these names."""
+    if isinstance(record, Kline):
+        return f"klines:{record.interval}:{record.symbol}"
+    if isinstance(record, Status):
+        return "status"
+    return f"{data_type}:{record.symbol}"
+
+
 class Envelope:
     """``{"exchange", "channel", "data_type", "data": [...]}`` for one data type of one batch.
 
     Records are serialised once, on first use, and the bytes are shared by every consumer:
     :meth:`record_json` gives one JSON document per record (JSON Lines writers), :meth:`to_json`
-    the whole envelope.
+    the whole envelope, :meth:`by_channel` one envelope per subscription channel.
     """
 
-    __slots__ = ("_json", "_lines", "channel", "data", "data_type", "exchange")
+    __slots__ = (
+        "_by_channel",
+        "_head",
+        "_json",
+        "_lines",
+        "channel",
+        "data",
+        "data_type",
+        "exchange",
+    )
 
     def __init__(
         self, exchange: str, channel: str, data_type: DataType, data: Sequence[Record]
@@ -213,6 +234,8 @@ class Envelope:
         self.data = data
         self._lines: list[bytes] | None = None
         self._json: bytes | None = None
+        self._head: bytes | None = None
+        self._by_channel: dict[str, bytes] | None = None
 
     def record_json(self) -> list[bytes]:
         """Each record as compact JSON, serialised at most once."""
@@ -224,11 +247,30 @@ class Envelope:
     def to_json(self) -> bytes:
         """The whole envelope as compact JSON, built from :meth:`record_json`."""
         if self._json is None:
-            head = orjson.dumps(
-                {"exchange": self.exchange, "channel": self.channel, "data_type": self.data_type}
-            )
-            self._json = head[:-1] + b',"data":[' + b",".join(self.record_json()) + b"]}"
+            self._json = self.wrap(self.record_json())
         return self._json
+
+    def wrap(self, lines: Sequence[bytes], **extra: object) -> bytes:
+        """An envelope like this one holding ``lines`` (serialised records) and ``extra`` keys."""
+        if self._head is None:
+            self._head = orjson.dumps(
+                {"exchange": self.exchange, "channel": self.channel, "data_type": self.data_type}
+            )[:-1]
+        head = self._head
+        if extra:
+            head += b"," + orjson.dumps(extra)[1:-1]
+        return head + b',"data":[' + b",".join(lines) + b"]}"
+
+    def by_channel(self) -> dict[str, bytes]:
+        """One envelope per subscription channel (see :func:`channel_key`), in first-seen order,
+        each holding that channel's records of this envelope. Built once, then shared."""
+        if self._by_channel is None:
+            grouped: dict[str, list[bytes]] = {}
+            data_type = self.data_type
+            for record, line in zip(self.data, self.record_json(), strict=True):
+                grouped.setdefault(channel_key(data_type, record), []).append(line)
+            self._by_channel = {key: self.wrap(lines) for key, lines in grouped.items()}
+        return self._by_channel
 
 
 class Batch:

@@ -29,6 +29,7 @@ from streamer.consumers.base import BaseConsumer
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges import Connector, connector_class
 from streamer.logs import RateLimitedLog
+from streamer.monitor import HealthServer
 from streamer.pipeline import Pipeline
 from streamer.reconnect import FatalError
 from streamer.settings import Settings
@@ -61,7 +62,13 @@ class Service:
         self.broadcaster: Broadcaster | None = None
         self.pipelines: dict[str, Pipeline] = {}
         self.connector: Connector | None = None
+        self.health_server: HealthServer | None = None
         self.ready = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a shutdown has begun."""
+        return self._stopping
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin an orderly shutdown (what SIGTERM does). Safe to call more than once."""
@@ -99,6 +106,10 @@ class Service:
     async def _start(self) -> Connector | None:
         settings = self.settings
         self.consumers = self.consumer_manager.create(settings)
+        if settings.http_port:
+            # First, so that /health answers "starting" while the rest comes up.
+            self.health_server = HealthServer(self, settings.http_host, settings.http_port)
+            await self.health_server.start()
         log = RateLimitedLog(logging.getLogger("streamer.broadcaster"))
         runners = [
             ConsumerRunner(consumer, settings.consumer_queue_max_events, log)
@@ -205,6 +216,8 @@ class Service:
                 logger.exception("consumer %s failed to stop cleanly", consumer.name)
         if self.broadcaster is not None:
             await self.broadcaster.cancel()
+        if self.health_server is not None:
+            await self.health_server.stop()
         logger.info("stopped")
 
     def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -224,6 +237,7 @@ class Service:
             for runner in self.broadcaster.runners:
                 consumers[runner.name] = {
                     "queued_events": runner.queued_events,
+                    "queue_limit": runner.max_events,
                     "dropped": dict(runner.dropped),
                     "errors": runner.errors,
                     **runner.consumer.health(),

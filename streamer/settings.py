@@ -95,6 +95,39 @@ class Settings(BaseSettings):
     file_consumer_gzip: bool = False
     file_consumer_flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
 
+    # -- redis consumer ----------------------------------------------------------------------
+    redis_url: SecretStr | None = None
+    redis_host: str = "localhost"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_user: str | None = None
+    redis_password: SecretStr | None = None
+    redis_base: int = Field(default=0, ge=0, le=10_000)
+    redis_main_key: str = Field(default="market-data", min_length=1)
+    redis_history_limit: int = Field(default=1000, ge=1, le=1_000_000)
+    redis_streams_enabled: bool = False
+    redis_streams_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
+    redis_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+
+    # -- websocket-server consumer -----------------------------------------------------------
+    websocket_host: str = "0.0.0.0"  # a server for other hosts; auth is on by default
+    websocket_port: int = Field(default=9500, ge=0, le=65535)
+    websocket_path: str = "/"
+    websocket_tls_certfile: Path | None = None
+    websocket_tls_keyfile: Path | None = None
+    websocket_max_clients: int = Field(default=1000, ge=1, le=100_000)
+    websocket_client_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    websocket_max_message_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
+    websocket_client_max_messages_per_second: int = Field(default=20, ge=1, le=10_000)
+    wss_auth_user: str | None = None
+    wss_auth_key: SecretStr | None = None
+    wss_users: SecretStr | None = None
+    wss_auth_disabled: bool = False
+    wss_auth_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # -- health and metrics ------------------------------------------------------------------
+    http_host: str = "0.0.0.0"  # probes and scrapers come from other hosts
+    http_port: int = Field(default=8100, ge=0, le=65535)
+
     # -- process -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -112,10 +145,21 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
 
-    @field_validator("exchange_symbols_limit", mode="before")
+    @field_validator(
+        "exchange_symbols_limit",
+        "redis_url",
+        "redis_user",
+        "redis_password",
+        "websocket_tls_certfile",
+        "websocket_tls_keyfile",
+        "wss_auth_user",
+        "wss_auth_key",
+        "wss_users",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        # `STREAMER_EXCHANGE_SYMBOLS_LIMIT=` (as klines-streamer's .env.example writes it)
+        # `STREAMER_REDIS_URL=` (as klines-streamer's .env.example writes it) means unset.
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("exchange", "log_level", "log_format", "console_format", mode="before")
@@ -156,6 +200,13 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one consumer is required, e.g. console")
         return list(dict.fromkeys(value))
+
+    @field_validator("websocket_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a URL path; start it with / (default /)")
+        return value
 
     @field_validator("binance_spot_ws_url", "binance_linear_ws_url")
     @classmethod

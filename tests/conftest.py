@@ -26,8 +26,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for exchange binance with ``overrides``, ignoring any .env file."""
-    values: dict[str, Any] = {"exchange": "binance"}
+    """Settings for exchange binance with ``overrides``, ignoring any .env file.
+
+    The health listener is off (port 0) unless a test asks for it."""
+    values: dict[str, Any] = {"exchange": "binance", "http_port": 0}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -101,6 +103,15 @@ def load_reference_klines() -> dict[tuple[str, int], list[Any]]:
         row = orjson.loads((DATA / name).read_bytes())
         reference[(interval, row[0])] = row[:11]
     return reference
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def eventually(condition: Any, timeout: float = 5.0, interval: float = 0.005) -> None:

@@ -81,7 +81,7 @@ def test_check_validates_consumers_too(
     monkeypatch.setenv("STREAMER_ENABLED_CONSUMERS", "console,kafka")
     assert main(["--check"]) == 2
     err = capsys.readouterr().err
-    assert "STREAMER_ENABLED_CONSUMERS: unknown consumer 'kafka'; known: console, file" in err
+    assert "unknown consumer 'kafka'; known: console, file, redis, websocket" in err
 
 
 def test_an_exchange_without_a_connector_yet_is_a_configuration_error(

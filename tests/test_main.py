@@ -31,10 +31,11 @@ async def streamer(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     clean.update(
         STREAMER_EXCHANGE="binance",
+        STREAMER_HTTP_PORT="0",
         STREAMER_BINANCE_SPOT_WS_URL=fake.ws_url,
         STREAMER_BINANCE_SPOT_REST_URL=fake.rest_url,
-        **{f"STREAMER_{key.upper()}": value for key, value in env.items()},
     )
+    clean.update({f"STREAMER_{key.upper()}": value for key, value in env.items()})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamer", env=clean, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -134,3 +135,76 @@ async def test_a_newcomer_sees_klines_on_the_console_with_nothing_but_the_exchan
         "C=4261.48 V=0.1 n=1 closed"
     )
     assert not (tmp_path / "data").exists()  # only the console consumer by default
+
+
+async def test_downstream_services_get_redis_history_pubsub_websocket_and_health(
+    tmp_path: Path,
+) -> None:
+    """The service with the redis and websocket consumers: a downstream service warms up from
+    Redis history and follows pub/sub (examples/redis_warm_up.py), a WebSocket client gets the
+    snapshot and live bars (streamer.client), and /health is ok."""
+    from redis.asyncio import Redis
+
+    from examples.redis_warm_up import closed_klines
+    from streamer.client import StreamerClient
+    from tests.conftest import eventually, free_port
+    from tests.test_monitor import get
+
+    main_key = f"streamer-e2e-{os.getpid()}"
+    redis = Redis(db=15)
+    ws_port, http_port = free_port(), free_port()
+    with (DATA / "BTCUSDT-trades-2017-08-17.csv").open() as handle:
+        rows = list(csv.reader(handle))[:200]  # 04:00:28 to 05:07:57
+    try:
+        async with FakeBinance() as fake, streamer(
+            fake, tmp_path, enabled_consumers="redis,websocket", redis_base="15",
+            redis_main_key=main_key, websocket_port=str(ws_port), websocket_host="127.0.0.1",
+            wss_auth_user="desk", wss_auth_key="k3y", http_port=str(http_port),
+            kline_intervals="1m",
+        ) as process:  # fmt: skip
+            for trade_id, price, qty, _q, time_ms, maker, _b in rows[:150]:
+                await fake.publish(spot_trade("BTCUSDT", int(trade_id), price, qty, int(time_ms),
+                                              maker == "True"))  # fmt: skip
+            prefix = f"{main_key}:binance:spot"
+            history_key = f"{prefix}:history:1m:BTCUSDT"
+            deadline = time.monotonic() + 10
+            # Trades 0-149 end at 04:56:24, closing the 1m bars 04:00 to 04:55.
+            while await redis.zcard(history_key) < 56:
+                assert time.monotonic() < deadline, "the history never filled"
+                await asyncio.sleep(0.02)
+
+            status, health = await get(http_port, "/health")
+            assert (status, health["status"]) == (200, "ok")
+
+            follower = closed_klines(redis, "BTCUSDT", "1m", warm_up=50, prefix=prefix)
+            warm = [await anext(follower) for _ in range(50)]
+            client = StreamerClient(f"ws://127.0.0.1:{ws_port}/", user="desk", key="k3y",
+                                    channels=["klines:1m:BTCUSDT"])  # fmt: skip
+            received: list[dict[str, Any]] = []
+
+            async def read_ws() -> None:
+                async for envelope in client:
+                    received.append(envelope)
+
+            reader = asyncio.create_task(read_ws())
+            await client.connected.wait()
+            await eventually(lambda: received)  # the snapshot
+            for trade_id, price, qty, _q, time_ms, maker, _b in rows[150:]:
+                await fake.publish(spot_trade("BTCUSDT", int(trade_id), price, qty, int(time_ms),
+                                              maker == "True"))  # fmt: skip
+            live = await asyncio.wait_for(anext(follower), 10)
+            await eventually(lambda: len(received) >= 2)
+            reader.cancel()
+            status_code, _ = await stop(process, signal.SIGTERM)
+        assert status_code == 0
+        assert [k["timestamp"] for k in warm] == sorted(k["timestamp"] for k in warm)
+        assert warm[-1]["timestamp"] == 1502945700000  # 04:55
+        assert (live["timestamp"], live["revision"]) == (1502945760000, 0)  # 04:56, then live
+        assert received[0]["snapshot"] is True
+        assert received[0]["data"][0]["timestamp"] == warm[-1]["timestamp"]
+        assert "snapshot" not in received[1]
+    finally:
+        keys = [key async for key in redis.scan_iter(f"{main_key}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

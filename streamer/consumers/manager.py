@@ -2,7 +2,8 @@
 
 ``STREAMER_ENABLED_CONSUMERS`` lists names. Each is looked up, in order:
 
-1. classes registered on this manager (the built-ins ``console`` and ``file``, and yours via
+1. classes registered on this manager (the built-ins ``console``, ``file``, ``redis`` and
+   ``websocket``, and yours via
    :meth:`ConsumerManager.register_consumer`);
 2. the ``streamer.consumers`` entry-point group of installed packages;
 3. a dotted path ``package.module:ClassName``.
@@ -28,8 +29,15 @@ def _builtins() -> dict[str, type[BaseConsumer]]:
     # Imported here so that a plugin importing the manager does not pull every consumer in.
     from streamer.consumers.console import ConsoleConsumer
     from streamer.consumers.file import FileConsumer
+    from streamer.consumers.redis import RedisConsumer
+    from streamer.consumers.websocket import WebSocketConsumer
 
-    return {"console": ConsoleConsumer, "file": FileConsumer}
+    return {
+        "console": ConsoleConsumer,
+        "file": FileConsumer,
+        "redis": RedisConsumer,
+        "websocket": WebSocketConsumer,
+    }
 
 
 class ConsumerManager:

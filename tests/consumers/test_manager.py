@@ -23,7 +23,9 @@ def test_the_builtins_are_console_and_file() -> None:
 def test_an_unknown_name_fails_with_the_known_names() -> None:
     with pytest.raises(ConfigError) as caught:
         ConsumerManager().resolve("kafka")
-    assert "unknown consumer 'kafka'; known: console, file (or a dotted path" in str(caught.value)
+    assert "unknown consumer 'kafka'; known: console, file, redis, websocket (or a dotted" in str(
+        caught.value
+    )
 
 
 def test_a_registered_class_is_found_by_name() -> None:

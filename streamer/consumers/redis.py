@@ -1,0 +1,253 @@
+"""The ``redis`` consumer: pub/sub, latest state and warm-up history in Redis.
+
+With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
+``market-data:binance:spot``) and upper-case symbols:
+
+* pub/sub channels ``P:klines:{interval}:{SYMBOL}``, ``P:trades:{SYMBOL}``,
+  ``P:ticker:{SYMBOL}``, ``P:price:{SYMBOL}``, ``P:quotes:{SYMBOL}`` and ``P:status``; each message
+  is an envelope holding that channel's events of one batch;
+* latest state: HASH ``P:last-closed:{interval}`` (SYMBOL -> last closed kline JSON; a revision
+  of an older bar never replaces a newer one), HASH ``P:price`` (SYMBOL -> last price), HASH
+  ``P:ticker`` and ``P:quotes`` (SYMBOL -> JSON), HASH ``P:forming:{interval}`` (forming bars,
+  when ``STREAMER_KLINE_UPDATES_INTERVAL_MS`` is on);
+* warm-up history: ZSET ``P:history:{interval}:{SYMBOL}`` of closed klines scored by open time; a
+  revision replaces the member with the same open time; at most
+  ``STREAMER_REDIS_HISTORY_LIMIT`` (1000) bars per key;
+* with ``STREAMER_REDIS_STREAMS_ENABLED``: Redis Streams ``P:stream:{data_type}`` (field ``data``
+  = the envelope), trimmed to about ``STREAMER_REDIS_STREAMS_MAXLEN`` entries, for readers that
+  must not miss messages while disconnected.
+
+Each batch is one pipeline (one round trip). Start-up never deletes keys. When Redis is down the
+consumer keeps the batch in hand and retries with backoff; meanwhile its queue (bounded by
+``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) holds what arrives and drops the oldest, counted. Each
+change of state (down, back) is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamer.consumers.base import BaseConsumer
+from streamer.reconnect import Backoff
+from streamer.records import Batch, Kline, Price, Quote, Record, Ticker
+from streamer.settings import ConfigError, Settings
+
+__all__ = ["RedisConsumer"]
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class RedisConsumer(BaseConsumer):
+    """Writes every batch to Redis in one pipeline. See the module docstring for the layout."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        backoff: Callable[[], Backoff] = Backoff,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(settings, name)
+        self.main_key = settings.redis_main_key
+        self.history_limit = settings.redis_history_limit
+        self.streams = settings.redis_streams_enabled
+        self.streams_maxlen = settings.redis_streams_maxlen
+        self._backoff = backoff()
+        self._sleep = sleep
+        self.client: Redis | None = None
+        self._last_closed: dict[tuple[str, str], int] = {}  # (hash key, symbol) -> open time
+        self._stopping = False
+        self.up = True
+        self.down_since: float | None = None
+        self.errors = 0
+        self.dropped_events = 0
+        self.batches_written = 0
+
+    @property
+    def where(self) -> str:
+        """Where Redis is, for messages (no password)."""
+        settings = self.settings
+        if settings.redis_url is not None:
+            url = settings.redis_url.get_secret_value()
+            return url.split("@", 1)[-1] if "@" in url else url
+        return f"{settings.redis_host}:{settings.redis_port}/{settings.redis_base}"
+
+    def validate(self) -> None:
+        url = self.settings.redis_url
+        if url is not None and not url.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "STREAMER_REDIS_URL: not a Redis URL; use redis://[user:password@]host:port/db, "
+                "rediss:// or unix://"
+            )
+
+    async def setup(self) -> None:
+        settings = self.settings
+        common: dict[str, Any] = {
+            "socket_timeout": settings.redis_timeout_seconds,
+            "socket_connect_timeout": settings.redis_timeout_seconds,
+            "retry": Retry(NoBackoff(), 0),  # we retry, with our backoff, and log it once
+            "health_check_interval": 30,
+            "client_name": "streamer",
+        }
+        if settings.redis_url is not None:
+            self.client = Redis.from_url(settings.redis_url.get_secret_value(), **common)
+        else:
+            password = settings.redis_password
+            self.client = Redis(
+                host=settings.redis_host,
+                port=settings.redis_port,
+                db=settings.redis_base,
+                username=settings.redis_user,
+                password=password.get_secret_value() if password else None,
+                **common,
+            )
+        try:
+            await self.client.ping()
+        except _UNAVAILABLE as exc:
+            self._went_down(exc)  # the service still starts; batches wait for Redis
+        else:
+            self.logger.info("redis %s: connected", self.where)
+
+    async def consume(self, batch: Batch) -> None:
+        commands = self.commands(batch)
+        if not commands:
+            return
+        while True:
+            try:
+                await self._execute(commands)
+            except _UNAVAILABLE as exc:
+                self.errors += 1
+                if self._stopping:
+                    self.dropped_events += batch.size
+                    self.logger.error(
+                        "redis %s: stopping while unavailable; %d events not written",
+                        self.where,
+                        batch.size,
+                    )
+                    return
+                self._went_down(exc)
+                await self._sleep(self._backoff.next_delay())
+            except RedisError:
+                # Redis answered but refused a command (wrong key type, out of memory): retrying
+                # the same batch would fail again. The runner logs it; the next batch goes on.
+                self.errors += 1
+                raise
+            else:
+                self._came_back()
+                self.batches_written += 1
+                return
+
+    async def _execute(self, commands: list[Command]) -> None:
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        for method, args, kwargs in commands:
+            getattr(pipe, method)(*args, **kwargs)
+        await pipe.execute()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.client is not None:
+            await self.client.aclose()
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self.up:
+            return
+        self.up = False
+        self.down_since = time.monotonic()
+        self.logger.warning(
+            "redis %s: unavailable (%s); holding events, at most %d queued (older ones dropped "
+            "and counted) until it is back",
+            self.where,
+            exc,
+            self.settings.consumer_queue_max_events,
+        )
+
+    def _came_back(self) -> None:
+        self._backoff.reset()
+        if self.up:
+            return
+        down_for = time.monotonic() - (self.down_since or time.monotonic())
+        self.up = True
+        self.down_since = None
+        self.logger.warning("redis %s: available again after %.1f s", self.where, down_for)
+
+    def commands(self, batch: Batch) -> list[Command]:
+        """The pipeline for one batch (public for tests and benchmarks)."""
+        commands: list[Command] = []
+        for envelope in batch:
+            prefix = f"{self.main_key}:{envelope.exchange}:{envelope.channel}"
+            for channel, message in envelope.by_channel().items():
+                commands.append(("publish", (f"{prefix}:{channel}", message), {}))
+            data_type = envelope.data_type
+            if data_type == "klines":
+                self._kline_commands(prefix, envelope.data, envelope.record_json(), commands)
+            elif data_type in ("ticker", "quotes"):
+                latest = _latest_by_symbol(envelope.data, envelope.record_json())
+                commands.append(("hset", (f"{prefix}:{data_type}",), {"mapping": latest}))
+            elif data_type == "price":
+                prices = {r.symbol: r.price for r in envelope.data if isinstance(r, Price)}
+                commands.append(("hset", (f"{prefix}:price",), {"mapping": prices}))
+            if self.streams:
+                fields = {"data": envelope.to_json()}
+                commands.append((
+                    "xadd", (f"{prefix}:stream:{data_type}", fields),
+                    {"maxlen": self.streams_maxlen, "approximate": True},
+                ))  # fmt: skip
+        return commands
+
+    def _kline_commands(
+        self, prefix: str, klines: Sequence[Record], lines: list[bytes], commands: list[Command]
+    ) -> None:
+        trimmed: set[str] = set()
+        last_closed: dict[str, dict[str, bytes]] = {}
+        forming: dict[str, dict[str, bytes]] = {}
+        for kline, line in zip(klines, lines, strict=True):
+            assert isinstance(kline, Kline)
+            if not kline.is_closed:
+                forming.setdefault(f"{prefix}:forming:{kline.interval}", {})[kline.symbol] = line
+                continue
+            history = f"{prefix}:history:{kline.interval}:{kline.symbol}"
+            # One member per open time: a revision (or a bar published again after a restart)
+            # replaces the one before it.
+            commands.append(("zremrangebyscore", (history, kline.timestamp, kline.timestamp), {}))
+            commands.append(("zadd", (history, {line: kline.timestamp}), {}))
+            trimmed.add(history)
+            hash_key = f"{prefix}:last-closed:{kline.interval}"
+            seen = self._last_closed.get((hash_key, kline.symbol))
+            if seen is None or kline.timestamp >= seen:
+                self._last_closed[(hash_key, kline.symbol)] = kline.timestamp
+                last_closed.setdefault(hash_key, {})[kline.symbol] = line
+        for history in trimmed:
+            commands.append(("zremrangebyrank", (history, 0, -self.history_limit - 1), {}))
+        for hash_key, mapping in (*last_closed.items(), *forming.items()):
+            commands.append(("hset", (hash_key,), {"mapping": mapping}))
+
+    def health(self) -> dict[str, object]:
+        return {
+            "state": "ok" if self.up else "down",
+            "redis_errors": self.errors,
+            "dropped_events": self.dropped_events,
+        }
+
+
+def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str, bytes]:
+    """Symbol -> the last of its records in this envelope (tickers and quotes)."""
+    return {
+        record.symbol: line
+        for record, line in zip(records, lines, strict=True)
+        if isinstance(record, Ticker | Quote)
+    }

@@ -1,0 +1,583 @@
+"""The ``websocket`` consumer: an authenticated WebSocket server for downstream services.
+
+Listens on ``STREAMER_WEBSOCKET_HOST``:``STREAMER_WEBSOCKET_PORT`` (9500) at
+``STREAMER_WEBSOCKET_PATH`` (``/``); wss:// when ``STREAMER_WEBSOCKET_TLS_CERTFILE`` and
+``STREAMER_WEBSOCKET_TLS_KEYFILE`` are set. The protocol (JSON text frames):
+
+* **Authentication** (on unless ``STREAMER_WSS_AUTH_DISABLED=true``): either an
+  ``Authorization: Bearer <key>`` or Basic header on the handshake (HTTP 401 if wrong), or, as
+  klines-streamer, a first message ``{"user": ..., "key": ...}`` within
+  ``STREAMER_WSS_AUTH_TIMEOUT_SECONDS``. Reply ``{"status": "authenticated", "user": ...}``.
+  Close codes: **4401** wrong or malformed credentials, **4408** no credentials in time.
+  Repeated failures from one address are answered more and more slowly.
+* ``{"op": "subscribe", "channels": ["klines:1m:BTCUSDT", "trades:*", "price:ETHUSDT"]}`` ->
+  ``{"status": "subscribed", "channels": [...]}``, then at once the latest state of every
+  matching channel (envelopes with ``"snapshot": true``), then live envelopes. Patterns use ``*``
+  as a wildcard. A client that never subscribes receives everything.
+* ``{"op": "unsubscribe", "channels": [...]}`` -> ``{"status": "unsubscribed", ...}``;
+  ``{"op": "ping"}`` -> ``{"op": "pong"}`` (klines-streamer's ``{"type": "ping"}`` -> ``{"type":
+  "pong"}``); ``{"op": "set", "compression": "gzip" | "none"}`` switches gzip binary frames on or
+  off (or connect with ``?compression=gzip``).
+* A bad message gets ``{"error": ...}`` and the connection stays. A frame over
+  ``STREAMER_WEBSOCKET_MAX_MESSAGE_BYTES`` closes with **1009**; more than
+  ``STREAMER_WEBSOCKET_CLIENT_MAX_MESSAGES_PER_SECOND`` messages a second with **1008**.
+
+Every client has its own queue of at most ``STREAMER_WEBSOCKET_CLIENT_QUEUE_SIZE`` messages,
+drained by its own task: a client that cannot keep up is disconnected with **1013** and counted,
+and nobody else waits for it. At most ``STREAMER_WEBSOCKET_MAX_CLIENTS`` clients (HTTP 503 past
+that). Messages are serialised once per batch and shared by every client; gzip once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import http
+import re
+import ssl
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import translate
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.headers import build_www_authenticate_basic
+from websockets.http11 import Request, Response
+
+from streamer.consumers.base import BaseConsumer
+from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.logs import RateLimitedLog
+from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
+from streamer.settings import ConfigError, Settings
+
+__all__ = [
+    "CLOSE_AUTH_FAILED",
+    "CLOSE_AUTH_TIMEOUT",
+    "CLOSE_RATE_LIMITED",
+    "CLOSE_TOO_SLOW",
+    "WebSocketConsumer",
+]
+
+CLOSE_AUTH_FAILED = 4401
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TOO_SLOW = 1013  # "try again later"
+CLOSE_RATE_LIMITED = 1008  # policy violation
+MAX_PATTERNS = 1000
+MAX_PATTERN_LENGTH = 200
+_PATTERN_HEADS = {"*", *DATA_TYPES}
+
+
+class Frame:
+    """One outgoing message, shared by every client that gets it; gzipped at most once."""
+
+    __slots__ = ("_gzip", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._gzip: bytes | None = None
+
+    @classmethod
+    def json(cls, obj: object) -> Frame:
+        """A frame for a small reply object."""
+        return cls(orjson.dumps(obj))
+
+    def gzipped(self) -> bytes:
+        """The gzip-compressed message (computed once)."""
+        if self._gzip is None:
+            self._gzip = gzip.compress(self.data, compresslevel=5, mtime=0)
+        return self._gzip
+
+
+class Subscription:
+    """A client's channel patterns; ``None`` (never subscribed) means every channel."""
+
+    __slots__ = ("_cache", "_regex", "patterns")
+
+    def __init__(self) -> None:
+        self.patterns: set[str] | None = None
+        self._regex: re.Pattern[str] | None = None
+        self._cache: dict[str, bool] = {}
+
+    def update(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
+        """Add and remove patterns."""
+        patterns = set() if self.patterns is None else set(self.patterns)
+        patterns.update(add)
+        patterns.difference_update(remove)
+        self.patterns = patterns
+        self._regex = re.compile("|".join(translate(p) for p in patterns)) if patterns else None
+        self._cache = {}
+
+    def wants(self, key: str) -> bool:
+        """Whether channel ``key`` matches."""
+        if self.patterns is None:
+            return True
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._regex is not None and self._regex.match(key) is not None
+            if len(self._cache) < 100_000:
+                self._cache[key] = hit
+        return hit
+
+
+class Client:
+    """One authenticated connection: its subscription, queue and sender task."""
+
+    __slots__ = (
+        "_count",
+        "_second",
+        "_wakeup",
+        "address",
+        "gzip",
+        "queue",
+        "subscription",
+        "task",
+        "user",
+        "ws",
+    )
+
+    def __init__(self, ws: ServerConnection, user: str, address: str, use_gzip: bool) -> None:
+        self.ws = ws
+        self.user = user
+        self.address = address
+        self.gzip = use_gzip
+        self.subscription = Subscription()
+        self.queue: deque[Frame] = deque()
+        self._wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._second = 0
+        self._count = 0
+
+    def offer(self, frame: Frame, limit: int) -> bool:
+        """Queue a message; False if the queue is full (the client cannot keep up)."""
+        if len(self.queue) >= limit:
+            return False
+        self.queue.append(frame)
+        self._wakeup.set()
+        return True
+
+    def over_rate(self, now: float, limit: int) -> bool:
+        """Count one incoming message; True if this second's budget is exceeded."""
+        second = int(now)
+        if second != self._second:
+            self._second, self._count = second, 0
+        self._count += 1
+        return self._count > limit
+
+    async def send_loop(self) -> None:
+        """Drain the queue into the socket; awaits the socket, never the broadcaster."""
+        queue, ws = self.queue, self.ws
+        while True:
+            if not queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            frame = queue.popleft()
+            if self.gzip:
+                await ws.send(frame.gzipped())
+            else:
+                await ws.send(frame.data, text=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Handshake:
+    user: str | None
+    gzip: bool
+
+
+class WebSocketConsumer(BaseConsumer):
+    """Serves every batch to authenticated WebSocket clients. See the module docstring."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(settings, name)
+        self.path = settings.websocket_path
+        self.queue_limit = settings.websocket_client_queue_size
+        self.rate_limit = settings.websocket_client_max_messages_per_second
+        self.credentials: Credentials | None = None
+        self.throttle = AuthThrottle()
+        self.server: Server | None = None
+        self.port: int | None = None
+        self.clients: set[Client] = set()
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, _Handshake] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Latest state per channel for snapshots: (exchange, channel, data_type, key) -> line.
+        self._latest: dict[tuple[str, str, DataType, str], tuple[int, bytes]] = {}
+        self._log = RateLimitedLog(self.logger)
+        self.disconnected_slow = 0
+        self.disconnected_rate = 0
+        self.auth_failures = 0
+
+    def validate(self) -> None:
+        settings = self.settings
+        self.credentials = (
+            None if settings.wss_auth_disabled else Credentials.from_settings(settings)
+        )
+        if settings.wss_auth_disabled and (settings.wss_auth_key or settings.wss_users):
+            raise ConfigError(
+                "STREAMER_WSS_AUTH_DISABLED=true but credentials are set; remove one or the other"
+            )
+        cert, key = settings.websocket_tls_certfile, settings.websocket_tls_keyfile
+        if (cert is None) != (key is None):
+            raise ConfigError(
+                "STREAMER_WEBSOCKET_TLS_CERTFILE and STREAMER_WEBSOCKET_TLS_KEYFILE go together: "
+                "set both for wss://, or neither"
+            )
+        for variable, path in (("CERTFILE", cert), ("KEYFILE", key)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"STREAMER_WEBSOCKET_TLS_{variable}={str(path)!r}: no such file")
+
+    def _tls(self) -> ssl.SSLContext | None:
+        settings = self.settings
+        if settings.websocket_tls_certfile is None or settings.websocket_tls_keyfile is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(settings.websocket_tls_certfile, settings.websocket_tls_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"STREAMER_WEBSOCKET_TLS_CERTFILE/KEYFILE: cannot load them ({exc})"
+            ) from None
+        return context
+
+    async def setup(self) -> None:
+        settings = self.settings
+        if self.credentials is None and not settings.wss_auth_disabled:
+            self.validate()
+        if settings.wss_auth_disabled:
+            self.logger.warning(
+                "authentication is disabled (STREAMER_WSS_AUTH_DISABLED=true): anyone who can "
+                "reach port %d can read the stream",
+                settings.websocket_port,
+            )
+        try:
+            self.server = await serve(
+                self._handler,
+                settings.websocket_host,
+                settings.websocket_port,
+                process_request=self._process_request,
+                ssl=self._tls(),
+                max_size=settings.websocket_max_message_bytes,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                # Per-message deflate costs CPU per client per message; clients that want
+                # compression choose gzip, computed once per message for all of them.
+                compression=None,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"STREAMER_WEBSOCKET_PORT={settings.websocket_port}: cannot listen on "
+                f"{settings.websocket_host}: {exc.strerror}; choose a free port"
+            ) from None
+        self.port = self.server.sockets[0].getsockname()[1]
+        scheme = "wss" if settings.websocket_tls_certfile else "ws"
+        self.logger.info(
+            "websocket server on %s://%s:%d%s",
+            scheme,
+            settings.websocket_host,
+            self.port,
+            self.path,
+        )
+
+    # -- handshake and authentication --------------------------------------------------------
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        if path != self.path:
+            return ws.respond(http.HTTPStatus.NOT_FOUND, f"Not found; connect to {self.path}\n")
+        if len(self.clients) + len(self._handshakes) >= self.settings.websocket_max_clients:
+            return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Too many clients\n")
+        use_gzip = parse_qs(query).get("compression", [""])[0] == "gzip"
+        user = None
+        header = request.headers.get("Authorization")
+        if header is not None and self.credentials is not None:
+            address = _address(ws)
+            delay = self.throttle.delay(address)
+            if delay:
+                await asyncio.sleep(delay)
+            user = self.credentials.check_header(header)
+            if user is None:
+                self._auth_failed(address, "wrong credentials in the Authorization header")
+                response = ws.respond(http.HTTPStatus.UNAUTHORIZED, "Invalid credentials\n")
+                response.headers["WWW-Authenticate"] = build_www_authenticate_basic("streamer")
+                return response
+            self.throttle.succeeded(address)
+        self._handshakes[ws] = _Handshake(user, use_gzip)
+        return None
+
+    def _auth_failed(self, address: str, reason: str) -> None:
+        self.auth_failures += 1
+        self.throttle.failed(address)
+        self._log.warning(f"auth:{address}", "websocket client %s: %s", address, reason)
+
+    async def _authenticate(self, ws: ServerConnection, address: str) -> str | None:
+        """klines-streamer's first message ``{"user", "key"}``; the user, or None (closed)."""
+        assert self.credentials is not None
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.settings.wss_auth_timeout_seconds)
+        except TimeoutError:
+            self._auth_failed(address, "no credentials in time")
+            await ws.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
+            return None
+        try:
+            message = orjson.loads(raw)
+            user, key = message["user"], message["key"]
+            if not (isinstance(user, str) and isinstance(key, str)):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self._auth_failed(address, "malformed authentication message")
+            await ws.send(
+                orjson.dumps({"error": 'authenticate first: {"user": ..., "key": ...}'}), text=True
+            )
+            await ws.close(CLOSE_AUTH_FAILED, "authentication failed")
+            return None
+        delay = self.throttle.delay(address)
+        if delay:
+            await asyncio.sleep(delay)
+        found = self.credentials.check(user, key)
+        if found is None:
+            self._auth_failed(address, "wrong user or key")
+            await ws.send(orjson.dumps({"error": "authentication failed"}), text=True)
+            await ws.close(CLOSE_AUTH_FAILED, "authentication failed")
+            return None
+        self.throttle.succeeded(address)
+        return found
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        handshake = self._handshakes.pop(ws, _Handshake(None, False))
+        address = _address(ws)
+        try:
+            user = handshake.user
+            if user is None:
+                user = (
+                    "anonymous"
+                    if self.credentials is None
+                    else await self._authenticate(ws, address)
+                )
+            if user is None:
+                return
+            client = Client(ws, user, address, handshake.gzip)
+            client.offer(Frame.json({"status": "authenticated", "user": user}), self.queue_limit)
+            client.task = asyncio.get_running_loop().create_task(client.send_loop())
+            self.clients.add(client)
+            self.logger.info("websocket client %s connected as %s", address, user)
+            try:
+                async for message in ws:
+                    self._on_message(client, message)
+            finally:
+                self.clients.discard(client)
+                client.task.cancel()
+        except ConnectionClosed:
+            pass
+
+    # -- client messages ---------------------------------------------------------------------
+
+    def _on_message(self, client: Client, message: str | bytes) -> None:
+        if client not in self.clients:
+            return  # already disconnected; frames it sent before the close are ignored
+        loop = asyncio.get_running_loop()
+        if client.over_rate(loop.time(), self.rate_limit):
+            self.disconnected_rate += 1
+            self._disconnect(client, CLOSE_RATE_LIMITED, "too many messages")
+            return
+        reply = self._reply(client, message)
+        for frame in reply:
+            if not client.offer(frame, self.queue_limit):
+                self._too_slow(client)
+                return
+
+    def _reply(self, client: Client, message: str | bytes) -> list[Frame]:
+        if isinstance(message, bytes):
+            return [_error("binary frames are not understood; send JSON text")]
+        try:
+            request = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return [_error("invalid JSON")]
+        if not isinstance(request, dict):
+            return [_error("send a JSON object with an op")]
+        op = request.get("op")
+        if op is None and request.get("type") == "ping":
+            return [Frame.json({"type": "pong"})]
+        if op == "ping":
+            pong: dict[str, Any] = {"op": "pong"}
+            if "id" in request:
+                pong["id"] = request["id"]
+            return [Frame.json(pong)]
+        if op in ("subscribe", "unsubscribe"):
+            return self._subscribe(client, op, request.get("channels"))
+        if op == "set":
+            compression = request.get("compression")
+            if compression not in ("gzip", "none"):
+                return [_error('"compression" must be "gzip" or "none"', op)]
+            client.gzip = compression == "gzip"
+            return [Frame.json({"status": "set", "compression": compression})]
+        return [_error(f"unknown op {op!r}; use subscribe, unsubscribe, ping or set")]
+
+    def _subscribe(self, client: Client, op: str, channels: Any) -> list[Frame]:
+        if not isinstance(channels, list) or not channels:
+            return [_error('"channels" must be a non-empty list of strings', op)]
+        bad = [c for c in channels if not _valid_pattern(c)]
+        if bad:
+            return [_error(
+                f"invalid channels {bad[:5]}; use klines:<interval>:<SYMBOL>, trades:<SYMBOL>, "
+                "ticker:…, price:…, quotes:…, status, with * as a wildcard", op,
+            )]  # fmt: skip
+        subscription = client.subscription
+        if op == "subscribe":
+            added = [
+                c
+                for c in channels
+                if subscription.patterns is None or c not in subscription.patterns
+            ]
+            subscription.update(add=channels)
+            if len(subscription.patterns or ()) > MAX_PATTERNS:
+                subscription.update(remove=added)
+                return [_error(f"at most {MAX_PATTERNS} channel patterns per client", op)]
+            ack = Frame.json(
+                {"status": "subscribed", "channels": sorted(subscription.patterns or ())}
+            )
+            return [ack, *self._snapshot(added)]
+        if subscription.patterns is None and channels != ["*"]:
+            return [_error(
+                "you receive every channel until you subscribe; subscribe to what you want, "
+                'or unsubscribe ["*"] for nothing', op,
+            )]  # fmt: skip
+        subscription.update(remove=channels)
+        return [
+            Frame.json({"status": "unsubscribed", "channels": sorted(subscription.patterns or ())})
+        ]
+
+    def _snapshot(self, patterns: list[str]) -> list[Frame]:
+        """The latest state of every channel matching ``patterns``, one envelope per stream."""
+        if not patterns:
+            return []
+        matcher = Subscription()
+        matcher.update(add=patterns)
+        grouped: dict[tuple[str, str, DataType], list[bytes]] = {}
+        for (exchange, channel, data_type, key), (_, line) in self._latest.items():
+            if matcher.wants(key):
+                grouped.setdefault((exchange, channel, data_type), []).append(line)
+        return [
+            Frame(Envelope(exchange, channel, data_type, []).wrap(lines, snapshot=True))
+            for (exchange, channel, data_type), lines in grouped.items()
+        ]
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    async def consume(self, batch: Batch) -> None:
+        for envelope in batch:
+            self._remember(envelope)
+        if not self.clients:
+            return
+        limit = self.queue_limit
+        full: dict[int, Frame] = {}
+        per_channel: dict[tuple[int, str], Frame] = {}
+        for client in list(self.clients):
+            subscription = client.subscription
+            ok = True
+            for index, envelope in enumerate(batch):
+                if subscription.patterns is None:
+                    frames = [full.get(index) or full.setdefault(index, Frame(envelope.to_json()))]
+                else:
+                    channels = envelope.by_channel()
+                    keys = [key for key in channels if subscription.wants(key)]
+                    if not keys:
+                        continue
+                    if len(keys) == len(channels):
+                        frames = [
+                            full.get(index) or full.setdefault(index, Frame(envelope.to_json()))
+                        ]
+                    else:
+                        frames = [
+                            per_channel.get((index, key))
+                            or per_channel.setdefault((index, key), Frame(channels[key]))
+                            for key in keys
+                        ]
+                for frame in frames:
+                    if not client.offer(frame, limit):
+                        ok = False
+                        break
+                if not ok:
+                    break
+            if not ok:
+                self._too_slow(client)
+
+    def _remember(self, envelope: Envelope) -> None:
+        """Keep the latest record per channel (closed klines only) for snapshots."""
+        latest = self._latest
+        exchange, channel, data_type = envelope.exchange, envelope.channel, envelope.data_type
+        for record, line in zip(envelope.data, envelope.record_json(), strict=True):
+            key = (exchange, channel, data_type, channel_key(data_type, record))
+            if isinstance(record, Kline):
+                if not record.is_closed:
+                    continue
+                seen = latest.get(key)
+                if seen is not None and seen[0] > record.timestamp:
+                    continue  # a revision of an older bar
+                latest[key] = (record.timestamp, line)
+            else:
+                latest[key] = (0, line)
+
+    def _too_slow(self, client: Client) -> None:
+        self.disconnected_slow += 1
+        self._log.warning(
+            f"slow:{client.address}",
+            "websocket client %s (%s) cannot keep up: %d messages queued; disconnected (1013)",
+            client.address,
+            client.user,
+            len(client.queue),
+        )
+        self._disconnect(client, CLOSE_TOO_SLOW, "too slow: your message queue is full")
+
+    def _disconnect(self, client: Client, code: int, reason: str) -> None:
+        """Stop sending to ``client`` at once and close it in the background."""
+        self.clients.discard(client)
+        if client.task is not None:
+            client.task.cancel()
+        client.queue.clear()
+        # A client that does not read may never take the close frame: close() gives up after
+        # close_timeout and drops the TCP connection.
+        asyncio.get_running_loop().create_task(client.ws.close(code, reason))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()  # closes every connection with 1001 (going away)
+            await self.server.wait_closed()
+        for client in list(self.clients):
+            if client.task is not None:
+                client.task.cancel()
+        self.clients.clear()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "clients": len(self.clients),
+            "disconnected_slow": self.disconnected_slow,
+            "disconnected_rate_limited": self.disconnected_rate,
+            "auth_failures": self.auth_failures,
+        }
+
+
+def _address(ws: ServerConnection) -> str:
+    remote = ws.remote_address
+    return str(remote[0]) if remote else "?"
+
+
+def _valid_pattern(pattern: object) -> bool:
+    return (
+        isinstance(pattern, str)
+        and 0 < len(pattern) <= MAX_PATTERN_LENGTH
+        and pattern.split(":", 1)[0] in _PATTERN_HEADS
+        and not any(char.isspace() for char in pattern)
+    )
+
+
+def _error(message: str, op: object = None) -> Frame:
+    body: dict[str, object] = {"error": message}
+    if op is not None:
+        body["op"] = op
+    return Frame.json(body)

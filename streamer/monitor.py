@@ -1,0 +1,332 @@
+"""``GET /health`` and ``GET /metrics`` on ``STREAMER_HTTP_HOST``:``STREAMER_HTTP_PORT`` (8100).
+
+The listener runs whatever consumers are enabled (port 0 turns it off). It is served by the
+websockets library's HTTP handshake hook, which already parses requests with bounded sizes, so no
+second HTTP stack is needed.
+
+``/health`` returns JSON with 200 when ``ok`` or ``degraded`` and 503 when ``down``,
+``starting`` or ``stopping``: ``down`` when no exchange connection is up, ``degraded`` when some
+are not, or a consumer reports ``state: down`` (Redis unreachable) or has its queue 90% full.
+
+``/metrics`` is Prometheus text from prometheus-client. The hot path only increments plain
+integers; :class:`ServiceCollector` reads them at scrape time.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from streamer.settings import ConfigError
+
+if TYPE_CHECKING:
+    from streamer.service import Service
+
+__all__ = ["HealthServer", "LatencyHistogram", "ServiceCollector", "health_status"]
+
+logger = logging.getLogger(__name__)
+
+QUEUE_DEGRADED_RATIO = 0.9
+
+
+class LatencyHistogram:
+    """A cheap fixed-bucket histogram of seconds (observe is a bisect and two additions)."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one value."""
+        self.counts[bisect_left(self.BUCKETS, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (upper bound, cumulative count), ending with +Inf."""
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.BUCKETS), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+def health_status(service: Service) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for ``/health``."""
+    details = service.health()
+    connector: dict[str, Any] = details.get("connector", {})  # type: ignore[assignment]
+    connections: dict[str, dict[str, Any]] = connector.get("connections", {})
+    consumers: dict[str, dict[str, Any]] = details.get("consumers", {})  # type: ignore[assignment]
+    problems: list[str] = []
+    up = [name for name, c in connections.items() if c.get("state") == "connected"]
+    if service.stopping:
+        status = "stopping"
+    elif not service.ready.is_set():
+        status = "starting"
+    elif not up:
+        status = "down"
+        problems.append("no exchange connection is up")
+    else:
+        status = "ok"
+        problems.extend(
+            f"connection {name} is {c.get('state')}"
+            for name, c in connections.items()
+            if c.get("state") != "connected"
+        )
+        for name, consumer in consumers.items():
+            if consumer.get("state") == "down":
+                problems.append(f"consumer {name} is down")
+            limit = consumer.get("queue_limit") or 0
+            if limit and consumer.get("queued_events", 0) >= QUEUE_DEGRADED_RATIO * limit:
+                problems.append(f"consumer {name} is falling behind")
+        if problems:
+            status = "degraded"
+    body = {"status": status, "problems": problems, **details}
+    code = 200 if status in ("ok", "degraded") else 503
+    return code, body
+
+
+class ServiceCollector(Collector):
+    """Renders the service's counters as Prometheus metrics at scrape time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        exchange = service.settings.exchange
+        messages = CounterMetricFamily(
+            "streamer_messages",
+            "Exchange frames received, by kind",
+            labels=["exchange", "channel", "type"],
+        )
+        parse_errors = CounterMetricFamily(
+            "streamer_parse_errors",
+            "Malformed exchange frames skipped",
+            labels=["exchange", "channel"],
+        )
+        connector = service.connector.health() if service.connector else {}
+        frames: dict[str, dict[str, int]] = connector.get("frames", {})  # type: ignore[assignment]
+        for channel, counts in frames.items():
+            for kind, count in counts.items():
+                if kind == "malformed":
+                    parse_errors.add_metric([exchange, channel], count)
+                else:
+                    messages.add_metric([exchange, channel, kind], count)
+        yield messages
+        yield parse_errors
+
+        up = GaugeMetricFamily(
+            "streamer_connection_up", "1 if the exchange connection is up", labels=["connection"]
+        )
+        age = GaugeMetricFamily(
+            "streamer_connection_last_message_age_seconds",
+            "Seconds since the last frame",
+            labels=["connection"],
+        )
+        reconnects = CounterMetricFamily(
+            "streamer_reconnects", "Reconnections", labels=["connection"]
+        )
+        connections: dict[str, dict[str, Any]] = connector.get("connections", {})  # type: ignore[assignment]
+        for name, state in connections.items():
+            up.add_metric([name], 1.0 if state.get("state") == "connected" else 0.0)
+            if state.get("last_message_age_s") is not None:
+                age.add_metric([name], state["last_message_age_s"])
+            reconnects.add_metric([name], state.get("reconnects", 0))
+        yield up
+        yield age
+        yield reconnects
+
+        labels = ["exchange", "channel"]
+        trades = CounterMetricFamily(
+            "streamer_trades_aggregated", "Trades applied to klines", labels=labels
+        )
+        closed = CounterMetricFamily(
+            "streamer_klines_closed", "Klines published as closed", labels=labels
+        )
+        revised = CounterMetricFamily(
+            "streamer_klines_corrected",
+            "Closed klines published again after a late trade",
+            labels=labels,
+        )
+        late = CounterMetricFamily(
+            "streamer_late_trades",
+            "Trades that arrived after their bar closed",
+            labels=[*labels, "outcome"],
+        )
+        duplicates = CounterMetricFamily(
+            "streamer_duplicate_trades", "Trade ids seen twice", labels=labels
+        )
+        for channel, pipeline in service.pipelines.items():
+            values = [exchange, channel]
+            if pipeline.aggregator is None:
+                continue
+            stats = pipeline.aggregator.stats
+            trades.add_metric(values, stats.trades)
+            closed.add_metric(values, stats.closed)
+            revised.add_metric(values, stats.revised)
+            late.add_metric([*values, "applied"], stats.late_applied)
+            late.add_metric([*values, "dropped"], stats.late_dropped)
+            duplicates.add_metric(values, stats.duplicates)
+        yield trades
+        yield closed
+        yield revised
+        yield late
+        yield duplicates
+
+        queued = GaugeMetricFamily(
+            "streamer_consumer_queued_events", "Events waiting per consumer", labels=["consumer"]
+        )
+        dropped = CounterMetricFamily(
+            "streamer_consumer_dropped_events",
+            "Events dropped from a full consumer queue",
+            labels=["consumer", "data_type"],
+        )
+        dropped_closed = CounterMetricFamily(
+            "streamer_consumer_dropped_closed_klines",
+            "Closed klines among the dropped events",
+            labels=["consumer"],
+        )
+        errors = CounterMetricFamily(
+            "streamer_consumer_errors", "Exceptions raised by consumers", labels=["consumer"]
+        )
+        broadcaster = service.broadcaster
+        runners = broadcaster.runners if broadcaster else []
+        for runner in runners:
+            queued.add_metric([runner.name], runner.queued_events)
+            for data_type, count in runner.dropped.items():
+                dropped.add_metric([runner.name, data_type], count)
+            dropped_closed.add_metric([runner.name], runner.dropped_closed_klines)
+            errors.add_metric([runner.name], runner.errors)
+        yield queued
+        yield dropped
+        yield dropped_closed
+        yield errors
+
+        yield from self._consumer_metrics()
+
+        if broadcaster is not None:
+            published = CounterMetricFamily(
+                "streamer_published_events", "Events handed to the consumers"
+            )
+            published.add_metric([], broadcaster.events)
+            yield published
+            for name, help_text, histogram in (
+                ("streamer_event_latency_seconds",
+                 "Exchange event time to hand-off to the consumers (trades, ticker, price, quotes)",
+                 broadcaster.event_latency),
+                ("streamer_kline_close_latency_seconds",
+                 "Bar end to hand-off of the closed kline", broadcaster.kline_latency),
+            ):  # fmt: skip
+                family = HistogramMetricFamily(name, help_text)
+                family.add_metric([], histogram.cumulative(), histogram.total)
+                yield family
+
+    def _consumer_metrics(self) -> Iterator[Metric]:
+        from streamer.consumers.redis import RedisConsumer
+        from streamer.consumers.websocket import WebSocketConsumer
+
+        clients = GaugeMetricFamily("streamer_websocket_clients", "Connected WebSocket clients")
+        disconnects = CounterMetricFamily(
+            "streamer_websocket_disconnects",
+            "WebSocket clients disconnected by the server",
+            labels=["reason"],
+        )
+        auth_failures = CounterMetricFamily(
+            "streamer_websocket_auth_failures", "Failed WebSocket authentications"
+        )
+        redis_up = GaugeMetricFamily(
+            "streamer_redis_up", "1 if Redis is reachable", labels=["consumer"]
+        )
+        redis_errors = CounterMetricFamily(
+            "streamer_redis_errors", "Failed Redis round trips", labels=["consumer"]
+        )
+        websockets = [c for c in self.service.consumers if isinstance(c, WebSocketConsumer)]
+        clients.add_metric([], sum(len(c.clients) for c in websockets))
+        disconnects.add_metric(["slow"], sum(c.disconnected_slow for c in websockets))
+        disconnects.add_metric(["rate_limited"], sum(c.disconnected_rate for c in websockets))
+        auth_failures.add_metric([], sum(c.auth_failures for c in websockets))
+        for consumer in self.service.consumers:
+            if isinstance(consumer, RedisConsumer):
+                redis_up.add_metric([consumer.name], 1.0 if consumer.up else 0.0)
+                redis_errors.add_metric([consumer.name], consumer.errors)
+        yield clients
+        yield disconnects
+        yield auth_failures
+        yield redis_up
+        yield redis_errors
+
+
+class HealthServer:
+    """The HTTP listener for ``/health`` and ``/metrics``."""
+
+    def __init__(self, service: Service, host: str, port: int) -> None:
+        self.service = service
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServiceCollector(service))
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        """Listen; :class:`ConfigError` if the port is taken."""
+        try:
+            self._server = await serve(
+                _never, self.host, self.requested_port, process_request=self._respond
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"STREAMER_HTTP_PORT={self.requested_port}: cannot listen on {self.host}: "
+                f"{exc.strerror}; choose a free port, or 0 to turn the listener off"
+            ) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("health and metrics on http://%s:%d/health and /metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _respond(self, connection: ServerConnection, request: Request) -> Response:
+        path = request.path.partition("?")[0]
+        if path == "/health":
+            code, body = health_status(self.service)
+            return _response(
+                code, orjson.dumps(body, option=orjson.OPT_INDENT_2), "application/json"
+            )
+        if path == "/metrics":
+            return _response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        return _response(404, b"Not found: try /health or /metrics\n", "text/plain")
+
+
+async def _never(connection: ServerConnection) -> None:
+    """Every request gets an HTTP response in the handshake hook; no WebSocket is accepted."""
+    await connection.close()
+
+
+def _response(code: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store")])  # fmt: skip
+    return Response(code, http.HTTPStatus(code).phrase, headers, body)

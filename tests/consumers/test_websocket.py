@@ -1,0 +1,393 @@
+"""The WebSocket server: authentication, subscriptions, snapshots, bad clients, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streamer.broadcaster import Broadcaster, ConsumerRunner
+from streamer.consumers.websocket import WebSocketConsumer
+from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.logs import RateLimitedLog
+from streamer.records import Batch, Envelope, Kline, Price, Record, Trade
+from streamer.settings import ConfigError
+from tests.conftest import eventually, make_settings
+
+TLS = Path(__file__).parent.parent / "data" / "tls"
+T = 1_502_942_400_000
+AUTH = {"user": "alice", "key": "s3cret"}
+
+
+def kline(minute: int, symbol: str = "BTCUSDT", interval: str = "1m") -> Kline:
+    start = T + minute * 60_000
+    return Kline(symbol, interval, 60_000, start, start + 59_999, "1", "1", "1", "1", "1", "1", 1,
+                 "1", "1", 1, 1, True, 0)  # fmt: skip
+
+
+def batch(data_type: str, *records: Record) -> Batch:
+    return Batch([Envelope("binance", "spot", data_type, list(records))])  # type: ignore[arg-type]
+
+
+class Server:
+    """A WebSocketConsumer listening on a free port."""
+
+    def __init__(self, **options: Any) -> None:
+        values: dict[str, Any] = {"websocket_host": "127.0.0.1", "websocket_port": 0,
+                                  "wss_auth_user": "alice", "wss_auth_key": "s3cret"}  # fmt: skip
+        values.update(options)
+        self.consumer = WebSocketConsumer(make_settings(**values), "websocket")
+
+    async def __aenter__(self) -> WebSocketConsumer:
+        self.consumer.validate()
+        await self.consumer.setup()
+        return self.consumer
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+
+def url(server: WebSocketConsumer, path: str = "/", scheme: str = "ws") -> str:
+    return f"{scheme}://127.0.0.1:{server.port}{path}"
+
+
+async def receive(ws: ClientConnection, timeout: float = 2.0) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), timeout)
+    if isinstance(message, bytes):
+        message = gzip.decompress(message)
+    decoded: dict[str, Any] = orjson.loads(message)
+    return decoded
+
+
+async def login(ws: ClientConnection, credentials: dict[str, str] = AUTH) -> dict[str, Any]:
+    await ws.send(orjson.dumps(credentials).decode())
+    return await receive(ws)
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    """Read until the server closes; the close code it sent."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    except ConnectionClosed:
+        return ws.close_code
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+async def test_first_message_authentication_as_klines_streamer_clients_do() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        assert await login(ws) == {"status": "authenticated", "user": "alice"}
+        await eventually(lambda: len(server.clients) == 1)
+
+
+async def test_a_wrong_key_is_refused_with_4401() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        reply = await login(ws, {"user": "alice", "key": "guess"})
+        assert reply == {"error": "authentication failed"}
+        assert await closed_with(ws) == 4401
+        assert server.auth_failures == 1
+
+
+@pytest.mark.parametrize("first", ['{"user": "alice"}', "not json", '["alice", "s3cret"]'])
+async def test_a_malformed_authentication_message_is_refused(first: str) -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await ws.send(first)
+        assert "authenticate first" in (await receive(ws))["error"]
+        assert await closed_with(ws) == 4401
+
+
+async def test_missing_or_late_authentication_closes_with_4408() -> None:
+    async with Server(wss_auth_timeout_seconds=0.2) as server:
+        async with connect(url(server)) as silent:
+            assert await closed_with(silent) == 4408
+        async with connect(url(server)) as late:
+            await asyncio.sleep(0.3)
+            with contextlib.suppress(ConnectionClosed):  # the server may have closed already
+                await late.send(orjson.dumps(AUTH).decode())
+            assert await closed_with(late) == 4408
+        assert server.auth_failures == 2
+
+
+async def test_bearer_and_basic_headers_authenticate_on_the_handshake() -> None:
+    basic = base64.b64encode(b"bob:pa:ss").decode()
+    async with Server(wss_users="bob:pa:ss,carol:c4rol") as server:
+        async with connect(url(server), additional_headers={"Authorization": "Bearer c4rol"}) as ws:
+            assert await receive(ws) == {"status": "authenticated", "user": "carol"}
+        async with connect(
+            url(server), additional_headers={"Authorization": f"Basic {basic}"}
+        ) as ws:
+            assert await receive(ws) == {"status": "authenticated", "user": "bob"}
+        async with connect(url(server)) as ws:  # the single user still works beside the list
+            assert (await login(ws))["user"] == "alice"
+
+
+async def test_wrong_header_credentials_get_http_401() -> None:
+    async with Server() as server:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(url(server), additional_headers={"Authorization": "Bearer nope"}):
+                pass
+        assert caught.value.response.status_code == 401
+        assert caught.value.response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_keys_are_checked_over_every_user() -> None:
+    credentials = Credentials({"alice": "k1", "bob": "k2"})
+    assert credentials.check("bob", "k2") == "bob"
+    assert credentials.check("bob", "k1") is None
+    assert credentials.check("mallory", "k2") is None
+    assert credentials.check_key("k1") == "alice"
+    assert credentials.check_header("Bearer   ") is None
+    assert credentials.check_header("Digest x") is None
+
+
+def test_repeated_failures_from_one_address_are_slowed_down() -> None:
+    now = [0.0]
+    throttle = AuthThrottle(free=3, base=0.5, max_delay=4.0, window=60, clock=lambda: now[0])
+    delays = []
+    for _ in range(7):
+        delays.append(throttle.delay("10.0.0.1"))
+        throttle.failed("10.0.0.1")
+    assert delays == [0, 0, 0, 0.5, 1.0, 2.0, 4.0]
+    assert throttle.delay("10.0.0.2") == 0  # another address is not affected
+    now[0] = 100.0
+    assert throttle.delay("10.0.0.1") == 0  # forgiven after the window
+    throttle.failed("10.0.0.3")
+    throttle.succeeded("10.0.0.3")
+    assert throttle.delay("10.0.0.3") == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wss_auth_user": None, "wss_auth_key": None}, "the websocket consumer needs credentials"),
+        ({"wss_auth_key": None}, "STREAMER_WSS_AUTH_KEY is required with the other one"),
+        ({"wss_users": "alice"}, "STREAMER_WSS_USERS: each entry must be user:key"),
+        ({"wss_auth_disabled": True}, "STREAMER_WSS_AUTH_DISABLED=true but credentials are set"),
+        ({"websocket_tls_certfile": TLS / "cert.pem"}, "go together"),
+        ({"websocket_tls_certfile": TLS / "none.pem", "websocket_tls_keyfile": TLS / "key.pem"},
+         "STREAMER_WEBSOCKET_TLS_CERTFILE="),
+    ],
+)  # fmt: skip
+def test_misconfigured_authentication_or_tls_is_a_configuration_error(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Server(**options).consumer.validate()
+
+
+async def test_running_without_authentication_needs_the_flag_and_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unauthenticated = Server(wss_auth_user=None, wss_auth_key=None, wss_auth_disabled=True)
+    async with unauthenticated as server, connect(url(server)) as ws:
+        assert await receive(ws) == {"status": "authenticated", "user": "anonymous"}
+    assert "authentication is disabled" in caplog.text
+
+
+# -- protocol ---------------------------------------------------------------------------------
+
+
+async def test_a_client_that_never_subscribes_receives_everything() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await eventually(lambda: server.clients)
+        await server.consume(batch("klines", kline(0), kline(0, "ETHUSDT")))
+        envelope = await receive(ws)
+        assert envelope["data_type"] == "klines"
+        assert [k["symbol"] for k in envelope["data"]] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_subscribe_acks_then_snapshots_then_streams_only_matching_channels() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await server.consume(batch("klines", kline(0), kline(1), kline(1, "ETHUSDT")))
+        await server.consume(batch("price", Price("ETHUSDT", "3000", T, T)))
+        await ws.send('{"op": "subscribe", "channels": ["klines:1m:BTCUSDT", "price:*"]}')
+        await receive(ws)  # the batches above, sent before the subscription
+        await receive(ws)
+        ack = await receive(ws)
+        assert ack == {"status": "subscribed", "channels": ["klines:1m:BTCUSDT", "price:*"]}
+        snapshots = [await receive(ws), await receive(ws)]
+        assert all(s["snapshot"] is True for s in snapshots)
+        by_type = {s["data_type"]: s["data"] for s in snapshots}
+        assert [k["timestamp"] for k in by_type["klines"]] == [T + 60_000]  # the latest only
+        assert by_type["price"][0]["price"] == "3000"
+        await server.consume(batch("klines", kline(2), kline(2, "ETHUSDT")))
+        live = await receive(ws)
+        assert [k["symbol"] for k in live["data"]] == ["BTCUSDT"]
+        assert "snapshot" not in live
+        await ws.send('{"op": "unsubscribe", "channels": ["klines:1m:BTCUSDT"]}')
+        assert await receive(ws) == {"status": "unsubscribed", "channels": ["price:*"]}
+        await server.consume(batch("klines", kline(3)))
+        await server.consume(batch("price", Price("BTCUSDT", "1", T, T)))
+        assert (await receive(ws))["data_type"] == "price"
+
+
+async def test_ping_gets_pong_in_both_dialects() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await ws.send('{"op": "ping", "id": 7}')
+        assert await receive(ws) == {"op": "pong", "id": 7}
+        await ws.send('{"type": "ping"}')
+        assert await receive(ws) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "send a JSON object with an op"),
+        ('{"op": "dance"}', "unknown op 'dance'"),
+        ('{"op": "subscribe"}', '"channels" must be a non-empty list'),
+        ('{"op": "subscribe", "channels": ["candles:BTCUSDT"]}', "invalid channels"),
+        ('{"op": "subscribe", "channels": [42]}', "invalid channels"),
+        ('{"op": "unsubscribe", "channels": ["trades:*"]}', "you receive every channel"),
+        ('{"op": "set", "compression": "zip"}', '"compression" must be'),
+        (b"\x00binary", "binary frames are not understood"),
+    ],
+)
+async def test_a_bad_client_message_gets_an_error_and_the_connection_stays(
+    message: str | bytes, error: str
+) -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await ws.send(message)
+        assert error in (await receive(ws))["error"]
+        await ws.send('{"op": "ping"}')
+        assert await receive(ws) == {"op": "pong"}
+
+
+async def test_an_oversize_frame_closes_with_1009() -> None:
+    async with Server(websocket_max_message_bytes=1024) as server, connect(url(server)) as ws:
+        await login(ws)
+        await ws.send("x" * 2048)
+        assert await closed_with(ws) == 1009
+
+
+async def test_a_client_flooding_messages_is_closed_with_1008() -> None:
+    async with Server(websocket_client_max_messages_per_second=5) as server:
+        async with connect(url(server)) as ws:
+            await login(ws)
+            for _ in range(10):
+                await ws.send('{"op": "ping"}')
+            assert await closed_with(ws) == 1008
+        assert server.disconnected_rate == 1
+
+
+async def test_gzip_binary_frames_per_client() -> None:
+    async with (
+        Server() as server,
+        connect(url(server, "/?compression=gzip")) as zipped,
+        connect(url(server)) as plain,
+    ):
+        await zipped.send(orjson.dumps(AUTH).decode())
+        assert isinstance(await zipped.recv(), bytes)  # the auth reply, gzipped too
+        await login(plain)
+        await eventually(lambda: len(server.clients) == 2)
+        await server.consume(batch("price", Price("BTCUSDT", "1.5", T, T)))
+        raw = await zipped.recv()
+        assert isinstance(raw, bytes)
+        assert orjson.loads(gzip.decompress(raw))["data"][0]["price"] == "1.5"
+        assert isinstance(await plain.recv(), str)
+        await plain.send('{"op": "set", "compression": "gzip"}')
+        assert await receive(plain) == {"status": "set", "compression": "gzip"}
+
+
+async def test_the_wrong_path_and_too_many_clients_are_refused_at_the_handshake() -> None:
+    async with Server(websocket_path="/stream", websocket_max_clients=1) as server:
+        with pytest.raises(InvalidStatus) as wrong_path:
+            async with connect(url(server, "/")):
+                pass
+        assert wrong_path.value.response.status_code == 404
+        async with connect(url(server, "/stream")) as first:
+            await login(first)
+            with pytest.raises(InvalidStatus) as crowded:
+                async with connect(url(server, "/stream")):
+                    pass
+            assert crowded.value.response.status_code == 503
+
+
+async def test_wss_with_a_self_signed_certificate() -> None:
+    tls = {"websocket_tls_certfile": TLS / "cert.pem", "websocket_tls_keyfile": TLS / "key.pem"}
+    context = ssl.create_default_context(cafile=str(TLS / "cert.pem"))
+    async with Server(**tls) as server, connect(url(server, scheme="wss"), ssl=context) as ws:
+        assert (await login(ws))["status"] == "authenticated"
+
+
+# -- slow clients -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def flowing() -> AsyncIterator[tuple[WebSocketConsumer, Broadcaster]]:
+    consumer = WebSocketConsumer(
+        make_settings(
+            websocket_host="127.0.0.1",
+            websocket_port=0,
+            wss_auth_user="alice",
+            wss_auth_key="s3cret",
+            websocket_client_queue_size=200,
+        ),
+        "websocket",
+    )
+    consumer.validate()
+    await consumer.setup()
+    broadcaster = Broadcaster([ConsumerRunner(consumer, 100_000, RateLimitedLog(consumer.logger))])
+    broadcaster.start()
+    yield consumer, broadcaster
+    await broadcaster.cancel()
+    await consumer.stop()
+
+
+async def test_a_client_that_never_reads_is_disconnected_and_delays_nobody(
+    flowing: tuple[WebSocketConsumer, Broadcaster],
+) -> None:
+    """klines-streamer froze every client for 28 s+ behind one that did not read. Here, over 10 s
+    of steady flow, the healthy client never lags more than 100 ms, and the stuck one is cut off
+    with 1013."""
+    server, broadcaster = flowing
+    stuck = await connect(url(server), max_queue=1)
+    await login(stuck)
+    stuck.transport.pause_reading()  # it never reads again
+    healthy = await connect(url(server))
+    await login(healthy)
+    await eventually(lambda: len(server.clients) == 2)
+
+    delays: list[float] = []
+
+    async def read_healthy() -> None:
+        while True:
+            envelope = await receive(healthy, timeout=5)
+            delays.append(time.time() * 1000 - envelope["data"][0]["received_at"])
+
+    reader = asyncio.create_task(read_healthy())
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 10.0:  # ~2 MB/s: far more than socket buffers hold
+        now = int(time.time() * 1000)
+        trades = [
+            Trade.create("BTCUSDT", sent * 100 + i, "1.23456789", "0.5", "buy", now, now)
+            for i in range(100)
+        ]
+        broadcaster.publish_many(("binance", "spot", "trades"), trades)
+        sent += 1
+        await asyncio.sleep(0.01)
+    await eventually(lambda: len(delays) == sent, timeout=5)
+    reader.cancel()
+    assert max(delays) < 100, f"healthy client lagged {max(delays):.0f} ms"
+    assert server.disconnected_slow == 1
+    assert len(server.clients) == 1
+    stuck.transport.abort()
+    await healthy.close()

@@ -1,0 +1,94 @@
+"""streamer.client: authenticate, subscribe, decode, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from streamer.client import AuthenticationError, StreamerClient, SubscriptionError
+from streamer.reconnect import Backoff
+from tests.conftest import eventually
+from tests.consumers.test_websocket import Server, batch, kline, url
+
+
+def fast() -> Backoff:
+    return Backoff(0.001, 0.01, jitter=0.0)
+
+
+async def take(
+    client: StreamerClient, count: int, received: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The first ``count`` envelopes (also appended to ``received`` as they come)."""
+    received = [] if received is None else received
+    async with asyncio.timeout(5):
+        async for envelope in client:
+            received.append(envelope)
+            if len(received) == count:
+                break
+    return received
+
+
+@pytest.mark.parametrize("auth", ["message", "bearer", "basic"])
+async def test_it_authenticates_subscribes_and_yields_snapshot_then_live_envelopes(
+    auth: Any,
+) -> None:
+    async with Server() as server:
+        await server.consume(batch("klines", kline(0)))
+        client = StreamerClient(url(server), user="alice", key="s3cret", auth=auth,
+                                channels=["klines:1m:BTCUSDT"], backoff=fast())  # fmt: skip
+        reading = asyncio.create_task(take(client, 2))
+        await client.connected.wait()
+        await server.consume(batch("klines", kline(1), kline(1, "ETHUSDT")))
+        snapshot, live = await reading
+    assert snapshot["snapshot"] is True
+    assert snapshot["data"][0]["timestamp"] == kline(0).timestamp
+    assert [k["symbol"] for k in live["data"]] == ["BTCUSDT"]
+
+
+async def test_it_reconnects_and_subscribes_again() -> None:
+    async with Server() as server:
+        client = StreamerClient(url(server), user="alice", key="s3cret",
+                                channels=["klines:*"], backoff=fast())  # fmt: skip
+        received: list[dict[str, Any]] = []
+        reading = asyncio.create_task(take(client, 3, received))
+        await client.connected.wait()
+        await server.consume(batch("klines", kline(1)))
+        await eventually(lambda: received)
+        for connected in list(server.clients):
+            await connected.ws.close(1012, "restarting")
+        await eventually(lambda: client.connections == 2 and client.connected.is_set())
+        await server.consume(batch("klines", kline(2)))
+        live, snapshot, after = await reading
+    assert "snapshot" not in live
+    assert live["data"][0]["timestamp"] == kline(1).timestamp
+    assert snapshot["snapshot"] is True  # resubscribed: the latest state first
+    assert snapshot["data"][0]["timestamp"] == kline(1).timestamp
+    assert after["data"][0]["timestamp"] == kline(2).timestamp
+
+
+async def test_gzip_frames_are_decoded() -> None:
+    async with Server() as server:
+        client = StreamerClient(url(server), user="alice", key="s3cret", use_gzip=True)
+        reading = asyncio.create_task(take(client, 1))
+        await client.connected.wait()
+        await eventually(lambda: server.clients)
+        await server.consume(batch("klines", kline(3)))
+        (envelope,) = await reading
+    assert envelope["data"][0]["timestamp"] == kline(3).timestamp
+
+
+@pytest.mark.parametrize("auth", ["message", "bearer"])
+async def test_wrong_credentials_raise_instead_of_retrying(auth: Any) -> None:
+    async with Server() as server:
+        client = StreamerClient(url(server), user="alice", key="nope", auth=auth, backoff=fast())
+        with pytest.raises(AuthenticationError):
+            await take(client, 1)
+
+
+async def test_a_refused_subscription_raises() -> None:
+    async with Server() as server:
+        client = StreamerClient(url(server), user="alice", key="s3cret", channels=["bogus"])
+        with pytest.raises(SubscriptionError, match="invalid channels"):
+            await take(client, 1)

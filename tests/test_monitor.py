@@ -1,0 +1,161 @@
+"""/health and /metrics, scraped over HTTP from a running service and parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.monitor import LatencyHistogram
+from streamer.settings import ConfigError
+from tests.conftest import RunningService, eventually, fake_settings, fast_binance, free_port
+from tests.fakes.binance import FakeBinance, spot_trade
+
+NOW = int(time.time() * 1000) // 60_000 * 60_000
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), error.headers["Content-Type"]
+
+
+async def get(port: int, path: str) -> tuple[int, Any]:
+    status, body, content_type = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}")
+    if content_type.startswith("application/json"):
+        return status, orjson.loads(body)
+    return status, body.decode()
+
+
+def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Sample name and labels -> value, from Prometheus text."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_health_is_ok_with_connections_and_consumers() -> None:
+    port = free_port()
+    async with FakeBinance() as fake, RunningService(fake_settings(fake, http_port=port)):
+        status, body = await get(port, "/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["problems"] == []
+    connection = body["connector"]["connections"]["binance-spot-0"]
+    assert connection["state"] == "connected"
+    assert body["consumers"]["collect"]["queued_events"] == 0
+
+
+async def test_health_is_down_with_503_when_no_exchange_connection_is_up() -> None:
+    port = free_port()
+    fake = await FakeBinance().start()
+    async with RunningService(fake_settings(fake, http_port=port), fast_binance()) as running:
+        await fake.stop()
+        await eventually(lambda: not running.connected())
+        status, body = await get(port, "/health")
+    assert status == 503
+    assert body["status"] == "down"
+    assert body["problems"] == ["no exchange connection is up"]
+
+
+async def test_health_is_degraded_when_a_consumer_is_down() -> None:
+    port = free_port()
+    dead_redis = free_port()
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, http_port=port, enabled_consumers=["collect", "redis"], redis_port=dead_redis,
+            redis_timeout_seconds=0.5, shutdown_timeout_seconds=0.5,
+        )  # fmt: skip
+        async with RunningService(settings):
+            status, body = await get(port, "/health")
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["problems"] == ["consumer redis is down"]
+
+
+async def test_health_says_starting_before_the_exchange_is_reached() -> None:
+    port = free_port()
+    hang = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    rest = f"http://127.0.0.1:{hang.sockets[0].getsockname()[1]}"
+    settings = fake_settings(
+        FakeBinance(), http_port=port, binance_spot_rest_url=rest, rest_timeout_seconds=0.3
+    )
+    running = RunningService(settings)
+    task = asyncio.create_task(running.__aenter__())
+    await eventually(lambda: running.service.health_server is not None
+                     and running.service.health_server.port is not None)  # fmt: skip
+    status, body = await get(port, "/health")
+    assert (status, body["status"]) == (503, "starting")
+    running.service.request_stop("test")
+    await asyncio.wait_for(task, 5)
+    hang.close()
+
+
+async def test_metrics_are_prometheus_text_with_the_counters_that_matter() -> None:
+    port = free_port()
+    async with (
+        FakeBinance() as fake,
+        RunningService(fake_settings(fake, http_port=port)) as running,
+    ):
+        await fake.publish(spot_trade("BTCUSDT", 1, "100", "1", NOW + 1))
+        await fake.publish(spot_trade("BTCUSDT", 3, "100", "1", NOW + 60_001))
+        await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", NOW + 30_000))  # late: a revision
+        await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", NOW + 30_000))  # duplicate
+        await fake.send_text("garbage")
+        await eventually(lambda: len(running.collector.klines()) == 2)
+        status, text = await get(port, "/metrics")
+    assert status == 200
+    values = metrics(text)
+    spot = (("channel", "spot"), ("exchange", "binance"))
+    assert values[("streamer_messages_total", (*spot, ("type", "trade")))] == 4
+    assert values[("streamer_parse_errors_total", spot)] == 1
+    assert values[("streamer_trades_aggregated_total", spot)] == 3
+    assert values[("streamer_klines_closed_total", spot)] == 1
+    assert values[("streamer_klines_corrected_total", spot)] == 1
+    assert values[("streamer_late_trades_total", (*spot, ("outcome", "applied")))] == 1
+    assert values[("streamer_duplicate_trades_total", spot)] == 1
+    assert values[("streamer_connection_up", (("connection", "binance-spot-0"),))] == 1
+    assert values[("streamer_reconnects_total", (("connection", "binance-spot-0"),))] == 0
+    assert values[("streamer_consumer_queued_events", (("consumer", "collect"),))] == 0
+    assert values[("streamer_websocket_clients", ())] == 0
+    assert values[("streamer_event_latency_seconds_count", ())] == 4  # every trade published
+    assert values[("streamer_kline_close_latency_seconds_count", ())] == 1
+
+
+async def test_other_paths_get_404() -> None:
+    port = free_port()
+    async with FakeBinance() as fake, RunningService(fake_settings(fake, http_port=port)):
+        status, text = await get(port, "/")
+    assert status == 404
+    assert "/health" in text
+
+
+async def test_a_taken_port_is_a_configuration_error() -> None:
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = blocker.sockets[0].getsockname()[1]
+    async with FakeBinance() as fake:
+        with pytest.raises(ConfigError, match=f"STREAMER_HTTP_PORT={port}: cannot listen"):
+            async with RunningService(fake_settings(fake, http_port=port, http_host="127.0.0.1")):
+                pass
+    blocker.close()
+
+
+def test_the_latency_histogram_is_cumulative() -> None:
+    histogram = LatencyHistogram()
+    for value in (0.0005, 0.002, 0.002, 3.0, 100.0):
+        histogram.observe(value)
+    buckets = dict(histogram.cumulative())
+    assert buckets["0.001"] == 1
+    assert buckets["0.0025"] == 3
+    assert buckets["5.0"] == 4
+    assert buckets["+Inf"] == 5 == histogram.count

@@ -23,40 +23,51 @@ The rules, which reproduce Binance's own klines:
   Closed bars are kept for ``late_window_ms`` of exchange time for this; a trade older than
   that, or older than the symbol's first bar, is counted in ``stats.late_dropped`` and not
   applied anywhere. A trade id seen before is counted in ``stats.duplicates`` and ignored.
+* With ``repairs`` on, a jump in a symbol's trade ids is a :class:`~streamer.trade_ids.Gap`
+  (taken with :meth:`drain_gaps`): the bars it touches are kept, and once they have closed
+  (plus ``repair_delay_ms``) :meth:`due_repairs` asks for the exchange's own klines for them;
+  :meth:`apply_repair` publishes them again as a revision with ``repaired`` true. A gap that
+  fills itself (a reordering) needs no repair. Trades for a repaired bar are ignored: the
+  exchange's numbers already count them.
 * Memory is bounded: per symbol and interval one forming bar plus the closed bars of the late
-  window, and per symbol the trade-id ranges of that window.
+  window (and of unrepaired gaps, at most ``max_repair_age_ms``), per symbol the trade-id ranges
+  of that window.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from streamer.bar import Bar, ExchangeKline
 from streamer.intervals import Interval
-from streamer.numbers import PRODUCT_DIGITS, format_scaled
 from streamer.records import Kline, Trade
+from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
-__all__ = ["AggregatorStats", "KlineAggregator", "TradeIdSet"]
+__all__ = ["AggregatorStats", "KlineAggregator", "RepairRequest"]
 
 _NEVER = 1 << 62
 # A clock jump (a suspended host, a replay) must not emit millions of empty bars at once.
 MAX_EMPTY_BARS_PER_GAP = 10_000
-# Adversarial input could fragment the trade-id set without limit; past this many ranges the
-# oldest are forgotten (their ids then count as already seen).
-MAX_ID_RANGES = 1024
+# Gaps kept per symbol; more are merged into the newest (one larger repair).
+MAX_GAPS_PER_SYMBOL = 64
 
 
 class AggregatorStats:
     """Counters, read by metrics and tests. All are totals since start."""
 
     __slots__ = (
+        "after_repair",
         "closed",
         "duplicates",
         "empty_bars",
         "empty_bars_skipped",
+        "gaps",
         "late_applied",
         "late_dropped",
+        "repaired",
+        "repairs_failed",
         "revised",
         "trades",
     )
@@ -70,175 +81,54 @@ class AggregatorStats:
         self.revised = 0  # closed bars published again with a higher revision
         self.empty_bars = 0  # closed bars without trades
         self.empty_bars_skipped = 0  # empty bars not made because a gap was too long
+        self.gaps = 0  # jumps in trade ids
+        self.repaired = 0  # bars replaced by the exchange's own klines
+        self.repairs_failed = 0  # (gap, interval) repairs given up
+        self.after_repair = 0  # trades for bars already repaired, ignored there
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class TradeIdSet:
-    """The trade ids seen for one symbol, as sorted disjoint ranges.
+@dataclass(frozen=True, slots=True)
+class RepairRequest:
+    """Fetch the exchange's ``interval`` klines of ``symbol`` opening from ``start`` to ``end``
+    (inclusive, open times) and hand them to :meth:`KlineAggregator.apply_repair`."""
 
-    Exchange trade ids are consecutive, so in-order trades only extend the last range (O(1)).
-    Ranges whose newest trade is older than the late window are forgotten; ids at or below
-    :attr:`floor` then count as seen, which is right because such trades are too late anyway.
-    """
-
-    __slots__ = ("_hi", "_lo", "_ts", "floor")
-
-    def __init__(self) -> None:
-        self._lo: list[int] = []
-        self._hi: list[int] = []
-        self._ts: list[int] = []  # newest trade time in each range
-        self.floor = -(1 << 63)
-
-    def add(self, trade_id: int, timestamp: int) -> bool:
-        """Record ``trade_id``; return False if it was already seen."""
-        hi = self._hi
-        if hi and trade_id == hi[-1] + 1:
-            hi[-1] = trade_id
-            if timestamp > self._ts[-1]:
-                self._ts[-1] = timestamp
-            return True
-        if trade_id <= self.floor:
-            return False
-        lo, ts = self._lo, self._ts
-        i = bisect_right(lo, trade_id) - 1
-        if i >= 0 and trade_id <= hi[i]:
-            return False
-        joins_left = i >= 0 and hi[i] == trade_id - 1
-        joins_right = i + 1 < len(lo) and lo[i + 1] == trade_id + 1
-        if joins_left and joins_right:
-            hi[i] = hi[i + 1]
-            ts[i] = max(ts[i], ts[i + 1], timestamp)
-            del lo[i + 1], hi[i + 1], ts[i + 1]
-        elif joins_left:
-            hi[i] = trade_id
-            ts[i] = max(ts[i], timestamp)
-        elif joins_right:
-            lo[i + 1] = trade_id
-            ts[i + 1] = max(ts[i + 1], timestamp)
-        else:
-            lo.insert(i + 1, trade_id)
-            hi.insert(i + 1, trade_id)
-            ts.insert(i + 1, timestamp)
-            if len(lo) > MAX_ID_RANGES:
-                self._forget_first()
-        return True
-
-    def evict(self, horizon_ms: int) -> None:
-        """Forget ranges whose newest trade is older than ``horizon_ms`` (keeps the last)."""
-        while len(self._lo) > 1 and self._ts[0] < horizon_ms:
-            self._forget_first()
-
-    def _forget_first(self) -> None:
-        self.floor = self._hi[0]
-        del self._lo[0], self._hi[0], self._ts[0]
-
-    def __len__(self) -> int:
-        return len(self._lo)
-
-
-class _Bar:
-    """A bar under construction or kept for revisions. Values are scaled integers."""
-
-    __slots__ = (
-        "close",
-        "close_order",
-        "close_t",
-        "close_time",
-        "count",
-        "first_id",
-        "high",
-        "last_id",
-        "low",
-        "open",
-        "open_order",
-        "open_t",
-        "open_time",
-        "quote",
-        "revision",
-        "taker_quote",
-        "taker_volume",
-        "volume",
-    )
-
-    def __init__(self, open_time: int, close_time: int, carry: int) -> None:
-        self.open_time = open_time
-        self.close_time = close_time
-        self.open = self.high = self.low = self.close = carry
-        self.volume = self.quote = self.taker_volume = self.taker_quote = 0
-        self.count = 0
-        self.first_id: int | None = None
-        self.last_id: int | None = None
-        self.open_t = self.open_order = self.close_t = self.close_order = 0
-        self.revision = 0
-
-    def apply(
-        self, price: int, qty: int, quote: int, buy: bool, t: int, order: int, trade: Trade
-    ) -> bool:
-        """Add one trade; return True if the close price changed."""
-        n = 1
-        first, last = trade.first_trade_id, trade.last_trade_id
-        if first is not None and last is not None:
-            n = last - first + 1
-        close_changed = False
-        if self.count == 0:
-            close_changed = price != self.close
-            self.open = self.high = self.low = self.close = price
-            self.open_t = self.close_t = t
-            self.open_order = self.close_order = order
-            self.first_id, self.last_id = first, last
-        else:
-            if price > self.high:
-                self.high = price
-            elif price < self.low:
-                self.low = price
-            if t > self.close_t or (t == self.close_t and order > self.close_order):
-                close_changed = price != self.close
-                self.close, self.close_t, self.close_order = price, t, order
-            elif t < self.open_t or (t == self.open_t and order < self.open_order):
-                self.open, self.open_t, self.open_order = price, t, order
-            if first is not None and (self.first_id is None or first < self.first_id):
-                self.first_id = first
-            if last is not None and (self.last_id is None or last > self.last_id):
-                self.last_id = last
-        self.count += n
-        self.volume += qty
-        self.quote += quote
-        if buy:
-            self.taker_volume += qty
-            self.taker_quote += quote
-        return close_changed
-
-    def carry(self, price: int) -> bool:
-        """Set an empty bar's prices to ``price``; return True if that changed anything."""
-        if self.open == price:
-            return False
-        self.open = self.high = self.low = self.close = price
-        return True
+    symbol: str
+    interval: Interval
+    index: int
+    start: int
+    end: int
+    gap: Gap
 
 
 class _Series:
     """One symbol at one interval: the forming bar and the recently closed ones."""
 
-    __slots__ = ("bar", "closed", "interval", "symbol")
+    __slots__ = ("bar", "closed", "hold", "interval", "symbol")
 
     def __init__(self, symbol: str, interval: Interval) -> None:
         self.symbol = symbol
         self.interval = interval
-        self.bar: _Bar | None = None
-        self.closed: deque[_Bar] = deque()
+        self.bar: Bar | None = None
+        self.closed: deque[Bar] = deque()
+        self.hold = _NEVER  # closed bars ending at or after this wait for a repair
+
+    def publish(self, bar: Bar, *, closed: bool) -> Kline:
+        return bar.to_kline(self.symbol, self.interval.name, closed=closed)
 
 
 class _Symbol:
-    __slots__ = ("floor", "ids", "seq", "series")
+    __slots__ = ("floor", "gaps", "ids", "seq", "series")
 
     def __init__(self, symbol: str, intervals: Sequence[Interval]) -> None:
         self.series = [_Series(symbol, interval) for interval in intervals]
         self.ids = TradeIdSet()
         self.floor = _NEVER  # earliest trade time that fits every interval's first bar
         self.seq = 0  # arrival order, the tie-break for trades without ids
+        self.gaps: list[Gap] = []
 
 
 class KlineAggregator:
@@ -257,6 +147,9 @@ class KlineAggregator:
         late_window_ms: int = 60_000,
         fill_empty: bool = True,
         track_updates: bool = False,
+        repairs: bool = False,
+        repair_delay_ms: int = 1_000,
+        max_repair_age_ms: int = 3_600_000,
     ) -> None:
         if not intervals:
             raise ValueError("at least one interval is required")
@@ -265,12 +158,18 @@ class KlineAggregator:
         self.late_window_ms = late_window_ms
         self.fill_empty = fill_empty
         self.track_updates = track_updates
+        self.repairs = repairs
+        self.repair_delay_ms = repair_delay_ms
+        self.max_repair_age_ms = max_repair_age_ms
         self.stats = AggregatorStats()
         self._symbols: dict[str, _Symbol] = {}
         self._due = [_NEVER] * len(self.intervals)  # earliest forming-bar end per interval
         self._horizon = -_NEVER  # trades before this are too late; bars closing before it gone
         self._out: list[Kline] = []
         self._dirty: dict[int, _Series] = {}  # forming bars changed since the last update
+        self._new_gaps: list[Gap] = []
+        self._open_gaps = 0  # gaps with repairs pending, over every symbol
+        self._repair_due = _NEVER  # exchange time of the next repair request
 
     # -- input -------------------------------------------------------------------------------
 
@@ -294,29 +193,34 @@ class KlineAggregator:
         if t < state.floor:
             stats.late_dropped += 1
             return False
-        if tid is not None and not state.ids.add(tid, t):
-            stats.duplicates += 1
-            return False
+        if tid is not None:
+            skipped = state.ids.add(tid, t)
+            if skipped:
+                if skipped == SEEN:
+                    stats.duplicates += 1
+                    return False
+                if self.repairs:
+                    self._gap(state, trade.symbol, tid - skipped, tid - 1, state.ids.gap_start, t)
         price, qty = trade._price, trade._quantity
         quote = price * qty
         buy = trade.side == "buy"
         late = False
+        track = self.track_updates
         for index, series in enumerate(state.series):
             bar = series.bar
             if bar is not None and bar.open_time <= t <= bar.close_time:
                 bar.apply(price, qty, quote, buy, t, order, trade)
-                if self.track_updates:
-                    self._dirty[id(series)] = series
             elif bar is None or t > bar.close_time:
                 self._roll(series, index, t, bar)
                 new_bar = series.bar
                 assert new_bar is not None
                 new_bar.apply(price, qty, quote, buy, t, order, trade)
-                if self.track_updates:
-                    self._dirty[id(series)] = series
             else:
                 late = True
                 self._revise(series, price, qty, quote, buy, t, order, trade)
+                continue
+            if track:
+                self._dirty[id(series)] = series
         stats.trades += 1
         if late:
             stats.late_applied += 1
@@ -331,6 +235,7 @@ class KlineAggregator:
         horizon = threshold - self.late_window_ms
         if horizon > self._horizon:
             self._horizon = horizon
+        horizon = self._horizon
         for index in range(len(self.intervals)):
             if due[index] > threshold:
                 continue
@@ -343,11 +248,11 @@ class KlineAggregator:
                     bar = series.bar
                 if bar is not None and bar.close_time + 1 < next_due:
                     next_due = bar.close_time + 1
-                closed = series.closed
-                while closed and closed[0].close_time < self._horizon:
+                closed, keep = series.closed, min(horizon, series.hold)
+                while closed and closed[0].close_time < keep:
                     closed.popleft()
                 if index == 0:
-                    state.ids.evict(self._horizon)
+                    state.ids.evict(horizon)
             due[index] = next_due
 
     # -- output ------------------------------------------------------------------------------
@@ -360,6 +265,11 @@ class KlineAggregator:
         self._out = []
         return out
 
+    def drain_gaps(self) -> list[Gap]:
+        """Take the gaps found since the last call."""
+        gaps, self._new_gaps = self._new_gaps, []
+        return gaps
+
     def take_updates(self) -> list[Kline]:
         """Forming bars changed since the last call (``is_closed`` false), one per series."""
         dirty = self._dirty
@@ -367,15 +277,15 @@ class KlineAggregator:
             return []
         self._dirty = {}
         return [
-            self._snapshot(series, series.bar, closed=False)
+            series.publish(series.bar, closed=False)
             for series in dirty.values()
             if series.bar is not None
         ]
 
     def next_deadline(self) -> int | None:
-        """Exchange time at which :meth:`advance` next has something to close, if any."""
-        earliest = min(self._due)
-        return None if earliest >= _NEVER else earliest + self.waiter_latency_ms
+        """Exchange time at which :meth:`advance` or :meth:`due_repairs` has work, if any."""
+        earliest = min(min(self._due) + self.waiter_latency_ms, self._repair_due)
+        return None if earliest >= _NEVER else earliest
 
     def forming(self, symbols: Iterable[str] | None = None) -> list[Kline]:
         """Snapshots of the current forming bars (``is_closed`` false)."""
@@ -387,7 +297,7 @@ class KlineAggregator:
                 continue
             for series in state.series:
                 if series.bar is not None:
-                    out.append(self._snapshot(series, series.bar, closed=False))
+                    out.append(series.publish(series.bar, closed=False))
         return out
 
     @property
@@ -401,6 +311,131 @@ class KlineAggregator:
         if state is not None:
             for series in state.series:
                 self._dirty.pop(id(series), None)
+            self._open_gaps -= len(state.gaps)
+
+    # -- gaps and repairs --------------------------------------------------------------------
+
+    def _gap(
+        self, state: _Symbol, symbol: str, first: int, last: int, start: int, end: int
+    ) -> None:
+        self.stats.gaps += 1
+        gaps = state.gaps
+        if len(gaps) >= MAX_GAPS_PER_SYMBOL:  # merge: one wider repair
+            newest = gaps[-1]
+            newest.last_id, newest.end = last, max(newest.end, end)
+            newest.pending = set(range(len(self.intervals)))
+            gap = newest
+        else:
+            gap = Gap(symbol, first, last, start, end, set(range(len(self.intervals))))
+            gaps.append(gap)
+            self._open_gaps += 1
+        for series in state.series:
+            series.hold = min(series.hold, series.interval.open_time(gap.start))
+        self._new_gaps.append(gap)
+        self._repair_due = min(self._repair_due, self._ready_at(state.series[0], gap))
+
+    def _ready_at(self, series: _Series, gap: Gap) -> int:
+        """Exchange time when the bars of ``series`` touched by ``gap`` may be repaired."""
+        interval = series.interval
+        last_close = interval.next_open(interval.open_time(gap.end)) - 1
+        return last_close + 1 + self.waiter_latency_ms + self.repair_delay_ms
+
+    def due_repairs(self, now_ms: int) -> tuple[list[RepairRequest], list[RepairRequest]]:
+        """(requests ready to fetch, requests abandoned as too old). Each is returned once;
+        answer every ready one with :meth:`apply_repair` or :meth:`abandon_repair`."""
+        if not self._open_gaps:
+            return [], []
+        ready: list[RepairRequest] = []
+        abandoned: list[RepairRequest] = []
+        next_due = _NEVER
+        for state in self._symbols.values():
+            for gap in list(state.gaps):
+                if state.ids.covers(gap.first_id, gap.last_id):
+                    gap.pending.clear()  # it filled itself: only a reordering
+                for index in sorted(gap.pending):
+                    series = state.series[index]
+                    interval = series.interval
+                    request = RepairRequest(
+                        gap.symbol, interval, index, interval.open_time(gap.start),
+                        interval.open_time(gap.end), gap,
+                    )  # fmt: skip
+                    if now_ms - gap.end > self.max_repair_age_ms:
+                        abandoned.append(request)
+                        continue
+                    ready_at = self._ready_at(series, gap)
+                    if ready_at <= now_ms:
+                        ready.append(request)
+                        gap.pending.discard(index)
+                        gap.requested.add(index)  # answered by apply_repair or abandon_repair
+                    else:
+                        next_due = min(next_due, ready_at)
+                self._release(state)
+        for request in abandoned:
+            self.abandon_repair(request)
+        self._repair_due = next_due
+        return ready, abandoned
+
+    def apply_repair(self, request: RepairRequest, rows: Sequence[ExchangeKline]) -> int:
+        """Replace the requested bars by the exchange's rows; return how many were published."""
+        state = self._symbols.get(request.symbol)
+        if state is None:
+            return 0
+        series = state.series[request.index]
+        by_open = {
+            row.open_time: row for row in rows if request.start <= row.open_time <= request.end
+        }
+        published = 0
+        closed = series.closed
+        for position, bar in enumerate(closed):
+            row = by_open.pop(bar.open_time, None)
+            if row is None:
+                continue
+            old_close = bar.close
+            bar.replace_with(row)
+            self._republish(series, bar)
+            self.stats.repaired += 1
+            published += 1
+            if self.fill_empty and bar.close != old_close:
+                self._carry_forward(series, position, bar.close)
+        for row in sorted(by_open.values(), key=lambda r: r.open_time):
+            if row.count and (series.bar is None or row.open_time < series.bar.open_time):
+                # A bar we never made (empty bars off): the exchange had trades in it.
+                interval = series.interval
+                bar = Bar(row.open_time, interval.next_open(row.open_time) - 1, 0)
+                bar.replace_with(row)
+                position = sum(1 for b in closed if b.open_time < row.open_time)
+                closed.insert(position, bar)
+                self.stats.closed += 1
+                self.stats.repaired += 1
+                self._out.append(series.publish(bar, closed=True))
+                published += 1
+        self._answer(state, request)
+        return published
+
+    def abandon_repair(self, request: RepairRequest) -> None:
+        """Give up repairing ``request`` (the exchange cannot answer); counted."""
+        self.stats.repairs_failed += 1
+        state = self._symbols.get(request.symbol)
+        if state is not None:
+            self._answer(state, request)
+
+    def _answer(self, state: _Symbol, request: RepairRequest) -> None:
+        request.gap.requested.discard(request.index)
+        request.gap.pending.discard(request.index)
+        self._release(state)
+
+    def _release(self, state: _Symbol) -> None:
+        """Drop finished gaps and recompute what each series must keep."""
+        before = len(state.gaps)
+        state.gaps = [gap for gap in state.gaps if gap.open]
+        self._open_gaps -= before - len(state.gaps)
+        for index, series in enumerate(state.series):
+            holds = [
+                series.interval.open_time(gap.start)
+                for gap in state.gaps
+                if index in gap.pending or index in gap.requested
+            ]
+            series.hold = min(holds, default=_NEVER)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -409,7 +444,7 @@ class KlineAggregator:
         series: _Series,
         index: int,
         t: int,
-        bar: _Bar | None,
+        bar: Bar | None,
         *,
         until_threshold: bool = False,
     ) -> None:
@@ -421,7 +456,7 @@ class KlineAggregator:
         interval = series.interval
         target_open = interval.open_time(t)
         if bar is None:
-            series.bar = _Bar(target_open, interval.next_open(target_open) - 1, 0)
+            series.bar = Bar(target_open, interval.next_open(target_open) - 1, 0)
             self._note_due(index, series.bar)
             return
         self._close(series, bar)
@@ -429,7 +464,7 @@ class KlineAggregator:
             if until_threshold:
                 series.bar = None
             else:
-                series.bar = _Bar(target_open, interval.next_open(target_open) - 1, 0)
+                series.bar = Bar(target_open, interval.next_open(target_open) - 1, 0)
                 self._note_due(index, series.bar)
             return
         carry = bar.close
@@ -441,24 +476,23 @@ class KlineAggregator:
                 skipped = (target_open - open_time) // max(close_time + 1 - open_time, 1)
                 self.stats.empty_bars_skipped += skipped
                 break
-            empty = _Bar(open_time, close_time, carry)
-            self._close(series, empty)
+            self._close(series, Bar(open_time, close_time, carry))
             self.stats.empty_bars += 1
             made += 1
             open_time = close_time + 1
-        series.bar = _Bar(target_open, interval.next_open(target_open) - 1, carry)
+        series.bar = Bar(target_open, interval.next_open(target_open) - 1, carry)
         self._note_due(index, series.bar)
 
-    def _note_due(self, index: int, bar: _Bar) -> None:
+    def _note_due(self, index: int, bar: Bar) -> None:
         end = bar.close_time + 1
         if end < self._due[index]:
             self._due[index] = end
 
-    def _close(self, series: _Series, bar: _Bar) -> None:
+    def _close(self, series: _Series, bar: Bar) -> None:
         series.closed.append(bar)
         self._dirty.pop(id(series), None)
         self.stats.closed += 1
-        self._out.append(self._snapshot(series, bar, closed=True))
+        self._out.append(series.publish(bar, closed=True))
 
     def _revise(
         self,
@@ -478,6 +512,9 @@ class KlineAggregator:
             position -= 1
         if position >= 0 and t <= closed[position].close_time:
             bar = closed[position]
+            if bar.repaired:
+                self.stats.after_repair += 1
+                return
             close_changed = bar.apply(price, qty, quote, buy, t, order, trade)
             self._republish(series, bar)
             if close_changed and self.fill_empty:
@@ -487,49 +524,26 @@ class KlineAggregator:
         # bar is new, so it is published closed at revision 0.
         interval = series.interval
         open_time = interval.open_time(t)
-        bar = _Bar(open_time, interval.next_open(open_time) - 1, 0)
+        bar = Bar(open_time, interval.next_open(open_time) - 1, 0)
         bar.apply(price, qty, quote, buy, t, order, trade)
         closed.insert(position + 1, bar)
         self.stats.closed += 1
-        self._out.append(self._snapshot(series, bar, closed=True))
+        self._out.append(series.publish(bar, closed=True))
 
-    def _republish(self, series: _Series, bar: _Bar) -> None:
+    def _republish(self, series: _Series, bar: Bar) -> None:
         bar.revision += 1
         self.stats.revised += 1
-        self._out.append(self._snapshot(series, bar, closed=True))
+        self._out.append(series.publish(bar, closed=True))
 
     def _carry_forward(self, series: _Series, position: int, price: int) -> None:
         """After a close changed, fix the empty bars that carried the old close."""
         closed = series.closed
         for later in range(position + 1, len(closed)):
             bar = closed[later]
-            if bar.count or not bar.carry(price):
+            if bar.count or bar.repaired or not bar.carry(price):
                 return
             self._republish(series, bar)
         forming = series.bar
         changed = forming is not None and forming.count == 0 and forming.carry(price)
         if changed and self.track_updates:
             self._dirty[id(series)] = series
-
-    def _snapshot(self, series: _Series, bar: _Bar, *, closed: bool) -> Kline:
-        fmt = format_scaled
-        return Kline(
-            series.symbol,
-            series.interval.name,
-            bar.close_time + 1 - bar.open_time,
-            bar.open_time,
-            bar.close_time,
-            fmt(bar.open),
-            fmt(bar.high),
-            fmt(bar.low),
-            fmt(bar.close),
-            fmt(bar.volume),
-            fmt(bar.quote, PRODUCT_DIGITS),
-            bar.count,
-            fmt(bar.taker_volume),
-            fmt(bar.taker_quote, PRODUCT_DIGITS),
-            bar.first_id,
-            bar.last_id,
-            closed,
-            bar.revision,
-        )

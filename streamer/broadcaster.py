@@ -4,10 +4,17 @@ Publishing is synchronous and never waits: records are appended to the pending b
 handed out once per event-loop turn. Each consumer sits behind its own :class:`ConsumerRunner`:
 a queue bounded in events (``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) drained by its own task.
 
-When a consumer's queue is full, its **oldest** batches are dropped to make room (a consumer that
-falls behind gets the newest data first) and every dropped event is counted by data type, with
-closed klines counted separately, and logged (rate-limited). Nothing is dropped silently and the
-other consumers are not affected.
+When a consumer's queue is full:
+
+1. values that only matter as the latest one are **conflated**: of the tickers, prices, quotes
+   and forming klines waiting, only the newest per channel (``ticker:BTCUSDT``...) is kept; the
+   superseded ones are counted in ``conflated``;
+2. if that is not enough, the **oldest** batches are dropped (a consumer that falls behind gets
+   the newest data first), every dropped event counted by data type, closed klines separately,
+   and logged (rate-limited).
+
+Closed klines, trades and status events are never conflated. Nothing is dropped silently and
+the other consumers are not affected.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
 from streamer.logs import RateLimitedLog
 from streamer.monitor import LatencyHistogram
-from streamer.records import Batch, DataType, Envelope, Kline, Record
+from streamer.records import Batch, DataType, Envelope, Kline, Record, channel_key
 
 __all__ = ["Broadcaster", "ConsumerRunner", "StreamKey"]
 
@@ -48,6 +55,8 @@ class ConsumerRunner:
         self.errors = 0  # exceptions raised by consume()
         self.dropped: dict[str, int] = {}  # events dropped, by data type
         self.dropped_closed_klines = 0
+        self.conflated: dict[str, int] = {}  # superseded latest values removed, by data type
+        self._conflate_after = 0  # events to accept before the next conflation pass
 
     @property
     def name(self) -> str:
@@ -60,8 +69,10 @@ class ConsumerRunner:
         return self._queued_events
 
     def offer(self, batch: Batch) -> None:
-        """Queue a batch without waiting; drop the oldest batches if it does not fit."""
+        """Queue a batch without waiting; conflate, then drop the oldest, if it does not fit."""
         queue = self._queue
+        if queue and self._queued_events + batch.size > self.max_events:
+            self._conflate(batch)
         while queue and self._queued_events + batch.size > self.max_events:
             old = queue.popleft()
             self._queued_events -= old.size
@@ -70,6 +81,24 @@ class ConsumerRunner:
         self._queued_events += batch.size
         self._idle.clear()
         self._wakeup.set()
+
+    def _conflate(self, incoming: Batch) -> None:
+        """Keep only the newest latest-value record per channel across the queue."""
+        self._conflate_after -= incoming.size
+        if self._conflate_after > 0:
+            return  # the last pass freed little: do not rescan the queue for every batch
+        seen: set[tuple[str, str, str, str]] = set()
+        _latest_values(incoming, seen, None)
+        freed = 0
+        queue = self._queue
+        for position in range(len(queue) - 1, -1, -1):
+            kept = _latest_values(queue[position], seen, self.conflated)
+            if kept is not None:
+                freed += queue[position].size - kept.size
+                self._queued_events -= queue[position].size - kept.size
+                queue[position] = kept
+        # A pass that frees under a tenth of the queue is not repeated for a tenth of its size.
+        self._conflate_after = self.max_events // 10 if freed < self.max_events // 10 else 0
 
     def _count_dropped(self, batch: Batch) -> None:
         closed = 0
@@ -139,6 +168,42 @@ class ConsumerRunner:
 
 def _is_closed(record: Record) -> bool:
     return isinstance(record, Kline) and record.is_closed
+
+
+_LATEST_VALUE_TYPES = {"ticker", "price", "quotes", "klines"}
+
+
+def _latest_values(
+    batch: Batch, seen: set[tuple[str, str, str, str]], removed: dict[str, int] | None
+) -> Batch | None:
+    """Walking batches newest first: note the latest-value keys of ``batch`` in ``seen`` and,
+    when ``removed`` is given, return a copy without the records a newer batch supersedes (None
+    if nothing was superseded). Closed klines are never touched."""
+    envelopes: list[Envelope] = []
+    changed = False
+    for envelope in batch:
+        data_type = envelope.data_type
+        if data_type not in _LATEST_VALUE_TYPES:
+            envelopes.append(envelope)
+            continue
+        keep: list[Record] = []
+        for record in reversed(envelope.data):
+            if data_type == "klines" and _is_closed(record):
+                keep.append(record)
+                continue
+            key = (envelope.exchange, envelope.channel, data_type, channel_key(data_type, record))
+            if key in seen and removed is not None:
+                removed[data_type] = removed.get(data_type, 0) + 1
+                changed = True
+                continue
+            seen.add(key)
+            keep.append(record)
+        keep.reverse()
+        if len(keep) == len(envelope.data):
+            envelopes.append(envelope)
+        elif keep:
+            envelopes.append(Envelope(envelope.exchange, envelope.channel, data_type, keep))
+    return Batch(envelopes) if changed else None
 
 
 class Broadcaster:

@@ -210,6 +210,11 @@ class ServiceCollector(Collector):
         errors = CounterMetricFamily(
             "streamer_consumer_errors", "Exceptions raised by consumers", labels=["consumer"]
         )
+        conflated = CounterMetricFamily(
+            "streamer_consumer_conflated_events",
+            "Superseded latest values removed from a full consumer queue",
+            labels=["consumer", "data_type"],
+        )
         broadcaster = service.broadcaster
         runners = broadcaster.runners if broadcaster else []
         for runner in runners:
@@ -218,10 +223,13 @@ class ServiceCollector(Collector):
                 dropped.add_metric([runner.name, data_type], count)
             dropped_closed.add_metric([runner.name], runner.dropped_closed_klines)
             errors.add_metric([runner.name], runner.errors)
+            for data_type, count in runner.conflated.items():
+                conflated.add_metric([runner.name, data_type], count)
         yield queued
         yield dropped
         yield dropped_closed
         yield errors
+        yield conflated
 
         yield from self._consumer_metrics()
 

@@ -6,6 +6,11 @@ consumer can never slow the exchange connection down. The pipeline keeps the
 :class:`~streamer.clock.ExchangeClock` up to date, feeds the aggregator, and schedules a loop
 timer for the next bar deadline; a late or missed timer is harmless because
 :meth:`~streamer.aggregator.KlineAggregator.advance` catches up on everything due.
+
+A trade id seen before (two connections overlap while one replaces the other) is published
+once. A gap in trade ids is announced with a ``gap`` status; once its bars have closed they are
+repaired from the exchange's klines (:mod:`streamer.repair`) and the outcome announced with a
+``repaired`` or ``repair_failed`` status.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streamer.aggregator import KlineAggregator
+from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import ExchangeClock, wall_clock_ms
 from streamer.logs import RateLimitedLog
 from streamer.records import DataType, Price, Quote, Status, Ticker, Trade
+from streamer.repair import KlineSource, RepairWorker
+from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
 __all__ = ["MAX_FUTURE_MS", "Pipeline"]
 
@@ -61,6 +68,12 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._log = RateLimitedLog(logger)
         self.rejected_future = 0
+        self.duplicates = 0
+        self.kline_source: KlineSource | None = None  # set by the service from the connector
+        self.repairs: RepairWorker | None = None
+        # Without an aggregator, duplicates are recognised here (with one, it does it).
+        self._ids: dict[str, TradeIdSet] | None = {} if aggregator is None else None
+        self._ids_checked = 0
 
     # -- input from the connector ------------------------------------------------------------
 
@@ -80,18 +93,86 @@ class Pipeline:
             return
         clock = self.clock
         clock.observe(trade.timestamp)
-        if self.publish_trades:
-            self.broadcaster.publish(self._trades_key, trade)
         aggregator = self.aggregator
         if aggregator is None:
+            if not self._first_sighting(trade):
+                return
+            if self.publish_trades:
+                self.broadcaster.publish(self._trades_key, trade)
             return
+        duplicates = aggregator.stats.duplicates
         aggregator.add_trade(trade)
+        if aggregator.stats.duplicates != duplicates:
+            self.duplicates += 1
+            return
+        if self.publish_trades:
+            self.broadcaster.publish(self._trades_key, trade)
         self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+        if aggregator._new_gaps:
+            self._announce_gaps(aggregator.drain_gaps())
         deadline = aggregator.next_deadline()
         if deadline is not None and clock.now_ms() >= deadline:
             self._tick()
         elif deadline != self._deadline:
             self._schedule(deadline)
+
+    def forget(self, symbol: str) -> None:
+        """Drop everything kept for ``symbol`` (it was delisted); its forming bars are lost."""
+        if self.aggregator is not None:
+            self.aggregator.remove_symbol(symbol)
+        if self._ids is not None:
+            self._ids.pop(symbol, None)
+
+    def _first_sighting(self, trade: Trade) -> bool:
+        """Duplicate filter when there is no aggregator; False for an id seen before."""
+        ids = self._ids
+        if ids is None or trade.trade_id is None:
+            return True
+        seen = ids.get(trade.symbol)
+        if seen is None:
+            seen = ids[trade.symbol] = TradeIdSet()
+        if seen.add(trade.trade_id, trade.timestamp) == SEEN:
+            self.duplicates += 1
+            return False
+        self._ids_checked += 1
+        if self._ids_checked % 10_000 == 0:  # keep the id ranges to about a minute
+            horizon = self.clock.now_ms() - 60_000
+            for ranges in ids.values():
+                ranges.evict(horizon)
+        return True
+
+    def _announce_gaps(self, gaps: list[Gap]) -> None:
+        for gap in gaps:
+            self._log.warning(
+                f"gap:{gap.symbol}",
+                "%s %s: %s trade ids %d..%d never arrived; their bars will be repaired",
+                self.exchange, self.channel, gap.symbol, gap.first_id, gap.last_id,
+            )  # fmt: skip
+            self.on_status(
+                "gap",
+                message=f"trade ids {gap.first_id}..{gap.last_id} missing between "
+                f"{gap.start} and {gap.end} (exchange ms); affected bars will be repaired",
+                symbols=[gap.symbol],
+            )
+
+    def _repaired(self, request: RepairRequest, published: int, error: str | None) -> None:
+        """A repair finished (or was given up): publish its klines and say so."""
+        if self.aggregator is not None:
+            self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
+        interval = request.interval.name
+        if error is None:
+            self.on_status(
+                "repaired",
+                message=f"{interval} bars {request.start}..{request.end}: {published} published "
+                "again from the exchange's klines (repaired: true)",
+                symbols=[request.symbol],
+            )
+        else:
+            self.on_status(
+                "repair_failed",
+                message=f"{interval} bars {request.start}..{request.end} not repaired: {error}",
+                symbols=[request.symbol],
+            )
 
     def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
         """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
@@ -117,21 +198,27 @@ class Pipeline:
     def start(self) -> None:
         """Start the bar timer (and forming-bar updates). Call from the running loop."""
         self._loop = asyncio.get_running_loop()
-        if self.aggregator is not None:
-            self._schedule(self.aggregator.next_deadline())
+        aggregator = self.aggregator
+        if aggregator is not None:
+            if aggregator.repairs and self.kline_source is not None:
+                self.repairs = RepairWorker(aggregator, self.kline_source, self._repaired)
+                self.repairs.start()
+            self._schedule(aggregator.next_deadline())
             if self.updates_interval_ms > 0:
                 self._updates = self._loop.call_later(
                     self.updates_interval_ms / 1000, self._publish_updates
                 )
 
-    def stop(self) -> None:
-        """Stop the timers. Forming bars are dropped, never published as closed."""
+    async def stop(self) -> None:
+        """Stop the timers and repairs. Forming bars are dropped, never published as closed."""
         for handle in (self._timer, self._updates):
             if handle is not None:
                 handle.cancel()
         self._timer = self._updates = None
         self._deadline = None
         self._loop = None
+        if self.repairs is not None:
+            await self.repairs.stop()
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -149,8 +236,19 @@ class Pipeline:
         if aggregator is None:
             return
         try:
-            aggregator.advance(self.clock.now_ms())
+            now = self.clock.now_ms()
+            aggregator.advance(now)
             self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+            ready, abandoned = aggregator.due_repairs(now)
+            for request in abandoned:
+                self._repaired(request, 0, "gave up: too old to repair")
+            if ready:
+                if self.repairs is not None:
+                    self.repairs.submit(ready)
+                else:
+                    for request in ready:
+                        aggregator.abandon_repair(request)
+                        self._repaired(request, 0, "this exchange offers no klines to repair from")
         finally:
             # Whatever happened, the next bar must still close.
             self._schedule(aggregator.next_deadline())

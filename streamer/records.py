@@ -112,9 +112,10 @@ class Kline:
     """One bar. ``timestamp`` is the open time, ``close_time`` the last millisecond in it.
 
     ``is_closed`` is false for forming-bar updates. ``revision`` starts at 0 and grows by one
-    each time a closed bar is published again because a late trade changed it. An interval
-    without trades has ``trade_count`` 0, zero volumes, open = high = low = close = the previous
-    close, and null trade ids.
+    each time a closed bar is published again: a late trade changed it, or it was ``repaired``
+    (replaced by the exchange's own REST kline after a gap in the trade ids; such a bar has null
+    trade ids, since REST klines carry none). An interval without trades has ``trade_count`` 0,
+    zero volumes, open = high = low = close = the previous close, and null trade ids.
     """
 
     symbol: str
@@ -135,6 +136,7 @@ class Kline:
     last_trade_id: int | None
     is_closed: bool
     revision: int
+    repaired: bool = False
 
 
 @dataclass(slots=True)

@@ -127,6 +127,8 @@ class Service:
         self.pipelines = {channel: self._pipeline(channel) for channel in channels}
         factory = self._connector_factory or cls
         self.connector = factory(settings, self.pipelines)
+        for channel, pipeline in self.pipelines.items():
+            pipeline.kline_source = self.connector.kline_source(channel)
         if not await self._unless_stopped(self.connector.prepare()):
             return None
         for pipeline in self.pipelines.values():
@@ -150,6 +152,8 @@ class Service:
                 late_window_ms=settings.aggregator_late_window_ms,
                 fill_empty=settings.aggregator_empty_bars_enabled,
                 track_updates=settings.kline_updates_interval_ms > 0,
+                repairs=settings.aggregator_repairs_enabled,
+                repair_delay_ms=settings.aggregator_repair_delay_ms,
             )
         assert self.broadcaster is not None
         return Pipeline(
@@ -206,7 +210,7 @@ class Service:
                     task.cancel()
             await asyncio.wait({connector_task, closing}, timeout=remaining())
         for pipeline in self.pipelines.values():
-            pipeline.stop()
+            await pipeline.stop()
         if self.broadcaster is not None:
             await self.broadcaster.drain(remaining())
         for consumer in self.consumers:
@@ -239,6 +243,7 @@ class Service:
                     "queued_events": runner.queued_events,
                     "queue_limit": runner.max_events,
                     "dropped": dict(runner.dropped),
+                    "conflated": dict(runner.conflated),
                     "errors": runner.errors,
                     **runner.consumer.health(),
                 }

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     binance_spot_rest_url: str = "https://api.binance.com"
     binance_linear_rest_url: str = "https://fapi.binance.com"
     rest_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    exchange_symbols_refresh_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    binance_connection_lifetime_seconds: float = Field(default=84_600.0, gt=0, le=86_400)
+    watchdog_silence_seconds: float = Field(default=30.0, gt=0, le=3_600)
+    watchdog_probe_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # -- streams -----------------------------------------------------------------------------
     enable_klines_stream: bool = True
@@ -84,6 +88,9 @@ class Settings(BaseSettings):
     aggregator_late_window_ms: int = Field(default=60_000, ge=0, le=3_600_000)
     aggregator_empty_bars_enabled: bool = True
     kline_updates_interval_ms: int = Field(default=0, ge=0, le=3_600_000)
+    aggregator_repairs_enabled: bool = True
+    aggregator_repair_delay_ms: int = Field(default=1_000, ge=0, le=600_000)
+    rest_weight_per_minute: int = Field(default=600, ge=10, le=100_000)
 
     # -- consumers ---------------------------------------------------------------------------
     enabled_consumers: CommaList = Field(default=["console"])

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator, TradeIdSet
+from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator
+from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.intervals import Interval, parse_interval, parse_intervals
 from streamer.records import Kline, Trade
 from tests.conftest import load_reference_klines, load_trades
@@ -394,26 +395,125 @@ def test_removed_symbols_are_forgotten() -> None:
     assert agg.symbols == []
 
 
-@pytest.mark.parametrize(
-    ("ids", "ranges"),
-    [([1, 2, 3], 1), ([1, 3, 2], 1), ([5, 1, 3, 2, 4], 1), ([1, 10, 20], 3), ([10, 1, 5, 2], 3)],
-)
-def test_trade_id_ranges_merge_as_gaps_fill(ids: list[int], ranges: int) -> None:
-    seen = TradeIdSet()
-    assert all(seen.add(i, 0) for i in ids)
-    assert not any(seen.add(i, 0) for i in ids)
-    assert len(seen) == ranges
+# -- gaps and repairs -----------------------------------------------------------------------
 
 
-def test_trade_id_ranges_forget_old_ranges_and_treat_them_as_seen() -> None:
-    seen = TradeIdSet()
-    seen.add(1, 100)
-    seen.add(5, 200)
-    seen.add(9, 300)
-    seen.evict(250)
-    assert len(seen) == 1
-    assert seen.floor == 5
-    assert not seen.add(3, 0)
+def rest_row(
+    open_time: int, interval_ms: int, close: str, volume: str, count: int
+) -> ExchangeKline:
+    """An exchange kline row for a bar whose every trade was at ``close``."""
+    return parse_exchange_kline([
+        open_time, close, close, close, close, volume, open_time + interval_ms - 1,
+        str(Decimal(close) * Decimal(volume)), count, "0", "0", "0",
+    ])  # fmt: skip
+
+
+def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() -> None:
+    agg = aggregator("1m", "5m", repairs=True, repair_delay_ms=1000)
+    agg.add_trade(trade(1, T0 + 1000, "100"))
+    agg.add_trade(trade(2, T0 + 2000, "100"))
+    agg.add_trade(trade(6, T0 + MIN + 5000, "100"))  # 3, 4 and 5 were lost
+    (gap,) = agg.drain_gaps()
+    assert (gap.first_id, gap.last_id, gap.start, gap.end) == (3, 5, T0 + 2000, T0 + MIN + 5000)
+    first = by_key(agg.drain())
+    assert first[("1m", T0)].trade_count == 2
+    assert agg.due_repairs(T0 + 2 * MIN + 80 + 999) == ([], [])  # not before bar end + delay
+    agg.advance(T0 + 2 * MIN + 80)
+    ready, abandoned = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    assert abandoned == []
+    assert [(r.interval.name, r.start, r.end) for r in ready] == [("1m", T0, T0 + MIN)]
+    assert agg.next_deadline() == T0 + 3 * MIN + 80  # the forming 1m bar closes first
+    published = agg.apply_repair(ready[0], [rest_row(T0, MIN, "100", "5", 5),
+                                            rest_row(T0 + MIN, MIN, "100", "1", 1)])  # fmt: skip
+    assert published == 2
+    repaired = by_key(agg.drain())
+    bar = repaired[("1m", T0)]
+    assert (bar.trade_count, bar.volume, bar.revision, bar.repaired) == (5, "5", 1, True)
+    assert (bar.first_trade_id, bar.last_trade_id) == (None, None)
+    agg.advance(T0 + 5 * MIN + 80)
+    (five,) = agg.due_repairs(T0 + 5 * MIN + 80 + 1000)[0]
+    assert (five.interval.name, five.start, five.end) == ("5m", T0, T0)
+    agg.apply_repair(five, [rest_row(T0, 5 * MIN, "100", "6", 6)])
+    assert agg.stats.repaired == 3
+    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing left
+
+
+def test_a_gap_that_fills_itself_needs_no_repair() -> None:
+    """Two connections overlapping during a rotation can deliver ids out of order."""
+    agg = aggregator("1m", repairs=True)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(3, T0 + 3000))
+    agg.add_trade(trade(2, T0 + 2000))
+    assert len(agg.drain_gaps()) == 1
+    agg.advance(T0 + 10 * MIN)
+    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])
+    assert agg._symbols["BTCUSDT"].series[0].hold > T0 + 10 * MIN  # nothing held any more
+
+
+def test_bars_waiting_for_a_repair_outlive_the_late_window() -> None:
+    agg = aggregator("1m", repairs=True, late_window_ms=MIN)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(9, T0 + MIN + 1000))
+    agg.advance(T0 + 30 * MIN)
+    series = agg._symbols["BTCUSDT"].series[0]
+    assert series.closed[0].open_time == T0  # held, although 29 minutes old
+    (request,), _ = agg.due_repairs(T0 + 30 * MIN)
+    agg.apply_repair(request, [])  # the exchange returned nothing: still answered
+    agg.advance(T0 + 31 * MIN)
+    assert series.closed[0].open_time >= T0 + 29 * MIN  # released and evicted
+
+
+def test_a_repair_that_cannot_be_made_in_time_is_abandoned_and_counted() -> None:
+    agg = aggregator("1m", repairs=True, max_repair_age_ms=10 * MIN)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(5, T0 + 2000))
+    ready, _ = agg.due_repairs(T0 + 2 * MIN)
+    agg.abandon_repair(ready[0])  # say REST kept failing
+    assert agg.stats.repairs_failed == 1
+    agg.add_trade(trade(9, T0 + 3000))
+    _, abandoned = agg.due_repairs(T0 + 20 * MIN)
+    assert len(abandoned) == 1
+    assert agg.stats.repairs_failed == 2
+
+
+def test_trades_for_a_repaired_bar_are_ignored_there() -> None:
+    agg = aggregator("1m", "1h", repairs=True, late_window_ms=10 * MIN)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(3, T0 + MIN + 1000))
+    agg.advance(T0 + 2 * MIN)
+    ready, _ = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    (minute,) = [r for r in ready if r.interval.name == "1m"]
+    agg.apply_repair(minute, [rest_row(T0, MIN, "100", "2", 2)])
+    agg.drain()
+    agg.add_trade(trade(2, T0 + 2000, "100"))  # already in the exchange's numbers
+    assert agg.stats.after_repair == 1
+    assert [k.interval for k in agg.drain()] == []  # the 1h bar is still forming
+
+
+def test_a_repair_creates_a_bar_we_never_made_when_empty_bars_are_off() -> None:
+    agg = aggregator("1m", repairs=True, fill_empty=False)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(5, T0 + 2 * MIN + 1000))
+    agg.advance(T0 + 3 * MIN + 80)
+    agg.drain()
+    (request,), _ = agg.due_repairs(T0 + 3 * MIN + 80 + 1000)
+    agg.apply_repair(request, [rest_row(T0, MIN, "100", "1", 1),
+                               rest_row(T0 + MIN, MIN, "99", "3", 3)])  # fmt: skip
+    created = by_key(agg.drain())[("1m", T0 + MIN)]
+    assert (created.revision, created.repaired, created.close, created.trade_count) == (
+        0,
+        True,
+        "99",
+        3,
+    )
+
+
+def test_gaps_are_not_tracked_unless_repairs_are_on() -> None:
+    agg = aggregator("1m")
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(9, T0 + 2000))
+    assert agg.drain_gaps() == []
+    assert agg.stats.gaps == 0
 
 
 # -- properties ------------------------------------------------------------------------------

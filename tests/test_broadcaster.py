@@ -10,16 +10,21 @@ import pytest
 from streamer.broadcaster import Broadcaster, ConsumerRunner, StreamKey
 from streamer.consumers.base import BaseConsumer
 from streamer.logs import RateLimitedLog
-from streamer.records import Batch, Kline, Price
+from streamer.records import Batch, Kline, Price, Trade
 from tests.conftest import CollectingConsumer, make_settings
 
 KEY: StreamKey = ("binance", "spot", "price")
 KLINES: StreamKey = ("binance", "spot", "klines")
+TRADES: StreamKey = ("binance", "spot", "trades")
 LOG = RateLimitedLog(logging.getLogger("test"))
 
 
 def price(i: int) -> Price:
     return Price("BTCUSDT", str(i), i, i)
+
+
+def trade(i: int) -> Trade:
+    return Trade.create("BTCUSDT", i, "1", "1", "buy", i, i)
 
 
 def closed_kline(i: int) -> Kline:
@@ -87,10 +92,10 @@ async def test_a_full_queue_drops_the_oldest_batches_and_counts_closed_klines(
         for turn in range(30):
             broadcaster.publish(KLINES, closed_kline(turn))
             for i in range(9):
-                broadcaster.publish(KEY, price(i))
+                broadcaster.publish(TRADES, trade(turn * 10 + i))
             broadcaster.flush()
     assert runner.queued_events <= 100
-    assert runner.dropped == {"klines": 20, "price": 180}
+    assert runner.dropped == {"klines": 20, "trades": 180}
     assert runner.dropped_closed_klines == 20
     assert "consumer stuck cannot keep up" in caplog.text
     await broadcaster.cancel()
@@ -127,3 +132,51 @@ async def test_publishing_never_awaits() -> None:
     """publish() is a plain function: the exchange read path cannot be suspended by it."""
     assert not asyncio.iscoroutinefunction(Broadcaster.publish)
     assert not asyncio.iscoroutinefunction(ConsumerRunner.offer)
+
+
+async def test_under_pressure_latest_values_are_conflated_before_anything_is_dropped() -> None:
+    stuck = StuckConsumer()
+    runner = ConsumerRunner(stuck, 100, LOG)
+    broadcaster = Broadcaster([runner])
+    broadcaster.start()
+    broadcaster.publish(KEY, price(0))
+    await stuck.started.wait()
+    for turn in range(60):
+        broadcaster.publish(KLINES, closed_kline(turn))
+        for i in range(9):  # nine price updates of one symbol per batch: only the last matters
+            broadcaster.publish(KEY, Price("BTCUSDT", str(turn * 10 + i), turn, turn))
+        broadcaster.flush()
+    assert runner.dropped == {}  # nothing lost: every closed kline is still queued
+    queued = [r for batch in runner._queue for e in batch for r in e.data]
+    assert [k.timestamp for k in queued if isinstance(k, Kline)] == list(range(60))
+    prices = [r for r in queued if isinstance(r, Price)]
+    # Only the newest batch's prices remain (it is conflated by the next pass, if one comes).
+    assert [p.price for p in prices] == [str(590 + i) for i in range(9)]
+    assert runner.conflated["price"] == 59 * 9
+    await broadcaster.cancel()
+
+
+async def test_memory_stays_flat_under_a_stalled_consumer() -> None:
+    import tracemalloc
+
+    stuck = StuckConsumer()
+    runner = ConsumerRunner(stuck, 1000, LOG)
+    broadcaster = Broadcaster([runner])
+    broadcaster.start()
+    broadcaster.publish(TRADES, trade(0))
+    await stuck.started.wait()
+    tracemalloc.start()
+    try:
+        sizes = []
+        for turn in range(2000):
+            for i in range(50):
+                broadcaster.publish(TRADES, trade(turn * 50 + i))
+            broadcaster.flush()
+            if turn in (200, 1999):
+                sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert runner.queued_events <= 1000
+    assert sizes[1] - sizes[0] < 512 * 1024, sizes  # 90,000 more trades, no more memory
+    assert runner.dropped["trades"] > 90_000
+    await broadcaster.cancel()

@@ -208,3 +208,62 @@ async def test_downstream_services_get_redis_history_pubsub_websocket_and_health
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+async def test_sigterm_under_20000_messages_per_second_loses_nothing(tmp_path: Path) -> None:
+    """Every trade the exchange got onto the wire before the service closed its connection is in
+    the files and in Redis, and the process exits 0 within 5 s."""
+    from redis.asyncio import Redis
+
+    from tests.fakes.binance import combined
+
+    main_key = f"streamer-load-{os.getpid()}"
+    redis = Redis(db=15)
+    start = int(time.time() * 1000) - 3_600_000
+    frames = [
+        combined("btcusdt@trade", spot_trade("BTCUSDT", i, "100.5", "0.001", start + i // 20,
+                                             bool(i & 1))).decode()
+        for i in range(1, 100_001)
+    ]  # fmt: skip
+    sent = 0
+    try:
+        async with FakeBinance() as fake, streamer(
+            fake, tmp_path, enabled_consumers="file,redis", enable_trades_stream="true",
+            kline_intervals="1m", file_consumer_base_path=str(tmp_path / "data"),
+            redis_base="15", redis_main_key=main_key, redis_streams_enabled="true",
+            redis_streams_maxlen="10000000",
+        ) as process:  # fmt: skip
+            ws = fake.connections[0].ws
+
+            async def firehose() -> None:
+                nonlocal sent
+                tick = time.monotonic()
+                while sent < len(frames):
+                    for frame in frames[sent : sent + 200]:  # 200 per 10 ms: 20,000/s
+                        await ws.send(frame)
+                        sent += 1
+                    tick += 0.01
+                    await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+            pump = asyncio.create_task(firehose())
+            await asyncio.sleep(1.5)
+            status, elapsed = await stop(process, signal.SIGTERM)
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            stderr = (await process.stderr.read()).decode() if process.stderr else ""
+        assert status == 0, stderr
+        assert elapsed < 5.0
+        assert sent > 25_000  # the flow really was running
+        on_disk = read_records(tmp_path / "data", "trades")
+        assert len(on_disk) == sent
+        assert [t["trade_id"] for t in on_disk] == list(range(1, sent + 1))
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(  # type: ignore[assignment]
+            f"{main_key}:binance:spot:stream:trades"
+        )
+        in_redis = sum(len(orjson.loads(fields[b"data"])["data"]) for _, fields in entries)
+        assert in_redis == sent
+    finally:
+        keys = [key async for key in redis.scan_iter(f"{main_key}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

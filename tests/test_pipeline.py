@@ -69,7 +69,7 @@ async def test_trades_are_published_and_aggregated() -> None:
     pipeline.on_trade(trade(2, T0 + 60_001))
     assert [t.trade_id for t in recorder.of("trades")] == [1, 2]  # type: ignore[union-attr]
     assert [k.timestamp for k in recorder.of("klines")] == [T0]
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_the_timer_closes_a_bar_without_another_trade() -> None:
@@ -81,7 +81,7 @@ async def test_the_timer_closes_a_bar_without_another_trade() -> None:
     closed = recorder.of("klines")
     assert len(closed) >= 1
     assert closed[0].timestamp == T0
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_a_stalled_loop_catches_up_on_every_due_bar() -> None:
@@ -93,7 +93,7 @@ async def test_a_stalled_loop_catches_up_on_every_due_bar() -> None:
     pipeline.on_trade(trade(1, T0 + 10_000, symbol="ETHUSDT"))  # any event checks the clock
     opens = [k.timestamp for k in recorder.of("klines")]
     assert opens == [T0 + i * 1000 for i in range(10)]
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_the_exchange_clock_not_the_local_one_decides() -> None:
@@ -103,7 +103,7 @@ async def test_the_exchange_clock_not_the_local_one_decides() -> None:
     pipeline.on_trade(trade(1, T0 + 1))
     assert pipeline.clock.now_ms() < T0 + 60_000
     assert recorder.of("klines") == []
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_a_trade_time_far_in_the_future_is_refused() -> None:
@@ -113,7 +113,7 @@ async def test_a_trade_time_far_in_the_future_is_refused() -> None:
     pipeline.on_trade(trade(1, now + 2 * 3_600_000, received_at=now))
     assert recorder.published == []
     assert pipeline.rejected_future == 1
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_market_records_are_published_and_move_the_clock() -> None:
@@ -138,7 +138,7 @@ async def test_stopping_never_publishes_forming_bars_as_closed() -> None:
     pipeline, recorder = make("1s", latency=0)
     pipeline.start()
     pipeline.on_trade(trade(1, T0 + 900))  # due in 100 ms
-    pipeline.stop()
+    await pipeline.stop()
     await asyncio.sleep(0.2)
     assert recorder.of("klines") == []
 
@@ -153,7 +153,7 @@ async def test_forming_updates_are_published_at_most_once_per_interval() -> None
     assert updates
     assert updates[0].trade_count == 50
     assert len(updates) == 1  # nothing changed after the first update
-    pipeline.stop()
+    await pipeline.stop()
 
 
 async def test_without_klines_the_pipeline_only_publishes() -> None:
@@ -163,4 +163,4 @@ async def test_without_klines_the_pipeline_only_publishes() -> None:
     pipeline.on_trade(trade(1, T0))
     assert len(recorder.of("trades")) == 1
     assert recorder.of("klines") == []
-    pipeline.stop()
+    await pipeline.stop()

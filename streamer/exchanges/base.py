@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from streamer.pipeline import Pipeline
+from streamer.repair import KlineSource
 from streamer.settings import Settings
 
 __all__ = ["ConnectionState", "Connector", "StartupError"]
@@ -67,6 +68,10 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     async def run(self) -> None:
         """Stream until cancelled; raise :class:`~streamer.reconnect.FatalError` if hopeless."""
+
+    def kline_source(self, channel: str) -> KlineSource | None:
+        """Where repairs fetch the exchange's own klines for ``channel`` (None: nowhere)."""
+        return None
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop reading: close connections so that frames already received are still handled,

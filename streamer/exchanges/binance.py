@@ -6,16 +6,26 @@
   trades and tickers, ``/public`` for book data (a connection on the old path gets no data and
   no error).
 * Combined streams: a connection opens ``/stream?streams=...`` with its first streams and
-  SUBSCRIBEs the rest, paced under Binance's limit of incoming messages (5/s spot, 10/s
-  futures). At most ``STREAMER_EXCHANGE_STREAMS_PER_CONNECTION`` (<= 1024) streams each, on at
-  most ``STREAMER_EXCHANGE_SOCKET_POOL_SIZE`` connections; a symbol's streams share one
-  connection.
+  SUBSCRIBEs the rest, paced under Binance's limit of incoming messages. At most
+  ``STREAMER_EXCHANGE_STREAMS_PER_CONNECTION`` (<= 1024) streams each, on at most
+  ``STREAMER_EXCHANGE_SOCKET_POOL_SIZE`` connections; a symbol's streams share one connection.
 * Symbols: ``STREAMER_EXCHANGE_LOAD_ALL_SYMBOLS`` takes every TRADING symbol of exchangeInfo
-  (then ``STREAMER_EXCHANGE_SYMBOLS_LIMIT``); configured symbols are checked against it. If REST
-  is unreachable, configured symbols are streamed anyway with a warning, while load-all stops
-  the start-up (exit status 1): the service never runs with nothing to stream.
-* Keepalive: websockets answers Binance's pings and sends its own every 20 s; a dropped
-  connection is reopened by :func:`~streamer.reconnect.run_with_reconnect` and resubscribed.
+  (then ``STREAMER_EXCHANGE_SYMBOLS_LIMIT``) and re-reads it every
+  ``STREAMER_EXCHANGE_SYMBOLS_REFRESH_SECONDS``: new symbols are subscribed on the least-loaded
+  connection, those no longer trading unsubscribed and forgotten. Configured symbols are checked
+  against exchangeInfo; if REST is unreachable they are streamed anyway with a warning, while
+  load-all stops the start-up (exit status 1): the service never runs with nothing to stream.
+* Rotation without gaps: a connection is replaced before Binance's 24 h limit
+  (``STREAMER_BINANCE_CONNECTION_LIFETIME_SECONDS``, with jitter so that connections opened
+  together do not rotate together) and when Binance announces ``serverShutdown``: the
+  replacement connects and subscribes first, then the old one is closed (make-before-break).
+  Trades seen on both during the overlap are published once (by trade id).
+* Silent feeds: a connection that delivers nothing for ``STREAMER_WATCHDOG_SILENCE_SECONDS`` is
+  asked LIST_SUBSCRIPTIONS; without an answer within ``STREAMER_WATCHDOG_PROBE_TIMEOUT_SECONDS``
+  it is recycled (status ``stalled``), with one it is fine (a quiet market) and any stream the
+  server forgot is subscribed again (status ``resubscribed``).
+* A dropped connection reconnects through :func:`~streamer.reconnect.run_with_reconnect`; trades
+  lost meanwhile show up as a gap in trade ids and their bars are repaired from REST klines.
 """
 
 from __future__ import annotations
@@ -23,16 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from streamer.clock import wall_clock_ms
 from streamer.exchanges.base import ConnectionState, Connector, StartupError
+from streamer.exchanges.binance_link import BinanceLink
 from streamer.exchanges.binance_parser import (
     Ack,
     BinanceParser,
@@ -40,46 +51,54 @@ from streamer.exchanges.binance_parser import (
     ParseError,
     ServerShutdown,
 )
+from streamer.exchanges.binance_rest import BinanceRest, WeightBudget
 from streamer.http import HttpError, get_json
 from streamer.logs import RateLimitedLog
 from streamer.pipeline import Pipeline
-from streamer.reconnect import Backoff, run_with_reconnect
+from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
 from streamer.records import Price, Quote, Ticker, Trade
+from streamer.repair import KlineSource
 from streamer.settings import ConfigError, Settings
 
-__all__ = ["BinanceConnector", "ConnectionPlan"]
+__all__ = ["BinanceConnector", "ConnectionPlan", "Stalled"]
 
 logger = logging.getLogger(__name__)
 
 URL_STREAMS = 100  # streams named in the connection URL; the rest are SUBSCRIBEd
-SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
-SUBSCRIBE_RATE = {"spot": 4.0, "linear": 8.0}  # requests/s, under Binance's 5/s and 10/s
 WS_OPTIONS: dict[str, Any] = {
     "ping_interval": 20,  # our keepalive; Binance's own pings are answered automatically
     "ping_timeout": 20,
     "open_timeout": 10,
-    "close_timeout": 1,
-    "max_size": 1 << 20,  # Binance market frames are far smaller
+    "close_timeout": 2,
+    # Market frames are small; a giant one is read, counted as malformed and skipped rather
+    # than costing the connection. Beyond this bound the connection is closed (1009).
+    "max_size": 16 << 20,
     "max_queue": 256,  # frames buffered before TCP backpressure
     "compression": None,  # Binance does not compress market streams
 }
-_REST_PATHS = {"spot": "/api/v3/exchangeInfo", "linear": "/fapi/v1/exchangeInfo"}
 _MARKET_TYPES = {Ticker: "ticker", Price: "price", Quote: "quotes"}
 
 Connect = Callable[..., Any]
 GetJson = Callable[..., Awaitable[Any]]
 
 
-@dataclass
+class Stalled(Exception):
+    """The connection stayed silent and did not answer a probe."""
+
+
+@dataclass(eq=False)
 class ConnectionPlan:
     """One connection: where it goes and which streams it carries."""
 
     name: str
     channel: str
+    family: str  # "" (spot), "/market" or "/public" (futures)
     base_url: str  # ws base + routed path, without /stream
     symbols: list[str]
     streams: list[str]
     state: ConnectionState = field(init=False)
+    link: BinanceLink | None = None
+    links_opened: int = 0
 
     def __post_init__(self) -> None:
         self.state = ConnectionState(self.name)
@@ -103,24 +122,41 @@ class BinanceConnector(Connector):
         fetch_json: GetJson = get_json,
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(settings, pipelines)
         self._connect = connect_ws
-        self._fetch_json = fetch_json
         self._backoff = backoff
         self._sleep = sleep
+        self._rng = rng
         self._parsers = {channel: BinanceParser() for channel in self.pipelines}
+        self._rest = {
+            channel: BinanceRest(
+                channel,
+                settings.binance_spot_rest_url
+                if channel == "spot"
+                else settings.binance_linear_rest_url,
+                fetch_json,
+                timeout=settings.rest_timeout_seconds,
+                budget=WeightBudget(settings.rest_weight_per_minute),
+            )
+            for channel in self.pipelines
+        }
         self._log = RateLimitedLog(logger)
         self.plans: list[ConnectionPlan] = []
         self.symbols: dict[str, list[str]] = {}
         self.handler_errors = 0
-        self._request_id = 0
         self._stopping = False
-        self._live: set[ClientConnection] = set()
+        self._links: set[BinanceLink] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._refreshers: list[asyncio.Task[None]] = []
 
     @classmethod
     def channels(cls, settings: Settings) -> list[str]:
         return list(settings.exchange_channels)
+
+    def kline_source(self, channel: str) -> KlineSource | None:
+        return self._rest[channel].klines
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -131,34 +167,23 @@ class BinanceConnector(Connector):
 
     async def _resolve_symbols(self, channel: str) -> list[str]:
         settings = self.settings
-        rest = (
-            settings.binance_spot_rest_url
-            if channel == "spot"
-            else (settings.binance_linear_rest_url)
-        )
-        url = rest + _REST_PATHS[channel]
+        rest = self._rest[channel]
         try:
-            info = await self._fetch_json(url, timeout=settings.rest_timeout_seconds)
-            statuses = {entry["symbol"]: entry["status"] for entry in info["symbols"]}
-        except (HttpError, KeyError, TypeError) as exc:
+            statuses = await rest.symbol_statuses()
+        except (HttpError, RetryAfter, KeyError, TypeError) as exc:
             if settings.exchange_load_all_symbols:
                 raise StartupError(
                     f"binance {channel}: STREAMER_EXCHANGE_LOAD_ALL_SYMBOLS needs the symbol list "
-                    f"from {url}, which failed ({exc}); fix the network or the REST URL, or list "
-                    "symbols in STREAMER_EXCHANGE_SYMBOLS"
+                    f"from {rest.base_url}, which failed ({exc}); fix the network or the REST URL, "
+                    "or list symbols in STREAMER_EXCHANGE_SYMBOLS"
                 ) from None
             logger.warning(
                 "binance %s: cannot check symbols against %s (%s); streaming %s unchecked",
-                channel,
-                url,
-                exc,
-                ",".join(settings.exchange_symbols),
-            )
+                channel, rest.base_url, exc, ",".join(settings.exchange_symbols),
+            )  # fmt: skip
             return list(settings.exchange_symbols)
         if settings.exchange_load_all_symbols:
-            symbols = [symbol for symbol, status in statuses.items() if status == "TRADING"]
-            if settings.exchange_symbols_limit is not None:
-                symbols = symbols[: settings.exchange_symbols_limit]
+            symbols = self._trading(statuses)
             if not symbols:
                 raise StartupError(f"binance {channel}: exchangeInfo lists no TRADING symbol")
             logger.info("binance %s: loaded %d trading symbols", channel, len(symbols))
@@ -174,6 +199,11 @@ class BinanceConnector(Connector):
             logger.warning("binance %s: not trading now, streamed anyway: %s", channel, halted)
         return list(settings.exchange_symbols)
 
+    def _trading(self, statuses: dict[str, str]) -> list[str]:
+        symbols = [symbol for symbol, status in statuses.items() if status == "TRADING"]
+        limit = self.settings.exchange_symbols_limit
+        return symbols[:limit] if limit is not None else symbols
+
     def _streams(self, channel: str, family: str, symbol: str) -> list[str]:
         settings, name = self.settings, symbol.lower()
         streams = []
@@ -188,15 +218,17 @@ class BinanceConnector(Connector):
             streams.append(f"{name}@bookTicker")
         return streams
 
+    def _families(self, channel: str) -> tuple[str, list[str]]:
+        if channel == "spot":
+            return self.settings.binance_spot_ws_url, [""]
+        return self.settings.binance_linear_ws_url, ["/market", "/public"]
+
     def _plan(self) -> list[ConnectionPlan]:
         settings = self.settings
         limit = settings.exchange_streams_per_connection
         plans: list[ConnectionPlan] = []
         for channel, symbols in self.symbols.items():
-            if channel == "spot":
-                base, families = settings.binance_spot_ws_url, [""]
-            else:
-                base, families = settings.binance_linear_ws_url, ["/market", "/public"]
+            base, families = self._families(channel)
             for family in families:
                 per_symbol = {symbol: self._streams(channel, family, symbol) for symbol in symbols}
                 width = max((len(s) for s in per_symbol.values()), default=0)
@@ -208,27 +240,41 @@ class BinanceConnector(Connector):
                         f"{width} streams; raise it to at least {width}"
                     )
                 count = math.ceil(len(symbols) / (limit // width))
-                label = f"binance-{channel}{family.replace('/', '-')}"
                 for index in range(count):
                     chunk = symbols[index::count]
                     streams = [s for symbol in chunk for s in per_symbol[symbol]]
-                    plans.append(
-                        ConnectionPlan(f"{label}-{index}", channel, base + family, chunk, streams)
-                    )
-        if len(plans) > settings.exchange_socket_pool_size:
-            raise ConfigError(
-                f"STREAMER_EXCHANGE_SOCKET_POOL_SIZE={settings.exchange_socket_pool_size}: these "
-                f"symbols and streams need {len(plans)} connections; raise it or stream fewer "
-                "symbols"
-            )
+                    plans.append(self._new_plan(channel, family, base, index, chunk, streams))
+        self._check_pool(len(plans))
         return plans
+
+    @staticmethod
+    def _new_plan(
+        channel: str, family: str, base: str, index: int, symbols: list[str], streams: list[str]
+    ) -> ConnectionPlan:
+        label = f"binance-{channel}{family.replace('/', '-')}-{index}"
+        return ConnectionPlan(label, channel, family, base + family, symbols, streams)
+
+    def _check_pool(self, connections: int) -> None:
+        pool = self.settings.exchange_socket_pool_size
+        if connections > pool:
+            raise ConfigError(
+                f"STREAMER_EXCHANGE_SOCKET_POOL_SIZE={pool}: these symbols and streams need "
+                f"{connections} connections; raise it or stream fewer symbols"
+            )
 
     # -- streaming ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
+            self._group = group
             for plan in self.plans:
                 group.create_task(self._run_plan(plan), name=plan.name)
+            refresh = self.settings.exchange_symbols_refresh_seconds
+            if self.settings.exchange_load_all_symbols and refresh > 0:
+                self._refreshers = [
+                    group.create_task(self._refresh_every(channel, refresh))
+                    for channel in self.pipelines
+                ]
 
     async def _run_plan(self, plan: ConnectionPlan) -> None:
         pipeline = self.pipelines[plan.channel]
@@ -248,61 +294,125 @@ class BinanceConnector(Connector):
             backoff=self._backoff(),
             on_retry=on_retry,
             sleep=self._sleep,
-            stopping=lambda: self._stopping,
+            stopping=lambda: self._stopping or plan not in self.plans,
         )
+
+    async def _open(self, plan: ConnectionPlan, reason: str) -> BinanceLink:
+        """Connect, subscribe every stream of ``plan``, and announce it."""
+        plan.state.state = "connecting"
+        ws = await self._connect(plan.url(), **WS_OPTIONS)
+        link = BinanceLink(ws, plan.channel, lambda link, frame: self._on_frame(plan, link, frame))
+        self._links.add(link)
+        link.start()
+        rest = plan.streams[URL_STREAMS:]
+        if rest and not await link.subscribe(rest, timeout=WS_OPTIONS["open_timeout"]):
+            logger.error("%s: some streams were refused: %s", plan.name, link.refused[-3:])
+        plan.links_opened += 1
+        plan.state.state = "connected"
+        plan.state.connected_at = time.monotonic()
+        first = plan.links_opened == 1
+        logger.info(
+            "%s: %s, %d streams", plan.name, "connected" if first else reason, len(plan.streams)
+        )
+        self.pipelines[plan.channel].on_status(
+            "connected" if first else "resubscribed",
+            connection=plan.name,
+            message=f"{len(plan.streams)} streams" + ("" if first else f" ({reason})"),
+            symbols=list(plan.symbols),
+        )
+        return link
+
+    def _lifetime(self) -> float:
+        lifetime = self.settings.binance_connection_lifetime_seconds
+        return lifetime * (1 - 0.05 * self._rng())  # spread rotations of links opened together
+
+    async def _session(self, plan: ConnectionPlan) -> None:
+        """An unbroken stretch of streaming: links replaced make-before-break until one fails."""
+        if self._stopping:
+            return
+        link = plan.link = await self._open(plan, "reconnected")
+        try:
+            deadline = link.opened_at + self._lifetime()
+            while True:
+                event = await self._watch(plan, link, deadline)
+                if event == "closed":
+                    if link.error is not None and not self._stopping:
+                        raise link.error
+                    return
+                if event == "stalled":
+                    self.pipelines[plan.channel].on_status(
+                        "stalled", connection=plan.name,
+                        message="no data and no answer to a probe; reconnecting",
+                    )  # fmt: skip
+                    await link.abort()
+                    raise Stalled(f"silent for {self.settings.watchdog_silence_seconds:g} s")
+                reason = "replaced before the 24 h limit" if event == "expiring" else (
+                    "replaced after the server announced a shutdown"
+                )  # fmt: skip
+                replacement = await self._open(plan, reason)
+                old, link = link, replacement
+                plan.link = link
+                await old.close()
+                self._links.discard(old)
+                deadline = link.opened_at + self._lifetime()
+        finally:
+            if plan.link is link:
+                plan.link = None
+            if not link.closed.is_set():
+                await link.close()
+            self._links.discard(link)
+
+    async def _watch(self, plan: ConnectionPlan, link: BinanceLink, deadline: float) -> str:
+        """Wait for what ends this link's turn: closed, shutdown, expiring or stalled."""
+        settings = self.settings
+        silence = settings.watchdog_silence_seconds
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return "expiring"
+            wait = min(deadline - now, max(0.01, link.last_message_at + silence - now))
+            closed = asyncio.ensure_future(link.closed.wait())
+            shutdown = asyncio.ensure_future(link.shutdown_notice.wait())
+            await asyncio.wait(
+                {closed, shutdown}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in (closed, shutdown):
+                task.cancel()
+            if link.closed.is_set():
+                return "closed"
+            if link.shutdown_notice.is_set():
+                return "shutdown"
+            if time.monotonic() - link.last_message_at < silence:
+                continue
+            streams = await link.probe(settings.watchdog_probe_timeout_seconds)
+            if link.closed.is_set():
+                return "closed"
+            if streams is None:
+                return "stalled"
+            missing = [stream for stream in plan.streams if stream not in set(streams)]
+            if missing:
+                await link.subscribe(missing, timeout=WS_OPTIONS["open_timeout"])
+                self.pipelines[plan.channel].on_status(
+                    "resubscribed", connection=plan.name,
+                    message=f"the server had dropped {len(missing)} streams",
+                )  # fmt: skip
 
     async def stop(self) -> None:
         self._stopping = True
-        # Closing (rather than cancelling) lets each read loop handle the frames it already
+        for refresher in self._refreshers:
+            refresher.cancel()
+        # Closing (rather than cancelling) lets each reader handle the frames it already
         # received before it sees the close: nothing that reached us is lost at shutdown.
-        await asyncio.gather(*(ws.close() for ws in list(self._live)), return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in list(self._links)), return_exceptions=True)
         for plan in self.plans:
             plan.state.state = "closed"
 
-    async def _session(self, plan: ConnectionPlan) -> None:
-        state, pipeline = plan.state, self.pipelines[plan.channel]
-        state.state = "connecting"
-        async with self._connect(plan.url(), **WS_OPTIONS) as ws:
-            if self._stopping:
-                return
-            self._live.add(ws)
-            state.state = "connected"
-            state.connected_at = time.monotonic()
-            logger.info("%s: connected, %d streams", plan.name, len(plan.streams))
-            pipeline.on_status(
-                "connected", connection=plan.name, message=f"{len(plan.streams)} streams",
-                symbols=list(plan.symbols),
-            )  # fmt: skip
-            rest = plan.streams[URL_STREAMS:]
-            subscriber = asyncio.create_task(self._subscribe(ws, plan, rest)) if rest else None
-            try:
-                async for message in ws:
-                    if self._on_message(plan, message):
-                        break  # serverShutdown: reconnect now rather than be cut off
-            finally:
-                self._live.discard(ws)
-                if subscriber is not None:
-                    subscriber.cancel()
+    # -- frames ------------------------------------------------------------------------------
 
-    async def _subscribe(
-        self, ws: ClientConnection, plan: ConnectionPlan, streams: list[str]
-    ) -> None:
-        pause = 1 / SUBSCRIBE_RATE[plan.channel]
-        for start in range(0, len(streams), SUBSCRIBE_CHUNK):
-            await self._sleep(pause)
-            self._request_id += 1
-            request = {
-                "method": "SUBSCRIBE",
-                "params": streams[start : start + SUBSCRIBE_CHUNK],
-                "id": self._request_id,
-            }
-            await ws.send(orjson.dumps(request).decode())
-
-    def _on_message(self, plan: ConnectionPlan, message: str | bytes) -> bool:
-        """Handle one frame; return True when the connection should be recycled now."""
+    def _on_frame(self, plan: ConnectionPlan, link: BinanceLink, message: str | bytes) -> None:
         state = plan.state
         state.messages += 1
-        state.last_message_at = time.monotonic()
+        state.last_message_at = link.last_message_at
         try:
             event = self._parsers[plan.channel].parse(message, wall_clock_ms())
         except ParseError as exc:
@@ -310,30 +420,101 @@ class BinanceConnector(Connector):
                 f"malformed:{plan.name}", "%s: skipped a malformed frame (%s): %.200r",
                 plan.name, exc, message,
             )  # fmt: skip
-            return False
+            return
         pipeline = self.pipelines[plan.channel]
         try:
             if type(event) is Trade:
                 pipeline.on_trade(event)
             elif isinstance(event, Ticker | Price | Quote):
                 pipeline.on_market(_MARKET_TYPES[type(event)], event)  # type: ignore[arg-type]
-            elif isinstance(event, ErrorReply):
-                logger.error("%s: request %s refused: %s", plan.name, event.id, event.message)
-                pipeline.on_status("error", connection=plan.name, message=event.message)
+            elif isinstance(event, Ack | ErrorReply):
+                link.reply(event)
+                if isinstance(event, ErrorReply):
+                    logger.error("%s: request %s refused: %s", plan.name, event.id, event.message)
+                    pipeline.on_status("error", connection=plan.name, message=event.message)
             elif isinstance(event, ServerShutdown):
-                logger.info("%s: server announced shutdown; reconnecting", plan.name)
+                logger.info(
+                    "%s: the server announced a shutdown; replacing the connection", plan.name
+                )
                 pipeline.on_status("server_shutdown", connection=plan.name)
-                return True
-            elif isinstance(event, Ack):
-                logger.debug("%s: request %s acknowledged", plan.name, event.id)
+                link.shutdown_notice.set()
         except Exception:
             # A bug downstream must not cost the connection (and every other symbol on it).
             self.handler_errors += 1
             self._log.log(
-                logging.ERROR, "handler", "%s: failed to handle a frame", plan.name,
-                exc_info=True,
-            )  # fmt: skip
-        return False
+                logging.ERROR, "handler", "%s: failed to handle a frame", plan.name, exc_info=True
+            )
+
+    # -- symbol list refresh -----------------------------------------------------------------
+
+    async def _refresh_every(self, channel: str, seconds: float) -> None:
+        while True:
+            await self._sleep(seconds)
+            try:
+                statuses = await self._rest[channel].symbol_statuses()
+            except (HttpError, RetryAfter, KeyError, TypeError) as exc:
+                self._log.warning(
+                    f"refresh:{channel}", "binance %s: exchangeInfo failed: %s", channel, exc
+                )
+                continue
+            await self.update_symbols(channel, statuses)
+
+    async def update_symbols(self, channel: str, statuses: dict[str, str]) -> None:
+        """Subscribe newly trading symbols and drop those no longer trading."""
+        current = self.symbols[channel]
+        trading = self._trading(statuses)
+        removed = [symbol for symbol in current if statuses.get(symbol) != "TRADING"]
+        room = len(trading) if self.settings.exchange_symbols_limit is None else max(
+            0, self.settings.exchange_symbols_limit - (len(current) - len(removed))
+        )  # fmt: skip
+        added = [symbol for symbol in trading if symbol not in current][:room]
+        pipeline = self.pipelines[channel]
+        for symbol in removed:
+            for plan in [p for p in self.plans if p.channel == channel and symbol in p.symbols]:
+                streams = self._streams(channel, plan.family, symbol)
+                plan.symbols.remove(symbol)
+                plan.streams = [s for s in plan.streams if s not in streams]
+                if plan.link is not None:
+                    await plan.link.unsubscribe(streams)
+            current.remove(symbol)
+            pipeline.forget(symbol)
+        if removed:
+            pipeline.on_status("unsubscribed", message="no longer trading", symbols=removed)
+        for symbol in added:
+            await self._add_symbol(channel, symbol)
+        if added:
+            current.extend(added)
+            pipeline.on_status("subscribed", message="newly trading", symbols=added)
+
+    async def _add_symbol(self, channel: str, symbol: str) -> None:
+        limit = self.settings.exchange_streams_per_connection
+        base, families = self._families(channel)
+        for family in families:
+            streams = self._streams(channel, family, symbol)
+            if not streams:
+                continue
+            candidates = [
+                p for p in self.plans
+                if (p.channel, p.family) == (channel, family)
+                and len(p.streams) + len(streams) <= limit
+            ]  # fmt: skip
+            if candidates:
+                plan = min(candidates, key=lambda p: len(p.streams))
+                plan.symbols.append(symbol)
+                plan.streams.extend(streams)
+                if plan.link is not None:
+                    await plan.link.subscribe(streams, timeout=WS_OPTIONS["open_timeout"])
+                continue
+            index = sum(1 for p in self.plans if p.channel == channel and p.family == family)
+            try:
+                self._check_pool(len(self.plans) + 1)
+            except ConfigError as exc:
+                logger.error("binance %s: cannot add %s: %s", channel, symbol, exc)
+                return
+            plan = self._new_plan(channel, family, base, index, [symbol], streams)
+            self.plans.append(plan)
+            if self._group is not None:
+                self._group.create_task(self._run_plan(plan), name=plan.name)
 
     def health(self) -> dict[str, object]:
         now = time.monotonic()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import gzip
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -14,11 +15,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner
-from streamer.consumers.websocket import WebSocketConsumer
+from streamer.consumers.websocket import Client, WebSocketConsumer
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch, Envelope, Kline, Price, Record, Trade
@@ -391,3 +394,32 @@ async def test_a_client_that_never_reads_is_disconnected_and_delays_nobody(
     assert len(server.clients) == 1
     stuck.transport.abort()
     await healthy.close()
+
+
+# -- fuzzing the client protocol --------------------------------------------------------------
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+_REQUESTS = st.fixed_dictionaries(
+    {"op": st.sampled_from(["subscribe", "unsubscribe", "ping", "set", "dance", ""]) | _VALUES},
+    optional={"channels": st.lists(st.text(max_size=30), max_size=5) | _VALUES,
+              "compression": _VALUES, "id": _VALUES},
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=100) | st.text(max_size=200) | _REQUESTS.map(json.dumps))
+def test_fuzz_every_client_message_gets_a_json_reply_and_nothing_crashes(
+    message: str | bytes,
+) -> None:
+    server = WebSocketConsumer(make_settings(wss_auth_user="a", wss_auth_key="b"), "websocket")
+    client = Client(None, "a", "127.0.0.1", False)  # type: ignore[arg-type]
+    frames = server._reply(client, message)
+    assert frames
+    for frame in frames:
+        assert isinstance(orjson.loads(frame.data), dict)
+    assert client.subscription.patterns is None or len(client.subscription.patterns) <= 1000

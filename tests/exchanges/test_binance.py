@@ -10,6 +10,7 @@ import time
 import pytest
 
 from streamer.exchanges import binance as binance_module
+from streamer.exchanges import binance_link
 from streamer.exchanges.base import StartupError
 from streamer.records import Price, Quote, Status, Ticker, Trade
 from streamer.settings import ConfigError
@@ -90,7 +91,7 @@ async def test_streams_beyond_the_url_are_subscribed_with_ids_and_paced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(binance_module, "URL_STREAMS", 2)
-    monkeypatch.setattr(binance_module, "SUBSCRIBE_CHUNK", 1)
+    monkeypatch.setattr(binance_link, "SUBSCRIBE_CHUNK", 1)
     symbols = [f"S{i}USDT" for i in range(5)]
     async with FakeBinance(symbols=symbols) as fake:
         settings = fake_settings(fake, exchange_symbols=symbols)
@@ -178,7 +179,7 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_reports_it() -> 
         collector = running.collector
         await eventually(lambda: collector.klines())
         events = [s.event for s in collector.records("status") if isinstance(s, Status)]
-        assert events == ["connected", "disconnected", "connected"]
+        assert events == ["connected", "disconnected", "resubscribed"]
         assert collector.klines()[0].trade_count == 1
         health = running.service.health()["connector"]["connections"]  # type: ignore[index]
         assert health["binance-spot-0"]["reconnects"] == 1
@@ -202,17 +203,19 @@ async def test_a_malformed_frame_is_counted_and_skipped_and_the_connection_kept(
         assert "skipped a malformed frame" in caplog.text
 
 
-async def test_server_shutdown_recycles_the_connection_at_once() -> None:
+async def test_server_shutdown_replaces_the_connection_make_before_break() -> None:
     async with (
         FakeBinance() as fake,
         RunningService(fake_settings(fake), fast_binance()) as running,
     ):
+        old = fake.connections[0]
         await fake.send_text('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
         await fake.wait_for_connections(2)
         collector = running.collector
-        await eventually(lambda: len(collector.records("status")) >= 4)
+        await eventually(lambda: len(collector.records("status")) >= 3)
         events = [s.event for s in collector.records("status") if isinstance(s, Status)]
-        assert events[:4] == ["connected", "server_shutdown", "disconnected", "connected"]
+        assert events == ["connected", "server_shutdown", "resubscribed"]  # never disconnected
+        await eventually(lambda: old not in fake.connections)  # the old one closed after
 
 
 async def test_a_refused_subscription_is_reported_and_the_others_keep_streaming(
@@ -300,3 +303,54 @@ async def test_server_pings_are_answered_and_the_connection_stays_up() -> None:
         assert conn.ws.latency > 0  # the fake measured a pong round trip
         assert fake.connection_count == 1
         assert await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW)) == 1
+
+
+async def test_a_giant_frame_from_the_exchange_is_counted_and_the_connection_kept() -> None:
+    async with FakeBinance() as fake, RunningService(fake_settings(fake)) as running:
+        await fake.send_text('{"stream":"btcusdt@trade","data":{"s":"' + "A" * (2 << 20) + '"}}')
+        await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
+        collector = running.collector
+        await eventually(lambda: collector.records("trades"))
+        frames = running.service.health()["connector"]["frames"]["spot"]  # type: ignore[index]
+        assert frames["malformed"] == 1
+        assert fake.connection_count == 1
+
+
+async def test_load_all_rereads_the_symbol_list_subscribing_new_and_dropping_delisted() -> None:
+    async with FakeBinance(symbols={"AUSDT": "TRADING", "BUSDT": "TRADING"}) as fake:
+        settings = fake_settings(
+            fake, exchange_symbols=[], exchange_load_all_symbols=True,
+            exchange_symbols_refresh_seconds=0.1,
+        )  # fmt: skip
+        async with RunningService(settings) as running:
+            await fake.trade("BUSDT", "1", "1", NOW)
+            pipeline = running.service.pipelines["spot"]
+            assert pipeline.aggregator is not None
+            await eventually(
+                lambda: pipeline.aggregator is not None and "BUSDT" in pipeline.aggregator.symbols
+            )
+            fake.symbols["CUSDT"] = "TRADING"  # listed
+            fake.symbols["BUSDT"] = "BREAK"  # delisted
+            await fake.wait_for_streams(["cusdt@trade"])
+            await eventually(lambda: "busdt@trade" not in fake.connections[0].streams)
+            assert fake.connection_count == 1  # on the existing connection, live
+
+            def changes() -> list[tuple[str, list[str] | None]]:
+                statuses = [s for s in running.collector.records("status") if isinstance(s, Status)]
+                return [(s.event, s.symbols) for s in statuses if s.event.endswith("subscribed")]
+
+            await eventually(lambda: ("subscribed", ["CUSDT"]) in changes())
+            assert ("unsubscribed", ["BUSDT"]) in changes()
+            assert "BUSDT" not in pipeline.aggregator.symbols  # its state is freed
+
+
+async def test_a_new_symbol_beyond_the_connections_capacity_opens_a_connection() -> None:
+    async with FakeBinance(symbols={"AUSDT": "TRADING"}) as fake:
+        settings = fake_settings(
+            fake, exchange_symbols=[], exchange_load_all_symbols=True,
+            exchange_symbols_refresh_seconds=0.1, exchange_streams_per_connection=1,
+        )  # fmt: skip
+        async with RunningService(settings):
+            fake.symbols["BUSDT"] = "TRADING"
+            await fake.wait_for_streams(["busdt@trade"])
+            assert fake.connection_count == 2

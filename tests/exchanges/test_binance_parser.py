@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.exchanges.binance_parser import (
     Ack,
@@ -164,3 +168,70 @@ def test_malformed_frames_raise_parse_error_and_are_counted(frame: str) -> None:
     with pytest.raises(ParseError):
         parser.parse(frame, 0)
     assert parser.stats["malformed"] == 1
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=5), children, max_size=6),
+    max_leaves=25,
+)  # fmt: skip
+OUTCOMES = (Trade, Ticker, Price, Quote, Ack, ErrorReply, ServerShutdown, type(None))
+
+
+def parse_or_refuse(frame: str | bytes) -> None:
+    """The only acceptable outcomes: a known result, or ParseError (counted)."""
+    parser = BinanceParser()
+    try:
+        result = parser.parse(frame, 0)
+    except ParseError:
+        assert parser.stats["malformed"] == 1
+        return
+    assert isinstance(result, OUTCOMES)
+    if isinstance(result, Trade):  # anything accepted as a trade is a sane trade
+        assert result._price > 0
+        assert result._quantity > 0
+        assert result.timestamp > 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON)
+def test_fuzz_arbitrary_json_never_crashes_the_parser(value: object) -> None:
+    parse_or_refuse(json.dumps(value))  # the stdlib writes integers of any size
+
+
+VALID = [
+    SPOT_TRADE,
+    SPOT_AGG_TRADE,
+    FUTURES_AGG_TRADE,
+    TICKER,
+    MINI_TICKER,
+    SPOT_BOOK,
+    FUTURES_BOOK,
+]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(VALID), st.data())
+def test_fuzz_real_frames_with_fields_replaced_never_crash_the_parser(
+    frame: str, data: st.DataObject
+) -> None:
+    decoded = orjson.loads(frame)
+    payload = decoded.get("data", decoded)
+    for key in data.draw(st.lists(st.sampled_from(sorted(payload)), min_size=1, max_size=3)):
+        payload[key] = data.draw(JSON)
+    parse_or_refuse(json.dumps(decoded))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_fuzz_random_bytes_and_text_never_crash_the_parser(frame: bytes | str) -> None:
+    parse_or_refuse(frame)
+
+
+def test_a_giant_frame_is_refused_not_fatal() -> None:
+    giant = '{"stream":"x","data":{"e":"trade","s":"' + "A" * 4_000_000 + '"}}'
+    parse_or_refuse(giant)

@@ -13,7 +13,15 @@ WebSocket market streams (one instance serves one market, ``spot`` or ``linear``
 * Server pings every ``ping_interval`` seconds (Binance spot: 20 s).
 
 REST over plain HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
-with an optional forced failure status.
+with an optional forced failure status, and ``/api/v3/klines`` (``/fapi/v1/klines``) computed
+from the fake's trade log (:mod:`tests.fakes.klines`).
+
+Fault injection, for the resilience scenarios and benchmarks: :meth:`FakeBinance.trade` executes
+a trade and logs it, delivering it or not (lost trades, skipped ids); :attr:`stalled` keeps
+connections open but silent (no data, no replies); :meth:`drop_connections` cuts them;
+:attr:`max_connection_age` closes connections when they reach it (Binance's 24 h, time-scaled);
+:meth:`announce_shutdown` sends ``serverShutdown``; :attr:`kline_failures` answers the next
+klines requests with an error status and ``Retry-After``.
 
 Payload builders (:func:`spot_trade`, :func:`agg_trade`, ...) emit fields in the order of
 Binance's documented samples, and frames are compact JSON as Binance sends them.
@@ -26,6 +34,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +44,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from tests.fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 
 __all__ = [
     "FakeBinance",
@@ -168,6 +179,11 @@ class FakeBinance:
         self.connection_count = 0
         self.rest_requests: list[str] = []
         self.rest_fail_status: int | None = None
+        self.kline_failures: list[tuple[int, float]] = []  # (status, Retry-After) per request
+        self.trade_log: dict[str, list[LoggedTrade]] = {}
+        self._next_id: dict[str, int] = {}
+        self.stalled = False
+        self.max_connection_age: float | None = None
         self._server: Server | None = None
         self._rest: asyncio.Server | None = None
         self._changed = asyncio.Condition()
@@ -261,6 +277,12 @@ class FakeBinance:
         self.connections.append(conn)
         self.connection_count += 1
         await self._notify()
+        expiry = None
+        if self.max_connection_age is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                self.max_connection_age,
+                lambda: asyncio.ensure_future(ws.close(1001, "connection expired")),
+            )
         try:
             async for message in ws:
                 if self._over_limit(conn):
@@ -270,6 +292,8 @@ class FakeBinance:
         except ConnectionClosed:
             pass  # the client went away; that is what clients do
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.connections.remove(conn)
             await self._notify()
 
@@ -279,6 +303,8 @@ class FakeBinance:
         return len(conn._window) > self.max_incoming_per_s
 
     async def _request(self, conn: FakeConnection, message: str | bytes) -> None:
+        if self.stalled:
+            return  # a stalled server answers nothing
         try:
             request = orjson.loads(message)
         except orjson.JSONDecodeError:
@@ -353,8 +379,51 @@ class FakeBinance:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: self.connection_count >= count)
 
+    async def trade(
+        self,
+        symbol: str,
+        price: str,
+        qty: str,
+        time_ms: int,
+        *,
+        maker: bool = False,
+        deliver: bool = True,
+        count: int = 1,
+    ) -> dict[str, Any]:
+        """Execute a trade with the symbol's next id, log it, and deliver it unless told not to
+        (a lost trade). Futures trades are aggregate trades covering ``count`` trades."""
+        trade_id = self._next_id.get(symbol, 1)
+        self._next_id[symbol] = trade_id + 1
+        self.trade_log.setdefault(symbol, []).append(
+            LoggedTrade(trade_id, Decimal(price), Decimal(qty), time_ms, maker, count)
+        )
+        if self.market == "spot":
+            payload = spot_trade(symbol, trade_id, price, qty, time_ms, maker)
+        else:
+            first = (trade_id - 1) * count + 1
+            payload = agg_trade(
+                symbol, trade_id, price, qty, first, first + count - 1, time_ms, maker
+            )
+        if deliver:
+            await self.publish(payload)
+        return payload
+
+    async def announce_shutdown(self) -> None:
+        """Send Binance's ``serverShutdown`` notice to every connection."""
+        payload = {"e": "serverShutdown", "E": int(time.time() * 1000)}
+        await self.send_text(combined("!serverShutdown", payload).decode())
+
+    async def sync(self) -> None:
+        """Return once every connection has received everything sent before (a ping's pong
+        follows the frames before it)."""
+        for conn in list(self.connections):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(await conn.ws.ping(), 5)
+
     async def publish(self, payload: dict[str, Any], stream: str | None = None) -> int:
         """Send ``payload`` to every connection it reaches; return how many it reached."""
+        if self.stalled:
+            return 0
         stream = stream or stream_of(payload)
         frame_combined: bytes | None = None
         frame_raw: bytes | None = None
@@ -412,6 +481,21 @@ class FakeBinance:
             ],
         }
 
+    def _klines(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        try:
+            symbol = query["symbol"][0]
+            interval = query["interval"][0]
+            start = int(query.get("startTime", ["0"])[0])
+            end = int(query.get("endTime", [str(2**62)])[0])
+            limit = int(query.get("limit", ["500"])[0])
+        except (KeyError, ValueError):
+            return 400, {"code": -1102, "msg": "Mandatory parameter was not sent or is malformed."}
+        if interval not in INTERVAL_MS:
+            return 400, {"code": -1120, "msg": "Invalid interval."}
+        if symbol not in self.symbols:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        return 200, rest_klines(self.trade_log.get(symbol, []), interval, start, end, limit)
+
     async def _handle_http(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -422,18 +506,27 @@ class FakeBinance:
             parts = request_line.split()
             target = parts[1] if len(parts) >= 2 else "/"
             self.rest_requests.append(target)
-            path = urlsplit(target).path
-            info_path = "/api/v3/exchangeInfo" if self.market == "spot" else "/fapi/v1/exchangeInfo"
+            parts_url = urlsplit(target)
+            path = parts_url.path
+            prefix = "/api/v3" if self.market == "spot" else "/fapi/v1"
+            extra = ""
+            body: Any
             if self.rest_fail_status is not None:
                 status, body = self.rest_fail_status, {"code": -1003, "msg": "Too many requests."}
-            elif path == info_path:
+            elif path == f"{prefix}/exchangeInfo":
                 status, body = 200, self.exchange_info()
+            elif path == f"{prefix}/klines" and self.kline_failures:
+                status, retry_after = self.kline_failures.pop(0)
+                body = {"code": -1003, "msg": "Too many requests; current limit is 6000."}
+                extra = f"Retry-After: {retry_after:g}\r\n"
+            elif path == f"{prefix}/klines":
+                status, body = self._klines(parse_qs(parts_url.query))
             else:
                 status, body = 404, {"code": -1, "msg": "Not found"}
             data = orjson.dumps(body)
             head = (
                 f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                f"Content-Type: application/json;charset=UTF-8\r\n"
+                f"Content-Type: application/json;charset=UTF-8\r\n{extra}"
                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
             )
             writer.write(head.encode() + data)

@@ -1,0 +1,161 @@
+"""One bar under construction, in exact scaled integers, and the exchange's own kline rows.
+
+Used by :mod:`streamer.aggregator`; values are integers scaled by 10**8 (quote volumes 10**16),
+see :mod:`streamer.numbers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from streamer.numbers import PRODUCT_DIGITS, SCALE, format_scaled, parse_scaled
+from streamer.records import Kline, Trade
+
+__all__ = ["Bar", "ExchangeKline", "parse_exchange_kline"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeKline:
+    """One kline as the exchange's REST API reports it (no trade ids)."""
+
+    open_time: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    quote: int  # scaled by 10**16, like our quote volumes
+    count: int
+    taker_volume: int
+    taker_quote: int
+
+
+def parse_exchange_kline(row: Any) -> ExchangeKline:
+    """A Binance REST kline array ``[open time, "o", "h", "l", "c", "v", close time, "q", n,
+    "V", "Q", ...]``; :class:`ValueError` if it is not one."""
+    if not isinstance(row, list | tuple) or len(row) < 11:
+        raise ValueError(f"not a kline row: {row!r:.200}")
+    open_time, count = row[0], row[8]
+    if type(open_time) is not int or type(count) is not int or count < 0:
+        raise ValueError(f"not a kline row: {row!r:.200}")
+    texts = [row[i] for i in (1, 2, 3, 4, 5, 7, 9, 10)]
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError(f"not a kline row: {row!r:.200}")
+    o, h, low, c, v, q, tv, tq = (parse_scaled(text) for text in texts)
+    return ExchangeKline(open_time, o, h, low, c, v, q * SCALE, count, tv, tq * SCALE)
+
+
+class Bar:
+    """A bar being built from trades, or kept closed for revisions and repairs."""
+
+    __slots__ = (
+        "close",
+        "close_order",
+        "close_t",
+        "close_time",
+        "count",
+        "first_id",
+        "high",
+        "last_id",
+        "low",
+        "open",
+        "open_order",
+        "open_t",
+        "open_time",
+        "quote",
+        "repaired",
+        "revision",
+        "taker_quote",
+        "taker_volume",
+        "volume",
+    )
+
+    def __init__(self, open_time: int, close_time: int, carry: int) -> None:
+        self.open_time = open_time
+        self.close_time = close_time
+        self.open = self.high = self.low = self.close = carry
+        self.volume = self.quote = self.taker_volume = self.taker_quote = 0
+        self.count = 0
+        self.first_id: int | None = None
+        self.last_id: int | None = None
+        self.open_t = self.open_order = self.close_t = self.close_order = 0
+        self.revision = 0
+        self.repaired = False
+
+    def apply(
+        self, price: int, qty: int, quote: int, buy: bool, t: int, order: int, trade: Trade
+    ) -> bool:
+        """Add one trade; return True if the close price changed."""
+        n = 1
+        first, last = trade.first_trade_id, trade.last_trade_id
+        if first is not None and last is not None:
+            n = last - first + 1
+        close_changed = False
+        if self.count == 0:
+            close_changed = price != self.close
+            self.open = self.high = self.low = self.close = price
+            self.open_t = self.close_t = t
+            self.open_order = self.close_order = order
+            self.first_id, self.last_id = first, last
+        else:
+            if price > self.high:
+                self.high = price
+            elif price < self.low:
+                self.low = price
+            if t > self.close_t or (t == self.close_t and order > self.close_order):
+                close_changed = price != self.close
+                self.close, self.close_t, self.close_order = price, t, order
+            elif t < self.open_t or (t == self.open_t and order < self.open_order):
+                self.open, self.open_t, self.open_order = price, t, order
+            if first is not None and (self.first_id is None or first < self.first_id):
+                self.first_id = first
+            if last is not None and (self.last_id is None or last > self.last_id):
+                self.last_id = last
+        self.count += n
+        self.volume += qty
+        self.quote += quote
+        if buy:
+            self.taker_volume += qty
+            self.taker_quote += quote
+        return close_changed
+
+    def carry(self, price: int) -> bool:
+        """Set an empty bar's prices to ``price``; return True if that changed anything."""
+        if self.open == price:
+            return False
+        self.open = self.high = self.low = self.close = price
+        return True
+
+    def replace_with(self, row: ExchangeKline) -> None:
+        """Take the exchange's values (a repair). Its rows carry no trade ids, so ours go."""
+        self.open, self.high, self.low, self.close = row.open, row.high, row.low, row.close
+        self.volume, self.quote, self.count = row.volume, row.quote, row.count
+        self.taker_volume, self.taker_quote = row.taker_volume, row.taker_quote
+        self.first_id = self.last_id = None
+        self.repaired = True
+
+    def to_kline(self, symbol: str, interval: str, *, closed: bool) -> Kline:
+        """The published record."""
+        fmt = format_scaled
+        return Kline(
+            symbol,
+            interval,
+            self.close_time + 1 - self.open_time,
+            self.open_time,
+            self.close_time,
+            fmt(self.open),
+            fmt(self.high),
+            fmt(self.low),
+            fmt(self.close),
+            fmt(self.volume),
+            fmt(self.quote, PRODUCT_DIGITS),
+            self.count,
+            fmt(self.taker_volume),
+            fmt(self.taker_quote, PRODUCT_DIGITS),
+            self.first_id,
+            self.last_id,
+            closed,
+            self.revision,
+            self.repaired,
+        )

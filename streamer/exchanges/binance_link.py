@@ -1,0 +1,158 @@
+"""One Binance WebSocket connection: its reader task, its paced requests, its liveness probe.
+
+A link reads frames in its own task and hands each to the connector's handler. Requests it sends
+(SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS) go out no faster than Binance allows incoming
+messages (5/s spot, 10/s futures; we stay under with 4/s and 8/s), and their replies are matched
+by id. :meth:`BinanceLink.probe` asks LIST_SUBSCRIPTIONS: a reply proves the connection still
+carries data, so a quiet market is not mistaken for a dead feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+
+from streamer.exchanges.binance_parser import Ack, ErrorReply
+
+__all__ = ["REQUEST_RATE", "SUBSCRIBE_CHUNK", "BinanceLink"]
+
+REQUEST_RATE = {"spot": 4.0, "linear": 8.0}  # requests/s, under Binance's 5/s and 10/s
+SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
+
+
+class BinanceLink:
+    """A live connection. ``handler(link, frame)`` is called for every frame received."""
+
+    _ids = 0  # request ids are unique per process, so replies can never be confused
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        channel: str,
+        handler: Callable[[BinanceLink, str | bytes], None],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ws = ws
+        self.channel = channel
+        self._handler = handler
+        self._sleep = sleep
+        self._clock = clock
+        self._pause = 1 / REQUEST_RATE[channel]
+        self._send_lock = asyncio.Lock()
+        self._last_send = -1e9
+        self._replies: dict[int, asyncio.Future[Ack | ErrorReply]] = {}
+        self.opened_at = clock()
+        self.last_message_at = self.opened_at
+        self.closed = asyncio.Event()
+        self.error: BaseException | None = None
+        self.shutdown_notice = asyncio.Event()
+        self.refused: list[str] = []  # error messages for our requests
+        self._reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start reading."""
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="binance-read")
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                self.last_message_at = self._clock()
+                self._handler(self, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.closed.set()
+            for future in self._replies.values():
+                if not future.done():
+                    future.cancel()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def request(self, method: str, params: list[str] | None = None) -> int:
+        """Send a request at Binance's pace; return its id (the reply comes via :meth:`reply`)."""
+        async with self._send_lock:
+            wait = self._last_send + self._pause - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+            BinanceLink._ids += 1
+            request_id = BinanceLink._ids
+            body: dict[str, Any] = {"method": method, "id": request_id}
+            if params is not None:
+                body["params"] = params
+            self._replies[request_id] = asyncio.get_running_loop().create_future()
+            await self.ws.send(orjson.dumps(body).decode())
+            self._last_send = self._clock()
+            return request_id
+
+    def reply(self, answer: Ack | ErrorReply) -> None:
+        """A reply arrived (called by the handler)."""
+        future = self._replies.pop(answer.id, None) if isinstance(answer.id, int) else None
+        if future is not None and not future.done():
+            future.set_result(answer)
+        if isinstance(answer, ErrorReply):
+            self.refused.append(answer.message)
+
+    async def wait_reply(self, request_id: int, timeout: float) -> Ack | ErrorReply | None:
+        """The reply to ``request_id``, or None if none came within ``timeout`` seconds."""
+        future = self._replies.get(request_id)
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            return None
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def subscribe(self, streams: list[str], timeout: float) -> bool:
+        """SUBSCRIBE ``streams`` in chunks; True once every chunk was acknowledged."""
+        ids = [
+            await self.request("SUBSCRIBE", streams[start : start + SUBSCRIBE_CHUNK])
+            for start in range(0, len(streams), SUBSCRIBE_CHUNK)
+        ]
+        replies = [await self.wait_reply(request_id, timeout) for request_id in ids]
+        return all(isinstance(reply, Ack) for reply in replies)
+
+    async def unsubscribe(self, streams: list[str]) -> None:
+        """UNSUBSCRIBE ``streams`` (replies are not awaited)."""
+        for start in range(0, len(streams), SUBSCRIBE_CHUNK):
+            await self.request("UNSUBSCRIBE", streams[start : start + SUBSCRIBE_CHUNK])
+
+    async def probe(self, timeout: float) -> list[str] | None:
+        """LIST_SUBSCRIPTIONS: the streams the server says we have, or None if it did not
+        answer within ``timeout`` (the connection is stalled)."""
+        reply = await self.wait_reply(await self.request("LIST_SUBSCRIPTIONS"), timeout)
+        if isinstance(reply, Ack) and isinstance(reply.result, list):
+            return [str(stream) for stream in reply.result]
+        return None
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close gracefully: frames already received are still handled, then the reader ends."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout)
+        await self._join(timeout)
+
+    async def abort(self) -> None:
+        """Drop the connection at once (a stalled link will not answer a close)."""
+        self.ws.transport.abort()
+        await self._join(1.0)
+
+    async def _join(self, timeout: float) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            done, _ = await asyncio.wait({reader}, timeout=timeout)
+            if not done:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -354,3 +355,20 @@ async def test_a_new_symbol_beyond_the_connections_capacity_opens_a_connection()
             fake.symbols["BUSDT"] = "TRADING"
             await fake.wait_for_streams(["busdt@trade"])
             assert fake.connection_count == 2
+
+
+async def test_the_fake_cuts_a_client_sending_over_5_messages_a_second_as_binance_does() -> None:
+    """Our pacing (test above) exists because of this rule."""
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import ConnectionClosed
+
+    async with (
+        FakeBinance() as fake,
+        ws_connect(f"{fake.ws_url}/stream?streams=btcusdt@trade") as ws,
+    ):
+        with contextlib.suppress(ConnectionClosed):
+            for request_id in range(1, 8):
+                await ws.send(f'{{"method":"LIST_SUBSCRIPTIONS","id":{request_id}}}')
+            while True:
+                await asyncio.wait_for(ws.recv(), 2)
+        assert ws.close_code == 1008

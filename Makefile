@@ -5,7 +5,7 @@ SOURCES = streamer tests bench examples
 .PHONY: install run test pytest lint format typecheck bench
 
 install:  ## install streamer with its development tools (editable)
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e ".[dev,vn]"
 
 run:  ## run the service from STREAMER_* variables and .env
 	$(PYTHON) -m streamer

@@ -15,8 +15,9 @@ The rules, which reproduce Binance's own klines:
   bar end + waiter latency. :meth:`advance` catches up on everything that is due however late
   it is called, so every bar is published as closed exactly once.
 * An interval without trades yields a bar with open = high = low = close = the previous close
-  and zero volumes (``fill_empty``, on by default, as Binance does). No bar is made before a
-  symbol's first trade.
+  and zero volumes (``fill_empty``, on by default, as Binance does), if it overlaps the market's
+  trading time (``calendar``: always, for crypto; no bars for nights, lunch breaks, weekends and
+  holidays of a session market). No bar is made before a symbol's first trade.
 * A trade that arrives after its bar closed is applied to every interval it belongs to; each
   closed bar it changed is published again with ``revision`` + 1 (and so are the empty bars
   after it whose carried-forward price changed), so five 1m bars always add up to the 5m bar.
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 
 from streamer.bar import Bar, ExchangeKline
 from streamer.intervals import Interval
+from streamer.markets import ALWAYS_OPEN, Calendar
 from streamer.records import Kline, Trade
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
@@ -150,6 +152,7 @@ class KlineAggregator:
         repairs: bool = False,
         repair_delay_ms: int = 1_000,
         max_repair_age_ms: int = 3_600_000,
+        calendar: Calendar = ALWAYS_OPEN,
     ) -> None:
         if not intervals:
             raise ValueError("at least one interval is required")
@@ -161,6 +164,7 @@ class KlineAggregator:
         self.repairs = repairs
         self.repair_delay_ms = repair_delay_ms
         self.max_repair_age_ms = max_repair_age_ms
+        self.calendar = calendar
         self.stats = AggregatorStats()
         self._symbols: dict[str, _Symbol] = {}
         self._due = [_NEVER] * len(self.intervals)  # earliest forming-bar end per interval
@@ -476,6 +480,11 @@ class KlineAggregator:
                 skipped = (target_open - open_time) // max(close_time + 1 - open_time, 1)
                 self.stats.empty_bars_skipped += skipped
                 break
+            if not self.calendar.overlaps_session(open_time, close_time):
+                # Closed market: jump to the bar where trading resumes, not bar by bar.
+                resume = interval.open_time(self.calendar.next_open(open_time))
+                open_time = max(close_time + 1, resume)
+                continue
             self._close(series, Bar(open_time, close_time, carry))
             self.stats.empty_bars += 1
             made += 1
@@ -489,6 +498,8 @@ class KlineAggregator:
             self._due[index] = end
 
     def _close(self, series: _Series, bar: Bar) -> None:
+        if not bar.count and not self.calendar.overlaps_session(bar.open_time, bar.close_time):
+            return  # no trading then (a night, a lunch break): no bar at all
         series.closed.append(bar)
         self._dirty.pop(id(series), None)
         self.stats.closed += 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from streamer import __version__
 from streamer.consumers.manager import ConsumerManager
-from streamer.exchanges import StartupError, connector_class
+from streamer.exchanges import StartupError, connector_for
 from streamer.logs import setup_logging
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings, load_settings, unknown_variables
@@ -45,7 +45,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 def check(settings: Settings) -> None:
     """Validate what can be validated without connecting; raise :class:`ConfigError`."""
-    connector_class(settings.exchange)
+    connector_for(settings).validate(settings)
     ConsumerManager().create(settings)
 
 

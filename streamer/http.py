@@ -9,15 +9,17 @@ status and the server's ``Retry-After`` (seconds) when it sent one (Binance does
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from streamer import __version__
 
-__all__ = ["MAX_RESPONSE_BYTES", "HttpError", "get_json"]
+__all__ = ["MAX_RESPONSE_BYTES", "HttpError", "WeightBudget", "get_json"]
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -73,3 +75,33 @@ def _seconds(value: str | None) -> float | None:
 async def get_json(url: str, *, timeout: float) -> Any:
     """GET ``url`` and decode its JSON body, in a worker thread, within ``timeout`` seconds."""
     return await asyncio.to_thread(_get, url, timeout)
+
+
+class WeightBudget:
+    """A token bucket of request weight (or calls): ``per_minute`` refilled continuously.
+
+    Used for Binance's REST weight and vnstock's call quota."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+
+    async def spend(self, weight: int) -> None:
+        """Wait until ``weight`` is available, then take it."""
+        while True:
+            now = self._clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self.tokens >= weight:
+                self.tokens -= weight
+                return
+            await self._sleep((weight - self.tokens) / self.rate)

@@ -5,8 +5,12 @@ websockets library's HTTP handshake hook, which already parses requests with bou
 second HTTP stack is needed.
 
 ``/health`` returns JSON with 200 when ``ok`` or ``degraded`` and 503 when ``down``,
-``starting`` or ``stopping``: ``down`` when no exchange connection is up, ``degraded`` when some
-are not, or a consumer reports ``state: down`` (Redis unreachable) or has its queue 90% full.
+``starting`` or ``stopping``. ``feed`` says how the market data is: ``market_closed`` (a session
+market outside its hours: never an error), ``ok``, ``stale`` (connected but no data for
+``STREAMER_FEED_SILENCE_SECONDS``) or ``broken`` (no connection up while the market trades, which
+makes the status ``down``). ``degraded`` lists its reasons in ``problems``: some connection not
+up, a stale feed, a consumer reporting ``state: down`` (Redis unreachable) or with its queue 90%
+full, or DNSE's fallback carrying the stream.
 
 ``/metrics`` is Prometheus text from prometheus-client. The hot path only increments plain
 integers; :class:`ServiceCollector` reads them at scrape time.
@@ -78,21 +82,26 @@ def health_status(service: Service) -> tuple[int, dict[str, Any]]:
     connections: dict[str, dict[str, Any]] = connector.get("connections", {})
     consumers: dict[str, dict[str, Any]] = details.get("consumers", {})  # type: ignore[assignment]
     problems: list[str] = []
-    up = [name for name, c in connections.items() if c.get("state") == "connected"]
+    feed = service.connector.feed_state() if service.connector is not None else "broken"
     if service.stopping:
         status = "stopping"
     elif not service.ready.is_set():
         status = "starting"
-    elif not up:
+    elif feed == "broken":
         status = "down"
-        problems.append("no exchange connection is up")
+        problems.append("no exchange connection is up while the market trades")
     else:
         status = "ok"
-        problems.extend(
-            f"connection {name} is {c.get('state')}"
-            for name, c in connections.items()
-            if c.get("state") != "connected"
-        )
+        if feed == "stale":
+            problems.append(f"no market data for over {service.settings.feed_silence_seconds:g} s")
+        if feed != "market_closed":
+            problems.extend(
+                f"connection {name} is {c.get('state')}"
+                for name, c in connections.items()
+                if c.get("state") not in ("connected", "market_closed")
+            )
+        if connector.get("active") == "vnstock":
+            problems.append("DNSE is unhealthy: the vnstock fallback carries the stream")
         for name, consumer in consumers.items():
             if consumer.get("state") == "down":
                 problems.append(f"consumer {name} is down")
@@ -101,7 +110,7 @@ def health_status(service: Service) -> tuple[int, dict[str, Any]]:
                 problems.append(f"consumer {name} is falling behind")
         if problems:
             status = "degraded"
-    body = {"status": status, "problems": problems, **details}
+    body = {"status": status, "feed": feed, "problems": problems, **details}
     code = 200 if status in ("ok", "degraded") else 503
     return code, body
 

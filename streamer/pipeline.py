@@ -22,7 +22,7 @@ from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import ExchangeClock, wall_clock_ms
 from streamer.logs import RateLimitedLog
-from streamer.records import DataType, Price, Quote, Status, Ticker, Trade
+from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trade
 from streamer.repair import KlineSource, RepairWorker
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
@@ -180,6 +180,10 @@ class Pipeline:
         if timestamp is not None and timestamp <= record.received_at + MAX_FUTURE_MS:
             self.clock.observe(timestamp)
         self.broadcaster.publish(self._keys[data_type], record)
+
+    def on_kline(self, kline: Kline) -> None:
+        """A bar the exchange built itself (published as is, when our own klines are off)."""
+        self.broadcaster.publish(self._klines_key, kline)
 
     def on_status(
         self,

@@ -50,6 +50,8 @@ class Trade:
     ``first_trade_id``/``last_trade_id`` are the exchange trade ids it covers: both equal to
     ``trade_id`` for a single trade, a range for a futures aggregate trade (``f``..``l``).
     ``timestamp`` is the exchange's trade time, ``received_at`` our local receive time.
+    ``source`` is where the event came from (``binance``, ``dnse``, ``vnstock``): with a
+    fallback feed, events of one stream can come from two sources.
 
     ``_price`` and ``_quantity`` are the same values as exact integers scaled by 10**8
     (:mod:`streamer.numbers`), parsed once by the connector for the aggregator. orjson does not
@@ -66,6 +68,7 @@ class Trade:
     received_at: int
     first_trade_id: int | None
     last_trade_id: int | None
+    source: str
     _price: int = field(repr=False, compare=False)
     _quantity: int = field(repr=False, compare=False)
 
@@ -81,6 +84,7 @@ class Trade:
         received_at: int,
         first_trade_id: int | None = None,
         last_trade_id: int | None = None,
+        source: str = "binance",
     ) -> Trade:
         """Validate and normalise decimal strings; raise :class:`ValueError` if malformed.
 
@@ -102,6 +106,7 @@ class Trade:
             received_at,
             trade_id if first_trade_id is None else first_trade_id,
             trade_id if last_trade_id is None else last_trade_id,
+            source,
             price_units,
             quantity_units,
         )
@@ -155,6 +160,7 @@ class Ticker:
     price_change_percent: str
     trade_count: int
     received_at: int
+    source: str = "binance"
 
 
 @dataclass(slots=True)
@@ -165,12 +171,14 @@ class Price:
     price: str
     timestamp: int
     received_at: int
+    source: str = "binance"
 
 
 @dataclass(slots=True)
 class Quote:
-    """Best bid and ask (Binance ``@bookTicker``). ``timestamp`` is null where the exchange
-    sends no event time (Binance spot)."""
+    """Best bid and ask (Binance ``@bookTicker``, DNSE ``top_price``, vnstock's price board).
+    ``timestamp`` is null where the exchange sends no event time (Binance spot);
+    ``last_price`` is the last match where the source gives it with the quote (vnstock)."""
 
     symbol: str
     bid_price: str
@@ -180,6 +188,8 @@ class Quote:
     update_id: int | None
     timestamp: int | None
     received_at: int
+    last_price: str | None = None
+    source: str = "binance"
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from streamer.aggregator import KlineAggregator
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.base import BaseConsumer
 from streamer.consumers.manager import ConsumerManager
-from streamer.exchanges import Connector, connector_class
+from streamer.exchanges import Connector, connector_for
 from streamer.logs import RateLimitedLog
 from streamer.monitor import HealthServer
 from streamer.pipeline import Pipeline
@@ -122,9 +122,10 @@ class Service:
             await consumer.start()
         self.broadcaster.start()
 
-        cls = connector_class(settings.exchange)
+        cls = connector_for(settings)
+        cls.validate(settings)
         channels = cls.channels(settings)
-        self.pipelines = {channel: self._pipeline(channel) for channel in channels}
+        self.pipelines = {channel: self._pipeline(channel, cls) for channel in channels}
         factory = self._connector_factory or cls
         self.connector = factory(settings, self.pipelines)
         for channel, pipeline in self.pipelines.items():
@@ -142,18 +143,20 @@ class Service:
         )
         return self.connector
 
-    def _pipeline(self, channel: str) -> Pipeline:
+    def _pipeline(self, channel: str, connector: type[Connector]) -> Pipeline:
         settings = self.settings
         aggregator = None
         if settings.enable_klines_stream:
+            offset = connector.utc_offset_ms
             aggregator = KlineAggregator(
-                settings.intervals,
+                [interval.with_offset(-offset) for interval in settings.intervals],
                 waiter_latency_ms=settings.waiter_latency_ms,
                 late_window_ms=settings.aggregator_late_window_ms,
                 fill_empty=settings.aggregator_empty_bars_enabled,
                 track_updates=settings.kline_updates_interval_ms > 0,
                 repairs=settings.aggregator_repairs_enabled,
                 repair_delay_ms=settings.aggregator_repair_delay_ms,
+                calendar=connector.calendar(settings),
             )
         assert self.broadcaster is not None
         return Pipeline(

@@ -12,11 +12,19 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamer.intervals import Interval, parse_intervals
@@ -54,6 +62,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        populate_by_name=True,
     )
 
     # -- exchange ----------------------------------------------------------------------------
@@ -73,6 +82,38 @@ class Settings(BaseSettings):
     binance_connection_lifetime_seconds: float = Field(default=84_600.0, gt=0, le=86_400)
     watchdog_silence_seconds: float = Field(default=30.0, gt=0, le=3_600)
     watchdog_probe_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # -- Vietnam: DNSE, vnstock, failover ----------------------------------------------------
+    dnse_ws_url: str = "wss://ws-openapi.dnse.com.vn"
+    dnse_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STREAMER_DNSE_API_KEY", "DNSE_API_KEY")
+    )
+    dnse_api_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "STREAMER_DNSE_API_SECRET", "DNSE_API_SECRET_KEY", "DNSE_API_SECRET"
+        ),
+    )
+    dnse_boards: CommaList = Field(default=["G1"])
+    dnse_market_indexes: CommaList = Field(default=[])
+    dnse_ohlc_resolutions: CommaList = Field(default=[])
+    dnse_quantity_multipliers: CommaList = Field(default=["STO:10"])
+    dnse_connection_lifetime_seconds: float = Field(default=27_900.0, gt=0, le=28_800)
+    dnse_symbols_per_connection: int = Field(default=100, ge=1, le=200)
+    vn_price_unit: Literal["vnd", "thousand_vnd"] = "vnd"
+    vn_holidays: CommaList = Field(default=[])
+    vnstock_source: Literal["KBS", "VCI"] = "KBS"
+    vnstock_poll_interval: float = Field(default=3.0, ge=0.5, le=3_600)
+    vnstock_kbs_url: str = "https://kbbuddywts.kbsec.com.vn"
+    vnstock_vci_url: str = "https://trading.vietcap.com.vn"
+    vnstock_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STREAMER_VNSTOCK_API_KEY", "VNSTOCK_API_KEY"),
+    )
+    fallback_exchange: Literal["vnstock-poll"] | None = None
+    failover_after_seconds: float = Field(default=30.0, gt=0, le=3_600)
+    failover_recovery_seconds: float = Field(default=120.0, gt=0, le=86_400)
+    feed_silence_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     # -- streams -----------------------------------------------------------------------------
     enable_klines_stream: bool = True
@@ -146,6 +187,11 @@ class Settings(BaseSettings):
         "kline_intervals",
         "enabled_consumers",
         "console_data_types",
+        "dnse_boards",
+        "dnse_market_indexes",
+        "dnse_ohlc_resolutions",
+        "dnse_quantity_multipliers",
+        "vn_holidays",
         mode="before",
     )
     @classmethod
@@ -154,6 +200,10 @@ class Settings(BaseSettings):
 
     @field_validator(
         "exchange_symbols_limit",
+        "dnse_api_key",
+        "dnse_api_secret",
+        "vnstock_api_key",
+        "fallback_exchange",
         "redis_url",
         "redis_user",
         "redis_password",
@@ -208,6 +258,37 @@ class Settings(BaseSettings):
             raise ValueError("at least one consumer is required, e.g. console")
         return list(dict.fromkeys(value))
 
+    @field_validator("dnse_quantity_multipliers")
+    @classmethod
+    def _multipliers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            market, _, factor = entry.partition(":")
+            if not (market and factor.isdigit() and int(factor) > 0):
+                raise ValueError(
+                    f"{entry!r}: use MARKET:FACTOR pairs such as STO:10,STX:1 (marketId of DNSE)"
+                )
+        return [entry.upper() for entry in value]
+
+    @field_validator("vn_holidays")
+    @classmethod
+    def _holidays(cls, value: list[str]) -> list[str]:
+        for day in value:
+            try:
+                date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a date; use YYYY-MM-DD,YYYY-MM-DD") from None
+        return value
+
+    @field_validator("dnse_ws_url")
+    @classmethod
+    def _dnse_url(cls, value: str) -> str:
+        return cls._ws_url(value)
+
+    @field_validator("vnstock_kbs_url", "vnstock_vci_url")
+    @classmethod
+    def _vnstock_urls(cls, value: str) -> str:
+        return cls._http_url(value)
+
     @field_validator("websocket_path")
     @classmethod
     def _path(cls, value: str) -> str:
@@ -255,6 +336,16 @@ class Settings(BaseSettings):
     def intervals(self) -> tuple[Interval, ...]:
         """The kline intervals, parsed, shortest first."""
         return parse_intervals(self.kline_intervals)
+
+    @property
+    def quantity_multipliers(self) -> dict[str, int]:
+        """DNSE marketId -> factor turning its quantities into shares or contracts."""
+        return {m: int(f) for m, _, f in (e.partition(":") for e in self.dnse_quantity_multipliers)}
+
+    @property
+    def holidays(self) -> list[date]:
+        """Vietnamese non-trading weekdays."""
+        return [date.fromisoformat(day) for day in self.vn_holidays]
 
     @property
     def waiter_latency_ms(self) -> int:

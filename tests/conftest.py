@@ -161,10 +161,10 @@ class RunningService:
         return self
 
     def connected(self) -> bool:
-        """Whether every exchange connection is up."""
+        """Whether every exchange connection is up (or idle because the market is closed)."""
         health: Any = self.service.health()["connector"]
         states = [c["state"] for c in health.get("connections", {}).values()]
-        return bool(states) and all(state == "connected" for state in states)
+        return bool(states) and all(state in ("connected", "market_closed") for state in states)
 
     async def stop(self) -> int:
         import asyncio

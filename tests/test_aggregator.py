@@ -254,6 +254,28 @@ def test_taker_buy_volume_counts_trades_whose_buyer_was_the_taker() -> None:
     assert (bar.taker_buy_volume, bar.taker_buy_quote_volume) == ("2", "20")
 
 
+def test_a_session_market_gets_no_empty_bars_at_lunch_overnight_or_at_the_weekend() -> None:
+    """Vietnam: 1d is the ICT trading day; empty bars only where the market trades."""
+    from streamer.markets import VietnamCalendar
+    from tests.test_markets import ict
+
+    intervals = [i.with_offset(-7 * 3_600_000) for i in parse_intervals(["1m", "1h", "1d"])]
+    agg = KlineAggregator(intervals, calendar=VietnamCalendar())
+    agg.add_trade(trade(None, ict(2026, 11, 20, 11, 28, 30), "24350"))  # Friday morning
+    agg.add_trade(trade(None, ict(2026, 11, 20, 13, 0, 10), "24400"))  # after lunch
+    agg.advance(ict(2026, 11, 23, 9, 0))  # Monday's open
+    bars = by_key(agg.drain())
+    minutes = sorted(t for name, t in bars if name == "1m")
+    assert minutes[:3] == [ict(2026, 11, 20, 11, 28), ict(2026, 11, 20, 11, 29),
+                           ict(2026, 11, 20, 13, 0)]  # fmt: skip
+    assert max(minutes) == ict(2026, 11, 20, 14, 59)  # nothing after the close
+    days = [t for name, t in bars if name == "1d"]
+    assert days == [ict(2026, 11, 20, 0, 0)]  # opens at local midnight; no Saturday, Sunday
+    assert bars[("1d", days[0])].trade_count == 2
+    hours = sorted(t for name, t in bars if name == "1h")
+    assert ict(2026, 11, 20, 12, 0) not in hours  # the lunch hour has no trading at all
+
+
 # -- late and duplicate trades ---------------------------------------------------------------
 
 

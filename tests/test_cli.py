@@ -84,14 +84,23 @@ def test_check_validates_consumers_too(
     assert "unknown consumer 'kafka'; known: console, file, redis, websocket" in err
 
 
-def test_an_exchange_without_a_connector_yet_is_a_configuration_error(
+def test_dnse_without_credentials_is_a_configuration_error_naming_both_variables(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("STREAMER_EXCHANGE", "dnse")
     assert main(["--check"]) == 2
-    assert (
-        "STREAMER_EXCHANGE='dnse': no connector for it in this version" in capsys.readouterr().err
+    assert "STREAMER_DNSE_API_KEY and STREAMER_DNSE_API_SECRET are required" in (
+        capsys.readouterr().err
     )
+
+
+def test_a_fallback_is_only_for_dnse(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "binance")
+    monkeypatch.setenv("STREAMER_FALLBACK_EXCHANGE", "vnstock-poll")
+    assert main(["--check"]) == 2
+    assert "only supported for STREAMER_EXCHANGE=dnse" in capsys.readouterr().err
 
 
 def test_unknown_streamer_variables_are_warned_about(

@@ -65,7 +65,8 @@ async def test_health_is_down_with_503_when_no_exchange_connection_is_up() -> No
         status, body = await get(port, "/health")
     assert status == 503
     assert body["status"] == "down"
-    assert body["problems"] == ["no exchange connection is up"]
+    assert body["problems"] == ["no exchange connection is up while the market trades"]
+    assert body["feed"] == "broken"
 
 
 async def test_health_is_degraded_when_a_consumer_is_down() -> None:

@@ -15,7 +15,7 @@ KLINE_KEYS = [
 ]  # fmt: skip
 TRADE_KEYS = [
     "symbol", "trade_id", "price", "quantity", "side", "timestamp", "received_at",
-    "first_trade_id", "last_trade_id",
+    "first_trade_id", "last_trade_id", "source",
 ]  # fmt: skip
 
 
@@ -63,10 +63,13 @@ def test_trade_create_rejects_what_cannot_be_a_trade(price: str, quantity: str, 
 def test_other_records_serialise_their_fields_by_name() -> None:
     assert orjson.loads(orjson.dumps(Price("BTCUSDT", "1.5", 10, 11))) == {
         "symbol": "BTCUSDT", "price": "1.5", "timestamp": 10, "received_at": 11,
+        "source": "binance",
     }  # fmt: skip
     quote = orjson.loads(orjson.dumps(Quote("B", "1", "2", "3", "4", 9, None, 5)))
     assert quote["timestamp"] is None
     assert quote["update_id"] == 9
+    assert quote["last_price"] is None
+    assert quote["source"] == "binance"
     ticker = Ticker("B", 1, "2", "3", "4", "5", "6", "7", "8", "9", 10, 11)
     assert orjson.loads(orjson.dumps(ticker))["price_change_percent"] == "9"
     status = orjson.loads(orjson.dumps(Status("connected", 1, "conn-0", "2 streams")))

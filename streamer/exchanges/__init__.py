@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib
 
 from streamer.exchanges.base import Connector, StartupError
-from streamer.settings import EXCHANGES, ConfigError
+from streamer.settings import EXCHANGES, ConfigError, Settings
 
-__all__ = ["Connector", "StartupError", "connector_class"]
+__all__ = ["Connector", "StartupError", "connector_class", "connector_for"]
 
 # Imported on demand: choosing one exchange never imports another's dependencies.
-_BUILTIN = {"binance": "streamer.exchanges.binance:BinanceConnector"}
+_BUILTIN = {
+    "binance": "streamer.exchanges.binance:BinanceConnector",
+    "dnse": "streamer.exchanges.dnse:DnseConnector",
+    "vnstock-poll": "streamer.exchanges.vnstock:VnstockConnector",
+}
 
 
 def connector_class(exchange: str) -> type[Connector]:
@@ -26,3 +30,18 @@ def connector_class(exchange: str) -> type[Connector]:
     module_name, _, attr = target.partition(":")
     cls: type[Connector] = getattr(importlib.import_module(module_name), attr)
     return cls
+
+
+def connector_for(settings: Settings) -> type[Connector]:
+    """The connector to run: the exchange's own, or DNSE with its vnstock fallback."""
+    fallback = settings.fallback_exchange
+    if fallback is None:
+        return connector_class(settings.exchange)
+    if (settings.exchange, fallback) != ("dnse", "vnstock-poll"):
+        raise ConfigError(
+            f"STREAMER_FALLBACK_EXCHANGE={fallback}: a fallback is only supported for "
+            "STREAMER_EXCHANGE=dnse (vnstock-poll); unset it"
+        )
+    from streamer.exchanges.failover import FailoverConnector
+
+    return FailoverConnector

@@ -10,8 +10,10 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from streamer.clock import wall_clock_ms
+from streamer.markets import ALWAYS_OPEN, Calendar
 from streamer.pipeline import Pipeline
 from streamer.repair import KlineSource
 from streamer.settings import Settings
@@ -62,6 +64,20 @@ class Connector(abc.ABC):
     def channels(cls, settings: Settings) -> list[str]:
         """The channels this configuration streams (``spot``, ``linear``, ...)."""
 
+    @classmethod
+    def calendar(cls, settings: Settings) -> Calendar:
+        """When the market trades (empty bars, pollers, health); crypto never closes."""
+        return ALWAYS_OPEN
+
+    #: Milliseconds added to UTC to get the market's clock: daily and weekly bars open at the
+    #: market's midnight (Vietnam: UTC+7).
+    utc_offset_ms: ClassVar[int] = 0
+
+    @classmethod
+    def validate(cls, settings: Settings) -> None:
+        """Check this exchange's settings without connecting; raise ConfigError."""
+        return
+
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Resolve symbols and plan connections; raise ConfigError or StartupError."""
 
@@ -80,3 +96,22 @@ class Connector(abc.ABC):
     def health(self) -> dict[str, object]:
         """Connection states and counters for ``/health``."""
         return {}
+
+    def last_data_age(self) -> float | None:
+        """Seconds since market data last arrived (None: never, or not tracked)."""
+        return None
+
+    def feed_state(self, now_ms: int | None = None) -> str:
+        """``market_closed``, ``ok``, ``stale`` (connected, but no data for
+        ``STREAMER_FEED_SILENCE_SECONDS`` while the market trades) or ``broken`` (no connection
+        up while the market trades). Never ``broken`` just because the market is closed."""
+        now_ms = wall_clock_ms() if now_ms is None else now_ms
+        if not self.calendar(self.settings).in_session(now_ms):
+            return "market_closed"
+        connections: Any = self.health().get("connections", {})
+        if not any(c.get("state") == "connected" for c in connections.values()):
+            return "broken"
+        age = self.last_data_age()
+        if age is not None and age > self.settings.feed_silence_seconds:
+            return "stale"
+        return "ok"

@@ -51,8 +51,8 @@ from streamer.exchanges.binance_parser import (
     ParseError,
     ServerShutdown,
 )
-from streamer.exchanges.binance_rest import BinanceRest, WeightBudget
-from streamer.http import HttpError, get_json
+from streamer.exchanges.binance_rest import BinanceRest
+from streamer.http import HttpError, WeightBudget, get_json
 from streamer.logs import RateLimitedLog
 from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
@@ -515,6 +515,10 @@ class BinanceConnector(Connector):
             self.plans.append(plan)
             if self._group is not None:
                 self._group.create_task(self._run_plan(plan), name=plan.name)
+
+    def last_data_age(self) -> float | None:
+        seen = [p.state.last_message_at for p in self.plans if p.state.last_message_at is not None]
+        return None if not seen else time.monotonic() - max(seen)
 
     def health(self) -> dict[str, object]:
         now = time.monotonic()

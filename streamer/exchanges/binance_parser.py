@@ -179,6 +179,7 @@ class BinanceParser:
             received_at,
             first,
             last,
+            "binance",
             price_units,
             quantity_units,
         )

@@ -8,18 +8,16 @@ the same IP keep working, and turn 429/418 into :class:`~streamer.reconnect.Retr
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamer.bar import ExchangeKline, parse_exchange_kline
-from streamer.http import HttpError
+from streamer.http import HttpError, WeightBudget
 from streamer.intervals import BINANCE_INTERVALS, Interval
 from streamer.reconnect import RetryAfter
 from streamer.repair import Unrepairable
 
-__all__ = ["BinanceRest", "WeightBudget"]
+__all__ = ["BinanceRest"]
 
 GetJson = Callable[..., Awaitable[Any]]
 
@@ -40,34 +38,6 @@ def kline_weight(channel: str, limit: int) -> int:
     if limit < 500:
         return 2
     return 5 if limit <= 1000 else 10
-
-
-class WeightBudget:
-    """A token bucket of request weight: ``per_minute`` refilled continuously."""
-
-    def __init__(
-        self,
-        per_minute: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.tokens = self.capacity
-        self._clock = clock
-        self._sleep = sleep
-        self._updated = clock()
-
-    async def spend(self, weight: int) -> None:
-        """Wait until ``weight`` is available, then take it."""
-        while True:
-            now = self._clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            if self.tokens >= weight:
-                self.tokens -= weight
-                return
-            await self._sleep((weight - self.tokens) / self.rate)
 
 
 class BinanceRest:

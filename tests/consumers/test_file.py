@@ -62,7 +62,7 @@ async def test_buffered_events_are_flushed_within_the_flush_interval(tmp_path: P
             break
         await asyncio.sleep(0.01)
     assert read_lines(path) == [
-        {"symbol": "BTCUSDT", "price": "1", "timestamp": 1, "received_at": 1}
+        {"symbol": "BTCUSDT", "price": "1", "timestamp": 1, "received_at": 1, "source": "binance"}
     ]
     await files.stop()
 

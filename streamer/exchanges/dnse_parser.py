@@ -1,0 +1,278 @@
+"""DNSE OpenAPI WebSocket frames -> typed records. Pure: text in, records out, no I/O.
+
+Control frames carry ``action`` (welcome, auth_success, subscribed, unsubscribed, ping, pong,
+connection_expired, error); everything else is data, told apart by ``T`` (``t``/``te`` trade,
+``q`` quote, ``mi`` market index, ``bc`` closed OHLC bar) or, when ``T`` is missing, by its
+fields. Parsing is tolerant, as DNSE's payloads vary between its documentation, its SDK and its
+older MQTT feed: camelCase, snake_case and abbreviated keys (``matchQtty``, ``match_qtty``,
+``mq``), quote levels with ``quantity`` or ``qtty``, numbers as strings, and times as
+``{"Seconds", "Nanos"}``, epoch seconds, ISO-8601 or local ``yyyy-MM-dd HH:mm:ss.SSS``.
+
+DNSE ticks carry no trade id. Their ``totalVolumeTraded`` (cumulative volume of the day) grows
+with every tick, so one parser shared by the connections of a connector drops a tick whose
+cumulative volume it has already passed that day (two connections overlap while one replaces
+the other): ``stats["duplicate"]``.
+
+Units (see README): DNSE quotes stock prices in thousand VND and derivatives/indices in points.
+With ``price_unit="vnd"`` (the default) stock prices are multiplied by 1000, exactly (decimal
+arithmetic on the literal, never a float product). Quantities are multiplied per ``marketId``
+(``quantity_multipliers``; HOSE ``STO`` trade quantities are in lots of 10 shares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import orjson
+
+from streamer.numbers import normalize_decimal
+from streamer.records import Kline, Quote, Ticker, Trade
+
+__all__ = ["CONTROL_ACTIONS", "Control", "DnseParser", "ParseError"]
+
+CONTROL_ACTIONS = frozenset(
+    {"welcome", "auth_success", "auth_error", "subscribed", "unsubscribed", "ping", "pong",
+     "connection_expired", "error"}
+)  # fmt: skip
+_PRICE_MARKETS = {"STO", "STX", "UPX", "HCX", "BDX"}  # quoted in thousand VND
+_ICT = 7 * 3_600_000
+_RESOLUTIONS = {"1": "1m", "3": "3m", "5": "5m", "15": "15m", "30": "30m", "1H": "1h",
+                "1D": "1d", "1W": "1w"}  # fmt: skip
+_ALIASES = {
+    "symbol": ("symbol", "s", "sym", "indexName", "index_name"),
+    "price": ("matchPrice", "match_price", "mp", "price"),
+    "qty": ("matchQtty", "matchQuantity", "match_qtty", "match_quantity", "mq", "qtty"),
+    "total": ("totalVolumeTraded", "total_volume_traded", "tvt"),
+    "market": ("marketId", "market_id", "mk"),
+    "board": ("boardId", "board_id", "bo"),
+    "side": ("side", "sd"),
+    "time": ("time", "sendingTime", "sending_time", "transactTime", "transact_time", "ts"),
+    "bid": ("bid", "bids", "b"),
+    "offer": ("offer", "offers", "ask", "asks", "o"),
+    "level_qty": ("quantity", "qtty", "qty", "volume", "q"),
+}
+
+
+class ParseError(ValueError):
+    """A frame that is not valid DNSE data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control frame: ``action`` and the whole decoded frame."""
+
+    action: str
+    frame: dict[str, Any]
+
+
+DnseEvent = Control | Trade | Quote | Ticker | Kline | None
+
+
+def _get(data: dict[str, Any], name: str) -> Any:
+    for key in _ALIASES[name]:
+        if key in data:
+            return data[key]
+    return None
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    """An exact decimal from a JSON number or string; floats through their shortest repr."""
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f"{what}: not a number: {value!r}")
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    except InvalidOperation:
+        raise ParseError(f"{what}: not a number: {value!r}") from None
+    if not number.is_finite():
+        raise ParseError(f"{what}: not a finite number: {value!r}")
+    return number
+
+
+def _text(number: Decimal) -> str:
+    return normalize_decimal(f"{number:f}")
+
+
+def parse_time(value: Any) -> int:
+    """Milliseconds since the epoch from any DNSE time spelling."""
+    if isinstance(value, dict):
+        seconds = value.get("Seconds", value.get("seconds"))
+        nanos = value.get("Nanos", value.get("nanos", 0)) or 0
+        if type(seconds) is not int or type(nanos) is not int:
+            raise ParseError(f"time: bad {{Seconds, Nanos}}: {value!r}")
+        return seconds * 1000 + nanos // 1_000_000
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value * 1000) if value < 10**11 else int(value)  # seconds or milliseconds
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return parse_time(int(text))
+        try:
+            if text.endswith("Z") or "T" in text:
+                return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+            local = datetime.fromisoformat(text).replace(tzinfo=UTC)  # ICT wall time
+            return int(local.timestamp() * 1000) - _ICT
+        except ValueError:
+            pass
+    raise ParseError(f"time: unreadable: {value!r:.80}")
+
+
+class DnseParser:
+    """Parses frames of one DNSE connection. ``stats`` counts frames by outcome."""
+
+    def __init__(
+        self, quantity_multipliers: dict[str, int] | None = None, price_unit: str = "vnd"
+    ) -> None:
+        self.multipliers = quantity_multipliers or {}
+        self.price_factor = Decimal(1000) if price_unit == "vnd" else Decimal(1)
+        self.stats = {"trade": 0, "quote": 0, "index": 0, "bar": 0, "control": 0, "ignored": 0,
+                      "duplicate": 0, "malformed": 0}  # fmt: skip
+        self._last_price: dict[str, Decimal] = {}
+        self._last_side: dict[str, Literal["buy", "sell"]] = {}
+        self._cumulative: dict[str, tuple[int, Decimal]] = {}  # symbol -> (ICT day, volume)
+        self.last_board: str | None = None  # boardId of the frame parsed last (routing)
+
+    def parse(self, raw: str | bytes, received_at: int) -> DnseEvent:
+        """Parse one frame received at local time ``received_at`` (ms)."""
+        try:
+            frame = orjson.loads(raw)
+            if not isinstance(frame, dict):
+                raise ParseError(f"expected a JSON object, got {type(frame).__name__}")
+            return self._dispatch(frame, received_at)
+        except orjson.JSONDecodeError as exc:
+            self.stats["malformed"] += 1
+            raise ParseError(f"invalid JSON: {exc}") from None
+        except ParseError:
+            self.stats["malformed"] += 1
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+            self.stats["malformed"] += 1
+            raise ParseError(f"{type(exc).__name__}: {exc}") from None
+
+    def _dispatch(self, frame: dict[str, Any], received_at: int) -> DnseEvent:
+        board = _get(frame, "board")
+        self.last_board = board if isinstance(board, str) else None
+        action = frame.get("action")
+        if action in CONTROL_ACTIONS:
+            self.stats["control"] += 1
+            return Control(str(action), frame)
+        kind = frame.get("T")
+        if kind in ("t", "te") or (kind is None and _get(frame, "qty") is not None):
+            trade = self._trade(frame, received_at)
+            self.stats["trade" if trade is not None else "duplicate"] += 1
+            return trade
+        if kind == "q" or (kind is None and _get(frame, "bid") is not None):
+            self.stats["quote"] += 1
+            return self._quote(frame, received_at)
+        if kind == "mi":
+            self.stats["index"] += 1
+            return self._index(frame, received_at)
+        if kind == "bc":
+            self.stats["bar"] += 1
+            return self._bar(frame)
+        if kind is None and action is None:
+            raise ParseError("neither an action nor a data type (T)")
+        self.stats["ignored"] += 1
+        return None
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _symbol(self, frame: dict[str, Any]) -> str:
+        symbol = _get(frame, "symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise ParseError(f"missing symbol: {symbol!r}")
+        return symbol.upper()
+
+    def _price(self, value: Any, market: str | None, what: str) -> Decimal:
+        price = _decimal(value, what)
+        return price * self.price_factor if market in _PRICE_MARKETS else price
+
+    def _trade(self, frame: dict[str, Any], received_at: int) -> Trade | None:
+        symbol = self._symbol(frame)
+        market = _get(frame, "market")
+        price = self._price(_get(frame, "price"), market, "matchPrice")
+        qty = _decimal(_get(frame, "qty"), "matchQtty") * self.multipliers.get(str(market), 1)
+        timestamp = parse_time(_get(frame, "time"))
+        total = _get(frame, "total")
+        if total is not None:
+            day, volume = (timestamp + _ICT) // 86_400_000, _decimal(total, "totalVolumeTraded")
+            seen = self._cumulative.get(symbol)
+            if seen is not None and seen[0] == day and volume <= seen[1]:
+                return None  # this tick (or a later one) already came in
+            self._cumulative[symbol] = (day, volume)
+        side = self._side(symbol, price, _get(frame, "side"))
+        return Trade.create(
+            symbol, None, _text(price), _text(qty), side, timestamp, received_at, source="dnse"
+        )
+
+    def _side(self, symbol: str, price: Decimal, given: Any) -> Literal["buy", "sell"]:
+        """The aggressor: DNSE's side when it gives one, else the tick rule (documented)."""
+        text = str(given or "").upper().removeprefix("SIDE_")
+        side: Literal["buy", "sell"]
+        if text in ("BUY", "B", "1"):
+            side = "buy"
+        elif text in ("SELL", "S", "2"):
+            side = "sell"
+        else:
+            previous = self._last_price.get(symbol)
+            if previous is None or price == previous:
+                side = self._last_side.get(symbol, "buy")
+            else:
+                side = "buy" if price > previous else "sell"
+        self._last_price[symbol] = price
+        self._last_side[symbol] = side
+        return side
+
+    def _levels(self, value: Any, market: str | None) -> tuple[str, str]:
+        if not isinstance(value, list) or not value or not isinstance(value[0], dict):
+            return "0", "0"
+        top = value[0]
+        price = self._price(top.get("price", top.get("p", 0)), market, "level price")
+        qty = _decimal(_get(top, "level_qty") or 0, "level quantity")
+        return _text(price), _text(qty * self.multipliers.get(str(market), 1))
+
+    def _quote(self, frame: dict[str, Any], received_at: int) -> Quote:
+        symbol = self._symbol(frame)
+        market = _get(frame, "market")
+        bid_price, bid_qty = self._levels(_get(frame, "bid"), market)
+        ask_price, ask_qty = self._levels(_get(frame, "offer"), market)
+        raw_time = _get(frame, "time")
+        timestamp = None if raw_time is None else parse_time(raw_time)
+        return Quote(symbol, bid_price, bid_qty, ask_price, ask_qty, None, timestamp, received_at,
+                     source="dnse")  # fmt: skip
+
+    def _index(self, frame: dict[str, Any], received_at: int) -> Ticker:
+        symbol = self._symbol(frame)
+        raw_time = frame.get("transactTime", frame.get("time"))
+        timestamp = received_at if raw_time is None else parse_time(raw_time)
+
+        def number(key: str) -> str:
+            value = frame.get(key)
+            return "0" if value is None else _text(_decimal(value, key))
+
+        return Ticker(
+            symbol, timestamp, number("valueIndexes"), number("priorValueIndexes"),
+            number("highestValueIndexes"), number("lowestValueIndexes"),
+            number("totalVolumeTraded"), number("grossTradeAmount"), number("changedValue"),
+            number("changedRatio"), 0, received_at, source="dnse",
+        )  # fmt: skip
+
+    def _bar(self, frame: dict[str, Any]) -> Kline:
+        symbol = self._symbol(frame)
+        interval = _RESOLUTIONS.get(str(frame.get("resolution")))
+        if interval is None:
+            raise ParseError(f"unknown OHLC resolution {frame.get('resolution')!r}")
+        start = parse_time(frame.get("time"))
+        market = "STO" if frame.get("type", "STOCK") == "STOCK" else None
+
+        def price(key: str) -> str:
+            return _text(self._price(frame.get(key), market, key))
+
+        length = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+                  "1h": 3_600_000, "1d": 86_400_000, "1w": 604_800_000}[interval]  # fmt: skip
+        volume = _text(_decimal(frame.get("volume", 0), "volume"))
+        return Kline(symbol, interval, length, start, start + length - 1, price("open"),
+                     price("high"), price("low"), price("close"), volume, "0", 0, "0", "0", None,
+                     None, True, 0)  # fmt: skip

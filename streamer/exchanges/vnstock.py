@@ -1,0 +1,363 @@
+"""``vnstock-poll``: Vietnamese quotes polled through the vnstock library (``streamer[vn]``).
+
+Every ``STREAMER_VNSTOCK_POLL_INTERVAL`` seconds (3), during market hours only, one batched
+``Trading(source=STREAMER_VNSTOCK_SOURCE).price_board(symbols)`` call (KBS by default, or VCI)
+gives, per symbol, the last match price, the best bid and ask and the volume traded so far
+today. From that we publish:
+
+* a quote (``quotes``): bid, ask and ``last_price``;
+* a **derived** trade (``trades``, fed to the aggregator) whenever the day's volume grew: its
+  quantity is the growth, its price the last match price, its time the board's time of the
+  last match (KBS) or our receive time (VCI), its side the tick rule (at or above the ask: buy;
+  at or below the bid: sell; else the direction from the previous price). It stands for every
+  match between two polls, so klines from it are approximations of the exchange's own: use the
+  DNSE feed for exact bars. Every such record has ``source: "vnstock"``.
+
+vnstock runs in a separate worker process (:mod:`streamer.exchanges.vnstock_worker`) because of
+its side effects; its quota (20 calls/min for guests, 60 with ``VNSTOCK_API_KEY``) is budgeted
+here with a margin, so polls may come less often than asked (at most 18 or 55 a minute). Outside
+the sessions (nights, lunch, weekends, ``STREAMER_VN_HOLIDAYS``) the connector sleeps until the
+next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import orjson
+
+import streamer
+from streamer.clock import wall_clock_ms
+from streamer.exchanges.base import ConnectionState, Connector
+from streamer.http import WeightBudget
+from streamer.logs import RateLimitedLog
+from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
+from streamer.numbers import normalize_decimal
+from streamer.pipeline import Pipeline
+from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
+from streamer.records import Quote, Trade
+from streamer.settings import ConfigError, Settings
+
+__all__ = ["VnstockConnector", "VnstockWorker", "WorkerError"]
+
+logger = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 30.0  # vnstock's own HTTP timeout is 30 s
+QUOTA_PER_MINUTE = {False: 18, True: 55}  # vnai allows 20 (guest) and 60 (API key): a margin
+# Where this package lives, so that the worker imports the very same code.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(streamer.__file__)))
+_WORKER_ENV = {
+    "VNSTOCK_DISABLE_AGENT_SETUP": "1",
+    "VNSTOCK_DISABLE_GLOBAL_AGENT": "1",
+    "VNSTOCK_AGENT_TARGETS": "none",
+    "VNSTOCK_TELEMETRY": "off",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class WorkerError(Exception):
+    """The worker could not answer (``kind`` ``quota`` or ``error``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class VnstockWorker:
+    """The vnstock worker process: started with a private HOME and working directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: asyncio.subprocess.Process | None = None
+        self.home: str | None = None
+        self._lock = asyncio.Lock()
+        self._ids = 0
+        self._stderr: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the process."""
+        settings = self.settings
+        self.home = tempfile.mkdtemp(prefix="streamer-vnstock-")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("VNSTOCK_")}
+        env.update(_WORKER_ENV)
+        env.update({
+            "HOME": self.home, "XDG_CACHE_HOME": self.home, "XDG_CONFIG_HOME": self.home,
+            "MPLCONFIGDIR": self.home, "STREAMER_VNSTOCK_KBS_URL": settings.vnstock_kbs_url,
+            "STREAMER_VNSTOCK_VCI_URL": settings.vnstock_vci_url,
+            "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p),
+        })  # fmt: skip
+        if settings.vnstock_api_key is not None:
+            env["VNSTOCK_API_KEY"] = settings.vnstock_api_key.get_secret_value()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamer.exchanges.vnstock_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=self.home, env=env, limit=16 << 20,
+        )  # fmt: skip
+        self._stderr = asyncio.get_running_loop().create_task(self._drain_stderr())
+
+    async def _drain_stderr(self) -> None:
+        assert self.process is not None
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            logger.debug("vnstock: %s", line.decode("utf-8", "replace").rstrip())
+
+    async def price_board(self, source: str, symbols: list[str]) -> list[dict[str, Any]]:
+        """One batched price-board call; :class:`WorkerError` if it failed."""
+        process = self.process
+        if process is None or process.stdin is None or process.stdout is None:
+            raise WorkerError("error", "the vnstock worker is not running")
+        async with self._lock:
+            self._ids += 1
+            request = {"id": self._ids, "source": source, "symbols": symbols}
+            process.stdin.write(orjson.dumps(request) + b"\n")
+            await process.stdin.drain()
+            line = await asyncio.wait_for(process.stdout.readline(), CALL_TIMEOUT_S)
+        if not line:
+            raise WorkerError("error", f"the vnstock worker exited ({process.returncode})")
+        reply = orjson.loads(line)
+        if not reply.get("ok"):
+            raise WorkerError(str(reply.get("kind", "error")), str(reply.get("error")))
+        rows: list[dict[str, Any]] = reply["rows"]
+        return rows
+
+    async def stop(self) -> None:
+        """Stop the process and delete its temporary HOME."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._stderr is not None:
+            self._stderr.cancel()
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _quantity(value: Any) -> str:
+    number = _decimal(value)
+    return "0" if number is None or number < 0 else normalize_decimal(f"{number:f}")
+
+
+class VnstockConnector(Connector):
+    """Polls vnstock's price board during market hours; see the module docstring."""
+
+    exchange = "vnstock-poll"
+    utc_offset_ms = ICT_OFFSET_MS
+    source = "vnstock"
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Mapping[str, Pipeline],
+        *,
+        worker: Callable[[Settings], VnstockWorker] = VnstockWorker,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        super().__init__(settings, pipelines)
+        self._worker_factory = worker
+        self._sleep = sleep
+        self._now = now_ms
+        self._backoff = backoff
+        self.pipeline = self.pipelines.get("G1") or next(iter(self.pipelines.values()))
+        self.market = self.calendar(settings)
+        keyed = settings.vnstock_api_key is not None
+        self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
+        self.state = ConnectionState("vnstock")
+        self.divisor = Decimal(1000) if settings.vn_price_unit == "thousand_vnd" else Decimal(1)
+        self._volumes: dict[str, tuple[int, Decimal]] = {}  # symbol -> (ICT day, volume today)
+        self._last: dict[str, Decimal] = {}
+        self._side: dict[str, Literal["buy", "sell"]] = {}
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._log = RateLimitedLog(logger)
+        self.polls = 0
+        self.errors = 0
+        self.last_data_at: float | None = None
+
+    @classmethod
+    def channels(cls, settings: Settings) -> list[str]:
+        return ["G1"]
+
+    @classmethod
+    def calendar(cls, settings: Settings) -> Calendar:
+        return VietnamCalendar(settings.holidays, grace_minutes=5)
+
+    @classmethod
+    def validate(cls, settings: Settings) -> None:
+        if importlib.util.find_spec("vnstock") is None:
+            raise ConfigError(
+                "STREAMER_EXCHANGE=vnstock-poll needs the vnstock library: "
+                "pip install 'streamer[vn]'"
+            )
+
+    async def prepare(self) -> None:
+        self.validate(self.settings)
+
+    async def run(self) -> None:
+        self._stopping = False
+        self._wake.clear()
+
+        def on_retry(error: BaseException | None, delay: float) -> None:
+            self.state.state = "disconnected"
+            self.state.reconnects += 1
+            self.pipeline.on_status("disconnected", connection="vnstock",
+                                    message=f"{error}; retry in {delay:.1f} s")  # fmt: skip
+
+        await run_with_reconnect(self._session, name="vnstock", backoff=self._backoff(),
+                                 on_retry=on_retry, sleep=self._sleep,
+                                 stopping=lambda: self._stopping)  # fmt: skip
+
+    async def _session(self) -> None:
+        worker = self._worker_factory(self.settings)
+        await worker.start()
+        self.state.state = "connected"
+        self.pipeline.on_status("connected", connection="vnstock",
+                                message=f"polling {self.settings.vnstock_source} every "
+                                f"{self.settings.vnstock_poll_interval:g} s",
+                                symbols=list(self.settings.exchange_symbols))  # fmt: skip
+        try:
+            while not self._stopping:
+                now = self._now()
+                if not self.market.in_session(now):
+                    self.state.state = "market_closed"
+                    await self._pause((self.market.next_open(now) - now) / 1000)
+                    continue
+                self.state.state = "connected"
+                started = time.monotonic()
+                await self.quota.spend(1)
+                try:
+                    symbols = list(self.settings.exchange_symbols)
+                    rows = await worker.price_board(self.settings.vnstock_source, symbols)
+                except WorkerError as exc:
+                    self.errors += 1
+                    if exc.kind == "quota":
+                        raise RetryAfter(60.0, f"vnstock quota exhausted: {exc}") from None
+                    self._log.warning("poll", "vnstock: price board failed: %s", exc)
+                else:
+                    self.polls += 1
+                    self.publish_rows(rows, self._now())
+                elapsed = time.monotonic() - started
+                await self._pause(max(0.0, self.settings.vnstock_poll_interval - elapsed))
+        finally:
+            await worker.stop()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop (a closed market can mean a long sleep)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), min(seconds, 3600.0))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.state.state = "closed"
+
+    # -- rows -> records ---------------------------------------------------------------------
+
+    def publish_rows(self, rows: list[dict[str, Any]], received_at: int) -> None:
+        """Quotes and derived trades from one price board (public for tests)."""
+        for row in rows:
+            try:
+                self._publish_row(row, received_at)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                self._log.warning(
+                    "row", "vnstock: skipped a price-board row (%s): %.200r", exc, row
+                )
+
+    def _price(self, value: Any) -> str | None:
+        number = _decimal(value)
+        if number is None or number <= 0:
+            return None
+        return normalize_decimal(f"{number / self.divisor:f}")
+
+    def _publish_row(self, row: dict[str, Any], received_at: int) -> None:
+        symbol = str(row["symbol"]).upper()
+        price = _decimal(row.get("price"))
+        bid, ask = _decimal(row.get("bid")), _decimal(row.get("ask"))
+        timestamp = self._time(row.get("time"), received_at)
+        self.last_data_at = time.monotonic()
+        text = self._price(price)
+        self.pipeline.on_market("quotes", Quote(
+            symbol, self._price(bid) or "0", _quantity(row.get("bid_volume")),
+            self._price(ask) or "0", _quantity(row.get("ask_volume")), None, timestamp,
+            received_at, last_price=text, source=self.source,
+        ))  # fmt: skip
+        volume = _decimal(row.get("volume"))
+        if volume is None or price is None or text is None:
+            return
+        day = (timestamp + ICT_OFFSET_MS) // 86_400_000
+        before = self._volumes.get(symbol)
+        self._volumes[symbol] = (day, volume)
+        if before is None or before[0] != day or volume <= before[1]:
+            return  # the first look, a new day, or nothing traded since the last poll
+        side = self._tick_rule(symbol, price, bid, ask)
+        quantity = normalize_decimal(f"{volume - before[1]:f}")
+        self.pipeline.on_trade(Trade.create(symbol, None, text, quantity, side, timestamp,
+                                            received_at, source=self.source))  # fmt: skip
+
+    def _tick_rule(
+        self, symbol: str, price: Decimal, bid: Decimal | None, ask: Decimal | None
+    ) -> Literal["buy", "sell"]:
+        side: Literal["buy", "sell"]
+        previous = self._last.get(symbol)
+        if ask is not None and ask > 0 and price >= ask:
+            side = "buy"
+        elif bid is not None and bid > 0 and price <= bid:
+            side = "sell"
+        elif previous is not None and price != previous:
+            side = "buy" if price > previous else "sell"
+        else:
+            side = self._side.get(symbol, "buy")
+        self._last[symbol], self._side[symbol] = price, side
+        return side
+
+    @staticmethod
+    def _time(value: Any, fallback: int) -> int:
+        """The board's local ICT time text -> UTC ms (our receive time if there is none)."""
+        if not isinstance(value, str) or not value.strip():
+            return fallback
+        try:
+            local = datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+        except ValueError:
+            return fallback
+        return int(local.timestamp() * 1000) - ICT_OFFSET_MS
+
+    def last_data_age(self) -> float | None:
+        """Seconds since the last price board (None: never)."""
+        return None if self.last_data_at is None else time.monotonic() - self.last_data_at
+
+    def health(self) -> dict[str, object]:
+        return {
+            "connections": {"vnstock": self.state.as_dict()},
+            "polls": self.polls,
+            "errors": self.errors,
+            "last_data_age_s": self.last_data_age(),
+        }

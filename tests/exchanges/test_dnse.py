@@ -1,0 +1,183 @@
+"""The DNSE connector against a local fake DNSE speaking the documented protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from streamer.consumers.manager import ConsumerManager
+from streamer.exchanges.dnse import DnseConnector, sign
+from streamer.reconnect import Backoff
+from streamer.records import Status, Trade
+from streamer.service import Service
+from streamer.settings import ConfigError, Settings
+from tests.conftest import CollectingConsumer, RunningService, eventually, make_settings
+from tests.fakes.dnse import FakeDnse
+from tests.test_markets import ict
+
+SESSION = ict(2026, 11, 16, 10, 0)  # a Monday, 10:00 ICT (ms): the market is open
+
+
+def dnse_settings(fake: FakeDnse, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "exchange": "dnse", "dnse_ws_url": fake.url, "dnse_api_key": "test-key",
+        "dnse_api_secret": "test-secret", "exchange_symbols": ["HPG", "ACB"],
+        "enabled_consumers": ["collect"], "enable_trades_stream": True, "kline_intervals": ["1m"],
+    }  # fmt: skip
+    values.update(overrides)
+    return make_settings(**values)
+
+
+def fast_dnse(**options: Any) -> Any:
+    def factory(settings: Settings, pipelines: Any) -> DnseConnector:
+        return DnseConnector(settings, pipelines, backoff=lambda: Backoff(0.001, 0.01, jitter=0.0),
+                             **options)  # fmt: skip
+
+    return factory
+
+
+def events(running: RunningService) -> list[str]:
+    return [s.event for s in running.collector.records("status") if isinstance(s, Status)]
+
+
+def test_the_signature_matches_the_published_test_vector() -> None:
+    assert sign("test-secret", "test-key", 1700000000, "1700000000000000") == (
+        "31a315591ef85713e9d8ca741531e1685bf31a82709d69ef064f139e502df4af"
+    )
+
+
+async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_klines() -> None:
+    async with FakeDnse() as fake, RunningService(dnse_settings(fake)) as running:
+        conn = fake.connections[0]
+        assert conn.subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
+        await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
+        await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
+        await fake.tick("HPG", 24.30, 5, 1184255, SESSION + 61_000)  # next minute: closes the bar
+        collector = running.collector
+        await eventually(lambda: collector.klines())
+        trades = [t for t in collector.records("trades") if isinstance(t, Trade)]
+        assert [(t.price, t.quantity, t.source) for t in trades] == [
+            ("24350", "400", "dnse"), ("24400", "100", "dnse"), ("24300", "50", "dnse"),
+        ]  # fmt: skip
+        (bar,) = collector.klines()
+        assert (bar.open, bar.high, bar.close, bar.volume, bar.trade_count) == (
+            "24350", "24400", "24400", "500", 2,
+        )  # fmt: skip
+        assert events(running)[0] == "connected"
+        envelope = next(e for b in collector.batches for e in b if e.data_type == "trades")
+        assert (envelope.exchange, envelope.channel) == ("dnse", "G1")
+
+
+async def test_quotes_and_indexes_are_subscribed_when_enabled() -> None:
+    async with FakeDnse() as fake:
+        settings = dnse_settings(fake, enable_quotes_stream=True, dnse_market_indexes=["VNINDEX"])
+        async with RunningService(settings) as running:
+            subscriptions = fake.connections[0].subscriptions
+            assert subscriptions["top_price.G1.json"] == {"HPG", "ACB"}
+            assert subscriptions["market_index.VNINDEX.json"] == set()
+            await fake.quote("ACB", 22.8, 22.85, SESSION)
+            await eventually(lambda: running.collector.records("quotes"))
+            quote = running.collector.records("quotes")[0]
+            assert (quote.bid_price, quote.ask_price) == ("22800", "22850")  # type: ignore[union-attr]
+
+
+async def test_missing_credentials_name_both_variables() -> None:
+    async with FakeDnse() as fake:
+        with pytest.raises(ConfigError, match="STREAMER_DNSE_API_KEY and STREAMER_DNSE_API_SECRET"):
+            async with RunningService(dnse_settings(fake, dnse_api_secret=None)):
+                pass
+
+
+async def test_refused_credentials_stop_the_service_rather_than_retry_forever() -> None:
+    async with FakeDnse() as fake:
+        fake.reject_auth = True
+        manager = ConsumerManager()
+        manager.register_consumer("collect", CollectingConsumer)
+        service = Service(dnse_settings(fake), consumers=manager, install_signal_handlers=False,
+                          connector_factory=fast_dnse())  # fmt: skip
+        assert await asyncio.wait_for(service.run(), 10) == 1
+        assert fake.auth_failures == ["AUTH_FAILED"]
+
+
+async def test_server_pings_are_answered_so_the_connection_lives() -> None:
+    async with (
+        FakeDnse(ping_interval=0.1, pong_timeout=0.2) as fake,
+        RunningService(dnse_settings(fake)),
+    ):
+        await asyncio.sleep(1.0)
+        assert fake.connection_count == 1
+        pongs = [r for r in fake.connections[0].requests if r.get("action") == "pong"]
+        assert len(pongs) >= 3
+
+
+async def test_connections_are_replaced_before_dnse_expires_them_without_losing_a_tick() -> None:
+    """DNSE's 8 h limit, scaled: the fake expires at 5 s, we rotate at 0.4 s, make-before-break."""
+    async with FakeDnse(max_connection_age=5.0) as fake:
+        settings = dnse_settings(fake, dnse_connection_lifetime_seconds=0.4)
+        async with RunningService(settings, fast_dnse()) as running:
+            total = 1_000_000
+            for i in range(80):
+                total += 10
+                await fake.tick("ACB", [22.8, 22.81, 22.82][i % 3], 1, total, SESSION + i * 100)
+                await asyncio.sleep(0.02)
+            await eventually(lambda: len(running.collector.records("trades")) == 80)
+            assert fake.connection_count >= 3
+            assert "resubscribed" in events(running)
+            assert "disconnected" not in events(running)
+            trades = [t for t in running.collector.records("trades") if isinstance(t, Trade)]
+            assert sorted(t.timestamp for t in trades) == [SESSION + i * 100 for i in range(80)]
+
+
+async def test_connection_expired_is_followed_by_a_prompt_new_connection() -> None:
+    fake = FakeDnse(max_connection_age=0.3)
+    async with fake, RunningService(dnse_settings(fake), fast_dnse()) as running:
+        await fake.wait_for(lambda: fake.connection_count >= 3)
+        fake.max_connection_age = 60.0  # from now on, connections last
+        await fake.wait_for(lambda: any(c.subscriptions for c in fake.connections))
+        assert await fake.tick("ACB", 22.8, 1, 1_000_010, SESSION) == 1
+        await eventually(lambda: running.collector.records("trades"))
+
+
+async def test_the_fake_checks_signatures_nonces_and_the_auth_timeout() -> None:
+    async with FakeDnse(auth_timeout=0.2) as fake:
+        async with connect(f"{fake.url}/v1/stream?encoding=json") as ws:
+            await ws.recv()  # welcome
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 2)
+                await ws.recv()
+            assert ws.close_code == 1008
+        now = int(time.time())
+        for signature_ok in (True, True):
+            async with connect(f"{fake.url}/v1/stream?encoding=json") as ws:
+                await ws.recv()
+                nonce = "1700000000000001"
+                sig = sign("test-secret", "test-key", now, nonce) if signature_ok else "bad"
+                auth = {"action": "auth", "api_key": "test-key", "signature": sig,
+                        "timestamp": now, "nonce": nonce}  # fmt: skip
+                await ws.send(orjson.dumps(auth).decode())
+                await ws.recv()
+        assert fake.auth_failures == ["AUTH_TIMEOUT", "AUTH_FAILED"]  # the second: nonce reused
+
+
+async def test_without_a_connection_the_feed_is_broken_in_session_but_market_closed_at_night() -> (
+    None
+):
+    from streamer.broadcaster import Broadcaster
+    from streamer.pipeline import Pipeline
+
+    settings = make_settings(exchange="dnse", dnse_api_key="k", dnse_api_secret="s",
+                             dnse_ws_url="ws://127.0.0.1:9")  # fmt: skip
+    connector = DnseConnector(
+        settings, {"G1": Pipeline("dnse", "G1", Broadcaster([]), aggregator=None)}
+    )
+    await connector.prepare()
+    assert connector.feed_state(ict(2026, 11, 16, 22, 0)) == "market_closed"
+    assert connector.feed_state(ict(2026, 11, 21, 10, 0)) == "market_closed"  # Saturday
+    assert connector.feed_state(SESSION) == "broken"

@@ -1,0 +1,122 @@
+"""A local fake of the price boards vnstock polls: KBS and VCI (exchange-protocols.md 3.2-3.4).
+
+``POST /iis-server/investment/stock/iss`` (KBS, body ``{"code": "ACB,FPT"}``) and
+``POST /api/price/symbols/getList`` (VCI, body ``{"symbols": [...]}``) answer from
+:attr:`FakeBoards.symbols`, in the documented shapes (prices in VND). Every request is recorded,
+so a test can also prove nothing else was called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+__all__ = ["Board", "FakeBoards"]
+
+
+@dataclass
+class Board:
+    """One symbol's line on the board (VND, shares)."""
+
+    price: int
+    volume: int  # accumulated today
+    bid: int
+    ask: int
+    time: str = "2026-11-16 10:00:00"  # KBS: local ICT time of the last match
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeBoards:
+    """Serve KBS and VCI price boards on 127.0.0.1 (a random free port)."""
+
+    def __init__(self) -> None:
+        self.symbols: dict[str, Board] = {}
+        self.requests: list[tuple[str, str, Any]] = []  # (method, path, body)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FakeBoards:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``STREAMER_VNSTOCK_KBS_URL`` and ``STREAMER_VNSTOCK_VCI_URL``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def kbs(self, symbols: list[str]) -> list[dict[str, Any]]:
+        rows = []
+        for symbol in symbols:
+            board = self.symbols.get(symbol)
+            if board is None:
+                continue
+            rows.append({
+                "SB": symbol, "t": board.time, "EX": "HOSE", "CL": 24900, "FL": 21700, "RE": 23300,
+                "OP": 23400, "HI": 24900, "LO": 23950, "CP": board.price, "CV": 100, "AP": 24548,
+                "TT": board.volume, "TV": 883344000000, "CH": 1550, "CHP": 6.65, "B1": board.bid,
+                "V1": 82000, "B2": 24750, "V2": 116700, "B3": 24700, "V3": 107000, "S1": board.ask,
+                "U1": 579000, "S2": 24900, "U2": 3416100, "S3": 0, "U3": 0, "FB": 18406963,
+                "FS": 12221800, "FR": 4477737, **board.extra,
+            })  # fmt: skip
+        return rows
+
+    def vci(self, symbols: list[str]) -> list[dict[str, Any]]:
+        items = []
+        for symbol in symbols:
+            board = self.symbols.get(symbol)
+            if board is None:
+                continue
+            items.append({
+                "listingInfo": {"code": "436", "symbol": symbol, "ceiling": 24900, "floor": 21700,
+                                "refPrice": 23300, "stockType": "STOCK", "board": "HSX",
+                                "listedShare": 4466657912, "type": "STOCK", "id": 8424512,
+                                "organName": symbol, "priorClosePrice": 23300,
+                                "tradingDate": "2026-11-16"},
+                "bidAsk": {"code": "436", "symbol": symbol, "session": "LO",
+                           "bidPrices": [{"price": board.bid, "volume": 82000}],
+                           "askPrices": [{"price": board.ask, "volume": 579000}]},
+                "matchPrice": {"code": "436", "symbol": symbol, "matchPrice": board.price,
+                               "matchVol": 100, "accumulatedVolume": board.volume,
+                               "accumulatedValue": 883344, "avgMatchPrice": 24548.5,
+                               "highest": 24900, "lowest": 23950, "referencePrice": 23300},
+            })  # fmt: skip
+        return items
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            length = int(headers.get("Content-Length", headers.get("content-length", "0")))
+            body = orjson.loads(await reader.readexactly(length)) if length else None
+            self.requests.append((method, path, body))
+            status, payload = 404, {"error": "not found"}
+            if path.endswith("/iis-server/investment/stock/iss") and isinstance(body, dict):
+                status, payload = 200, self.kbs(str(body.get("code", "")).split(","))  # type: ignore[assignment]
+            elif path.endswith("/api/price/symbols/getList") and isinstance(body, dict):
+                status, payload = 200, self.vci(list(body.get("symbols", [])))  # type: ignore[assignment]
+            data = orjson.dumps(payload)
+            writer.write(
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

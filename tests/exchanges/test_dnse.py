@@ -181,3 +181,25 @@ async def test_without_a_connection_the_feed_is_broken_in_session_but_market_clo
     assert connector.feed_state(ict(2026, 11, 16, 22, 0)) == "market_closed"
     assert connector.feed_state(ict(2026, 11, 21, 10, 0)) == "market_closed"  # Saturday
     assert connector.feed_state(SESSION) == "broken"
+
+
+async def test_the_fake_refuses_stale_timestamps_and_closes_on_a_missed_pong() -> None:
+    async with FakeDnse(ping_interval=0.1, pong_timeout=0.2) as fake:
+        async with connect(f"{fake.url}/v1/stream?encoding=json") as ws:
+            await ws.recv()
+            old = int(time.time()) - 600  # outside the 5 minute window
+            auth = {"action": "auth", "api_key": "test-key", "timestamp": old, "nonce": "1",
+                    "signature": sign("test-secret", "test-key", old, "1")}  # fmt: skip
+            await ws.send(orjson.dumps(auth).decode())
+            assert "timestamp" in orjson.loads(await ws.recv())["message"]
+        async with connect(f"{fake.url}/v1/stream?encoding=json") as ws:
+            await ws.recv()
+            now = int(time.time())
+            auth = {"action": "auth", "api_key": "test-key", "timestamp": now, "nonce": "2",
+                    "signature": sign("test-secret", "test-key", now, "2")}  # fmt: skip
+            await ws.send(orjson.dumps(auth).decode())
+            assert orjson.loads(await ws.recv())["action"] == "auth_success"
+            with contextlib.suppress(ConnectionClosed):
+                while True:  # read its pings, never answer them
+                    await asyncio.wait_for(ws.recv(), 2)
+            assert ws.close_code == 1008

@@ -2,10 +2,10 @@
 
     python bench/aggregator_bench.py [--trades 1000000] [--symbols 100] [--repeat 3]
 
-Trades are synthetic but realistic: consecutive ids per symbol, prices and quantities with 8
-decimals as Binance sends them, 20 trades per second per symbol of exchange time, and the bar
-timer (``advance``) run every 1000 trades as the service's timer would. Reports the best of
-``--repeat`` runs in trades per second, single core.
+Trades are synthetic but realistic: consecutive ids per symbol, prices walking a 0.01 tick grid
+and random quantities, with 8 decimals as Binance sends them, 20 trades per second per symbol of
+exchange time, and the bar timer (``advance``) run every 1000 trades as the service's timer
+would. Reports the best of ``--repeat`` runs in trades per second, single core.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ def make_frames(count: int, symbols: int, seed: int = 7) -> list[bytes]:
     """Combined-stream spot trade frames, round-robin over ``symbols`` symbols."""
     rng = random.Random(seed)
     names = [f"SYM{i}USDT" for i in range(symbols)]
+    cents = [2_000_000] * symbols  # each symbol's price walks a 0.01 tick grid, as markets do
     frames = []
     for n in range(count):
         symbol = names[n % symbols]
         t = START + n * 1000 // (20 * symbols)
-        price = f"{rng.randint(2_000_000, 2_100_000) / 100:.8f}"
+        cents[n % symbols] += rng.choice((-1, 0, 0, 1))
+        price = f"{cents[n % symbols] / 100:.8f}"
         qty = f"{rng.randint(1, 500_000) / 10**6:.8f}"
         payload = {"e": "trade", "E": t, "s": symbol, "t": n // symbols, "p": price, "q": qty,
                    "T": t, "m": bool(n & 1), "M": True}  # fmt: skip

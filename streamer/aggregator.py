@@ -21,9 +21,11 @@ The rules, which reproduce Binance's own klines:
 * A trade that arrives after its bar closed is applied to every interval it belongs to; each
   closed bar it changed is published again with ``revision`` + 1 (and so are the empty bars
   after it whose carried-forward price changed), so five 1m bars always add up to the 5m bar.
-  Closed bars are kept for ``late_window_ms`` of exchange time for this; a trade older than
-  that, or older than the symbol's first bar, is counted in ``stats.late_dropped`` and not
-  applied anywhere. A trade id seen before is counted in ``stats.duplicates`` and ignored.
+  Late trades between two :meth:`~KlineAggregator.drain` calls make one revision per bar, so a
+  burst of them cannot multiply the output. Closed bars are kept for ``late_window_ms`` of
+  exchange time for this; a trade older than that, or older than the symbol's first bar, is
+  counted in ``stats.late_dropped`` and not applied anywhere. A trade id seen before is
+  counted in ``stats.duplicates`` and ignored.
 * With ``repairs`` on, a jump in a symbol's trade ids is a :class:`~streamer.trade_ids.Gap`
   (taken with :meth:`drain_gaps`): the bars it touches are kept, and once they have closed
   (plus ``repair_delay_ms``) :meth:`due_repairs` asks for the exchange's own klines for them;
@@ -123,7 +125,7 @@ class _Series:
 
 
 class _Symbol:
-    __slots__ = ("floor", "gaps", "ids", "seq", "series")
+    __slots__ = ("floor", "gaps", "hi", "ids", "lo", "pending", "seq", "series")
 
     def __init__(self, symbol: str, intervals: Sequence[Interval]) -> None:
         self.series = [_Series(symbol, interval) for interval in intervals]
@@ -131,6 +133,24 @@ class _Symbol:
         self.floor = _NEVER  # earliest trade time that fits every interval's first bar
         self.seq = 0  # arrival order, the tie-break for trades without ids
         self.gaps: list[Gap] = []
+        # Trades inside every forming bar (lo <= t <= hi) are summed in ``pending`` and merged
+        # into the forming bars only when something needs them (see KlineAggregator._flush):
+        # one bar update per trade instead of one per interval. hi < lo: no such window now.
+        self.lo = 0
+        self.hi = -1
+        self.pending: Bar | None = None
+
+    def window(self) -> None:
+        """Recompute the time span covered by every forming bar."""
+        lo, hi = 0, _NEVER
+        for series in self.series:
+            bar = series.bar
+            if bar is None:
+                lo, hi = 0, -1
+                break
+            lo = max(lo, bar.open_time)
+            hi = min(hi, bar.close_time)
+        self.lo, self.hi = lo, hi
 
 
 class KlineAggregator:
@@ -170,10 +190,15 @@ class KlineAggregator:
         self._due = [_NEVER] * len(self.intervals)  # earliest forming-bar end per interval
         self._horizon = -_NEVER  # trades before this are too late; bars closing before it gone
         self._out: list[Kline] = []
+        # Closed bars changed since the last drain, published once each at the drain: a burst
+        # of late trades for one bar makes one revision, not one per trade.
+        self._revised: dict[int, tuple[_Series, Bar]] = {}
         self._dirty: dict[int, _Series] = {}  # forming bars changed since the last update
         self._new_gaps: list[Gap] = []
         self._open_gaps = 0  # gaps with repairs pending, over every symbol
         self._repair_due = _NEVER  # exchange time of the next repair request
+        self._pending: dict[int, _Symbol] = {}  # by id: symbols whose ``pending`` holds trades
+        self.version = 0  # grows whenever a bar deadline may have changed
 
     # -- input -------------------------------------------------------------------------------
 
@@ -208,6 +233,16 @@ class KlineAggregator:
         price, qty = trade._price, trade._quantity
         quote = price * qty
         buy = trade.side == "buy"
+        if state.lo <= t <= state.hi:
+            # The common case: the trade belongs to the forming bar of every interval.
+            pending = state.pending
+            if pending is None:
+                pending = state.pending = Bar(0, 0, 0)
+                self._pending[id(state)] = state
+            pending.apply(price, qty, quote, buy, t, order, trade)
+            stats.trades += 1
+            return True
+        self._flush(state)
         late = False
         track = self.track_updates
         for index, series in enumerate(state.series):
@@ -225,10 +260,31 @@ class KlineAggregator:
                 continue
             if track:
                 self._dirty[id(series)] = series
+        state.window()
         stats.trades += 1
         if late:
             stats.late_applied += 1
         return True
+
+    def _flush(self, state: _Symbol) -> None:
+        """Merge the symbol's pending trades into its forming bars."""
+        pending = state.pending
+        if pending is None:
+            return
+        state.pending = None
+        track = self.track_updates
+        for series in state.series:
+            bar = series.bar
+            assert bar is not None  # pending trades exist only while every bar does
+            bar.merge(pending)
+            if track:
+                self._dirty[id(series)] = series
+
+    def _flush_all(self) -> None:
+        """Merge every symbol's pending trades into its forming bars."""
+        for state in self._pending.values():
+            self._flush(state)
+        self._pending = {}
 
     def advance(self, now_ms: int) -> None:
         """Close every bar whose end + waiter latency is at or before ``now_ms``."""
@@ -236,6 +292,7 @@ class KlineAggregator:
         due = self._due
         if threshold < min(due):
             return
+        self._flush_all()
         horizon = threshold - self.late_window_ms
         if horizon > self._horizon:
             self._horizon = horizon
@@ -250,6 +307,7 @@ class KlineAggregator:
                 if bar is not None and bar.close_time < threshold:
                     self._roll(series, index, threshold, bar, until_threshold=True)
                     bar = series.bar
+                    state.window()
                 if bar is not None and bar.close_time + 1 < next_due:
                     next_due = bar.close_time + 1
                 closed, keep = series.closed, min(horizon, series.hold)
@@ -263,11 +321,22 @@ class KlineAggregator:
 
     def drain(self) -> Sequence[Kline]:
         """Take the klines published since the last call, in order (often none)."""
+        if self._revised:
+            for series, bar in self._revised.values():
+                bar.revision += 1
+                self.stats.revised += 1
+                self._out.append(series.publish(bar, closed=True))
+            self._revised = {}
         out = self._out
         if not out:
             return ()
         self._out = []
         return out
+
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`drain` has klines to give."""
+        return bool(self._out or self._revised)
 
     def drain_gaps(self) -> list[Gap]:
         """Take the gaps found since the last call."""
@@ -276,6 +345,7 @@ class KlineAggregator:
 
     def take_updates(self) -> list[Kline]:
         """Forming bars changed since the last call (``is_closed`` false), one per series."""
+        self._flush_all()
         dirty = self._dirty
         if not dirty:
             return []
@@ -293,6 +363,7 @@ class KlineAggregator:
 
     def forming(self, symbols: Iterable[str] | None = None) -> list[Kline]:
         """Snapshots of the current forming bars (``is_closed`` false)."""
+        self._flush_all()
         names = self._symbols.keys() if symbols is None else symbols
         out = []
         for name in names:
@@ -313,6 +384,7 @@ class KlineAggregator:
         """Forget a symbol entirely (delisted); its forming bars are not published."""
         state = self._symbols.pop(symbol, None)
         if state is not None:
+            self._pending.pop(id(state), None)
             for series in state.series:
                 self._dirty.pop(id(series), None)
             self._open_gaps -= len(state.gaps)
@@ -323,6 +395,7 @@ class KlineAggregator:
         self, state: _Symbol, symbol: str, first: int, last: int, start: int, end: int
     ) -> None:
         self.stats.gaps += 1
+        self.version += 1
         gaps = state.gaps
         if len(gaps) >= MAX_GAPS_PER_SYMBOL:  # merge: one wider repair
             newest = gaps[-1]
@@ -384,6 +457,7 @@ class KlineAggregator:
         state = self._symbols.get(request.symbol)
         if state is None:
             return 0
+        self._flush_all()  # a repair may carry a new close into an empty forming bar
         series = state.series[request.index]
         by_open = {
             row.open_time: row for row in rows if request.start <= row.open_time <= request.end
@@ -493,6 +567,7 @@ class KlineAggregator:
         self._note_due(index, series.bar)
 
     def _note_due(self, index: int, bar: Bar) -> None:
+        self.version += 1
         end = bar.close_time + 1
         if end < self._due[index]:
             self._due[index] = end
@@ -542,9 +617,7 @@ class KlineAggregator:
         self._out.append(series.publish(bar, closed=True))
 
     def _republish(self, series: _Series, bar: Bar) -> None:
-        bar.revision += 1
-        self.stats.revised += 1
-        self._out.append(series.publish(bar, closed=True))
+        self._revised[id(bar)] = (series, bar)
 
     def _carry_forward(self, series: _Series, position: int, price: int) -> None:
         """After a close changed, fix the empty bars that carried the old close."""

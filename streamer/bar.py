@@ -120,6 +120,46 @@ class Bar:
             self.taker_quote += quote
         return close_changed
 
+    def merge(self, other: Bar) -> None:
+        """Add every trade of ``other``, a bar of trades that all fall inside this one: the
+        result is exactly what applying those trades one by one would give."""
+        if not other.count:
+            return
+        if self.count == 0:
+            self.open, self.high, self.low, self.close = (
+                other.open, other.high, other.low, other.close
+            )  # fmt: skip
+            self.open_t, self.open_order = other.open_t, other.open_order
+            self.close_t, self.close_order = other.close_t, other.close_order
+            self.first_id, self.last_id = other.first_id, other.last_id
+        else:
+            if other.high > self.high:
+                self.high = other.high
+            if other.low < self.low:
+                self.low = other.low
+            if other.close_t > self.close_t or (
+                other.close_t == self.close_t and other.close_order > self.close_order
+            ):
+                self.close, self.close_t, self.close_order = (
+                    other.close, other.close_t, other.close_order
+                )  # fmt: skip
+            if other.open_t < self.open_t or (
+                other.open_t == self.open_t and other.open_order < self.open_order
+            ):
+                self.open, self.open_t, self.open_order = (
+                    other.open, other.open_t, other.open_order
+                )  # fmt: skip
+            first, last = other.first_id, other.last_id
+            if first is not None and (self.first_id is None or first < self.first_id):
+                self.first_id = first
+            if last is not None and (self.last_id is None or last > self.last_id):
+                self.last_id = last
+        self.count += other.count
+        self.volume += other.volume
+        self.quote += other.quote
+        self.taker_volume += other.taker_volume
+        self.taker_quote += other.taker_quote
+
     def carry(self, price: int) -> bool:
         """Set an empty bar's prices to ``price``; return True if that changed anything."""
         if self.open == price:

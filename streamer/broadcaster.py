@@ -3,6 +3,9 @@
 Publishing is synchronous and never waits: records are appended to the pending batch, which is
 handed out once per event-loop turn. Each consumer sits behind its own :class:`ConsumerRunner`:
 a queue bounded in events (``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) drained by its own task.
+A consumer that has fallen behind gets the batches waiting for it merged into one (at most
+``STREAMER_CONSUMER_BATCH_MAX_EVENTS`` events): a Redis pipeline, a WebSocket frame or a file
+write then carries more events, so the consumer catches up instead of falling further behind.
 
 When a consumer's queue is full:
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
@@ -41,9 +44,16 @@ StreamKey = tuple[str, str, DataType]
 class ConsumerRunner:
     """One consumer, its bounded queue and the task that drains it."""
 
-    def __init__(self, consumer: BaseConsumer, max_events: int, log: RateLimitedLog) -> None:
+    def __init__(
+        self,
+        consumer: BaseConsumer,
+        max_events: int,
+        log: RateLimitedLog,
+        batch_max_events: int = 10_000,
+    ) -> None:
         self.consumer = consumer
         self.max_events = max_events
+        self.batch_max_events = batch_max_events
         self._log = log
         self._queue: deque[Batch] = deque()
         self._queued_events = 0
@@ -134,7 +144,14 @@ class ConsumerRunner:
                 await self._wakeup.wait()
                 continue
             batch = queue.popleft()
-            self._queued_events -= batch.size
+            size = batch.size
+            if queue and size + queue[0].size <= self.batch_max_events:
+                batches = [batch]
+                while queue and size + queue[0].size <= self.batch_max_events:
+                    batches.append(queue.popleft())
+                    size += batches[-1].size
+                batch = Batch.merge(batches)
+            self._queued_events -= size
             try:
                 await self.consumer.consume(batch)
             except asyncio.CancelledError:
@@ -211,6 +228,7 @@ class Broadcaster:
 
     def __init__(self, runners: Sequence[ConsumerRunner]) -> None:
         self.runners = list(runners)
+        self._sources: list[Callable[[], None]] = []
         self._pending: dict[StreamKey, list[Record]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
@@ -239,6 +257,15 @@ class Broadcaster:
         else:
             pending.extend(records)
 
+    def add_source(self, collect: Callable[[], None]) -> None:
+        """Call ``collect`` at the start of every flush, to publish what it has gathered since
+        (the aggregator's klines: once per batch rather than once per trade)."""
+        self._sources.append(collect)
+
+    def wake(self) -> None:
+        """Make sure a flush comes this loop turn (a source has something)."""
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -249,6 +276,8 @@ class Broadcaster:
     def flush(self) -> None:
         """Hand the pending records to every consumer as one batch, now."""
         self._scheduled = False
+        for collect in self._sources:
+            collect()
         if not self._pending:
             return
         pending, self._pending = self._pending, {}

@@ -4,9 +4,15 @@ Bars close on the exchange's time, not ours: the latest exchange event time seen
 local monotonic time since. A local clock that runs fast or slow therefore cannot cut trades
 off their bar, and a recorded session replayed at any speed closes the same bars.
 
-Formally, every observation of an event time ``E`` at local monotonic time ``m`` gives the
-estimate ``E + (now - m)``; :meth:`ExchangeClock.now_ms` is the largest such estimate, so it
-never goes backwards and a delayed message never pulls it back.
+Formally, with ``E`` the latest event time seen and ``m`` the local monotonic time it arrived,
+:meth:`ExchangeClock.now_ms` is ``E + (now - m)``, never less than a reading it gave before. An
+event no later than ``E`` changes nothing.
+
+Extrapolating from the *latest* event, not from the earliest-arriving one, matters under load:
+while the process works through a backlog, events keep arriving later than the exchange sent
+them, and the clock follows the events rather than racing ahead on local time. A bar therefore
+closes once the data has passed its end + waiter latency, not while its trades still sit in the
+socket buffer; local time takes over only when the feed goes quiet.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class ExchangeClock:
     sensible to wait on.
     """
 
-    __slots__ = ("_anchor", "_monotonic", "_observed")
+    __slots__ = ("_anchor", "_floor", "_latest", "_monotonic", "_observed")
 
     def __init__(
         self,
@@ -39,24 +45,33 @@ class ExchangeClock:
     ) -> None:
         self._monotonic = monotonic
         start = wall_clock_ms() if initial_ms is None else initial_ms
-        self._anchor = start - self._mono_ms()
+        self._anchor = start - self._mono_ms()  # the latest event time minus its arrival time
         self._observed = False
+        self._latest = -(1 << 62)  # the latest event time observed
+        self._floor = -(1 << 62)  # the latest reading given: readings never go back
 
     def _mono_ms(self) -> int:
         return int(self._monotonic() * 1000)
 
     def observe(self, event_ms: int) -> None:
         """Take an exchange event time into account."""
-        anchor = event_ms - self._mono_ms()
-        # The first observation replaces the wall-clock guess even if it is earlier: only
-        # exchange time decides bars, and a replayed session is in the past.
-        if anchor > self._anchor or not self._observed:
-            self._anchor = anchor
+        if event_ms <= self._latest:
+            return  # an event time no later than one seen before cannot move the clock
+        self._latest = event_ms
+        self._anchor = event_ms - self._mono_ms()
+        if not self._observed:
+            # The first observation replaces the wall-clock guess even if it is earlier: only
+            # exchange time decides bars, and a replayed session is in the past.
             self._observed = True
+            self._floor = event_ms
 
     def now_ms(self) -> int:
         """Current exchange time estimate in milliseconds."""
-        return self._anchor + self._mono_ms()
+        now = self._anchor + self._mono_ms()
+        if now < self._floor:
+            return self._floor
+        self._floor = now
+        return now
 
     def seconds_until(self, exchange_ms: int) -> float:
         """Local seconds to wait until the clock reads ``exchange_ms`` (0 if already past)."""

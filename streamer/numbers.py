@@ -29,6 +29,9 @@ PRODUCT_DIGITS = 2 * SCALE_DIGITS
 MAX_INTEGER_DIGITS = 20
 
 _PAD = "0" * SCALE_DIGITS
+# Per number of digits: the scale and the format of "whole.fraction" (precomputed: this runs for
+# every field of every kline).
+_SCALES = {d: (10**d, f"%d.%0{d}d") for d in (SCALE_DIGITS, PRODUCT_DIGITS)}
 
 
 def parse_scaled(text: str) -> int:
@@ -38,6 +41,11 @@ def parse_scaled(text: str) -> int:
     not plain ASCII digits with an optional fractional part (no sign, exponent, underscore or
     whitespace), and for more than 8 significant decimal places.
     """
+    if len(text) > SCALE_DIGITS + 1 and text[-SCALE_DIGITS - 1] == ".":
+        # Binance's own spelling, exactly 8 decimals ("4261.48000000"): one check, one int().
+        digits = text[: -SCALE_DIGITS - 1] + text[-SCALE_DIGITS:]
+        if digits.isdigit() and digits.isascii() and len(digits) <= MAX_INTEGER_DIGITS + 8:
+            return int(digits)
     whole, _, frac = text.partition(".")
     # str.isdigit accepts non-ASCII digits that int() would happily convert; exchanges never
     # send those, so treat them as malformed rather than guess.
@@ -63,10 +71,13 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
     """
     if value < 0:
         return "-" + format_scaled(-value, digits)
-    whole, frac = divmod(value, 10**digits)
+    scale = _SCALES.get(digits)
+    if scale is None:
+        scale = (10**digits, f"%d.%0{digits}d")
+    whole, frac = divmod(value, scale[0])
     if not frac:
         return str(whole)
-    return f"{whole}.{frac:0{digits}d}".rstrip("0")
+    return (scale[1] % (whole, frac)).rstrip("0")
 
 
 def normalize_decimal(text: str) -> str:

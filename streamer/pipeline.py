@@ -63,6 +63,7 @@ class Pipeline:
         self._trades_key = self._keys["trades"]
         self._klines_key = self._keys["klines"]
         self._deadline: int | None = None
+        self._version = -1  # the aggregator version the deadline was computed at
         self._timer: asyncio.TimerHandle | None = None
         self._updates: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,14 +108,23 @@ class Pipeline:
             return
         if self.publish_trades:
             self.broadcaster.publish(self._trades_key, trade)
-        self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+        if aggregator.has_output:
+            self.broadcaster.wake()  # klines are collected once per batch, by _collect
         if aggregator._new_gaps:
             self._announce_gaps(aggregator.drain_gaps())
-        deadline = aggregator.next_deadline()
-        if deadline is not None and clock.now_ms() >= deadline:
-            self._tick()
-        elif deadline != self._deadline:
-            self._schedule(deadline)
+        if aggregator.version != self._version:
+            self._version = aggregator.version
+            deadline = aggregator.next_deadline()
+            if deadline != self._deadline:
+                self._schedule(deadline)
+        deadline = self._deadline
+        if deadline is not None and trade.timestamp >= deadline:
+            self._tick()  # this trade's own time says bars are due: no need to wait
+
+    def _collect(self) -> None:
+        """Publish the klines the aggregator made since the last batch (a broadcaster source)."""
+        if self.aggregator is not None:
+            self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
 
     def forget(self, symbol: str) -> None:
         """Drop everything kept for ``symbol`` (it was delisted); its forming bars are lost."""
@@ -204,6 +214,7 @@ class Pipeline:
         self._loop = asyncio.get_running_loop()
         aggregator = self.aggregator
         if aggregator is not None:
+            self.broadcaster.add_source(self._collect)
             if aggregator.repairs and self.kline_source is not None:
                 self.repairs = RepairWorker(aggregator, self.kline_source, self._repaired)
                 self.repairs.start()
@@ -255,6 +266,7 @@ class Pipeline:
                         self._repaired(request, 0, "this exchange offers no klines to repair from")
         finally:
             # Whatever happened, the next bar must still close.
+            self._version = aggregator.version
             self._schedule(aggregator.next_deadline())
 
     def _publish_updates(self) -> None:

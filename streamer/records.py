@@ -218,6 +218,9 @@ def channel_key(data_type: DataType, record: Record) -> str:
     return f"{data_type}:{record.symbol}"
 
 
+_BY_SYMBOL = frozenset(("trades", "ticker", "price", "quotes"))
+
+
 class Envelope:
     """``{"exchange", "channel", "data_type", "data": [...]}`` for one data type of one batch.
 
@@ -228,6 +231,7 @@ class Envelope:
 
     __slots__ = (
         "_by_channel",
+        "_groups",
         "_head",
         "_json",
         "_lines",
@@ -248,12 +252,30 @@ class Envelope:
         self._json: bytes | None = None
         self._head: bytes | None = None
         self._by_channel: dict[str, bytes] | None = None
+        self._groups: dict[str, list[bytes]] | None = None
+
+    @classmethod
+    def merged(cls, envelopes: Sequence[Envelope]) -> Envelope:
+        """One envelope holding the records of ``envelopes`` (same stream), in order. Their
+        serialised records are reused, not serialised again."""
+        first = envelopes[0]
+        data: list[Record] = []
+        lines: list[bytes] = []
+        for envelope in envelopes:
+            data.extend(envelope.data)
+            lines.extend(envelope.record_json())
+        merged = cls(first.exchange, first.channel, first.data_type, data)
+        merged._lines = lines
+        merged._head = first._head
+        return merged
 
     def record_json(self) -> list[bytes]:
         """Each record as compact JSON, serialised at most once."""
         if self._lines is None:
-            dumps = orjson.dumps
-            self._lines = [dumps(record) for record in self.data]
+            dumps, join = orjson.dumps, b"".join
+            # orjson hands back its whole output buffer, at least 4 KiB however short the JSON;
+            # lines live while consumers queue them, so keep a right-sized copy (16x less).
+            self._lines = [join((dumps(record), b"")) for record in self.data]
         return self._lines
 
     def to_json(self) -> bytes:
@@ -273,20 +295,40 @@ class Envelope:
             head += b"," + orjson.dumps(extra)[1:-1]
         return head + b',"data":[' + b",".join(lines) + b"]}"
 
+    def groups(self) -> dict[str, list[bytes]]:
+        """Subscription channel (see :func:`channel_key`) -> its serialised records, in
+        first-seen order. Built once, then shared."""
+        if self._groups is None:
+            data_type = self.data_type
+            lines = self.record_json()
+            if data_type in _BY_SYMBOL:
+                # The channel is the symbol's: group by symbol, name each group once.
+                by_symbol: dict[str, list[bytes]] = {}
+                for record, line in zip(self.data, lines, strict=True):
+                    group = by_symbol.get(record.symbol)  # type: ignore[union-attr]
+                    if group is None:
+                        by_symbol[record.symbol] = [line]  # type: ignore[union-attr]
+                    else:
+                        group.append(line)
+                self._groups = {f"{data_type}:{s}": group for s, group in by_symbol.items()}
+            else:
+                grouped: dict[str, list[bytes]] = {}
+                for record, line in zip(self.data, lines, strict=True):
+                    grouped.setdefault(channel_key(data_type, record), []).append(line)
+                self._groups = grouped
+        return self._groups
+
     def by_channel(self) -> dict[str, bytes]:
         """One envelope per subscription channel (see :func:`channel_key`), in first-seen order,
         each holding that channel's records of this envelope. Built once, then shared."""
         if self._by_channel is None:
-            grouped: dict[str, list[bytes]] = {}
-            data_type = self.data_type
-            for record, line in zip(self.data, self.record_json(), strict=True):
-                grouped.setdefault(channel_key(data_type, record), []).append(line)
-            self._by_channel = {key: self.wrap(lines) for key, lines in grouped.items()}
+            self._by_channel = {key: self.wrap(lines) for key, lines in self.groups().items()}
         return self._by_channel
 
 
 class Batch:
-    """What the broadcaster hands every consumer: the envelopes of one event-loop turn."""
+    """What the broadcaster hands every consumer: the envelopes of one event-loop turn, or of
+    several when the consumer had fallen behind (see :meth:`merge`)."""
 
     __slots__ = ("envelopes", "size")
 
@@ -296,3 +338,18 @@ class Batch:
 
     def __iter__(self) -> Iterator[Envelope]:
         return iter(self.envelopes)
+
+    @classmethod
+    def merge(cls, batches: Sequence[Batch]) -> Batch:
+        """One batch with the records of ``batches``, in order: one envelope per stream."""
+        if len(batches) == 1:
+            return batches[0]
+        streams: dict[tuple[str, str, str], list[Envelope]] = {}
+        for batch in batches:
+            for envelope in batch.envelopes:
+                key = (envelope.exchange, envelope.channel, envelope.data_type)
+                streams.setdefault(key, []).append(envelope)
+        return cls([
+            envelopes[0] if len(envelopes) == 1 else Envelope.merged(envelopes)
+            for envelopes in streams.values()
+        ])  # fmt: skip

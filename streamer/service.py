@@ -112,7 +112,12 @@ class Service:
             await self.health_server.start()
         log = RateLimitedLog(logging.getLogger("streamer.broadcaster"))
         runners = [
-            ConsumerRunner(consumer, settings.consumer_queue_max_events, log)
+            ConsumerRunner(
+                consumer,
+                settings.consumer_queue_max_events,
+                log,
+                settings.consumer_batch_max_events,
+            )
             for consumer in self.consumers
         ]
         self.broadcaster = Broadcaster(runners)

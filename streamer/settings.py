@@ -10,6 +10,7 @@ Lists are comma-separated: ``STREAMER_KLINE_INTERVALS=1m,5m,1h``.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Mapping
 from datetime import date
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     exchange_symbols_limit: int | None = Field(default=None, ge=1)
     exchange_socket_pool_size: int = Field(default=50, ge=1, le=1000)
     exchange_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
+    exchange_ws_client: Literal["auto", "websockets", "picows"] = "auto"
     binance_spot_ws_url: str = "wss://stream.binance.com:9443"
     binance_linear_ws_url: str = "wss://fstream.binance.com"
     binance_spot_rest_url: str = "https://api.binance.com"
@@ -136,6 +138,7 @@ class Settings(BaseSettings):
     # -- consumers ---------------------------------------------------------------------------
     enabled_consumers: CommaList = Field(default=["console"])
     consumer_queue_max_events: int = Field(default=100_000, ge=100, le=100_000_000)
+    consumer_batch_max_events: int = Field(default=10_000, ge=1, le=1_000_000)
     console_format: Literal["text", "json"] = "text"
     console_data_types: Annotated[list[DataType], NoDecode] = Field(default=list(DATA_TYPES))
     file_consumer_base_path: Path = Path("data")
@@ -164,6 +167,7 @@ class Settings(BaseSettings):
     websocket_tls_keyfile: Path | None = None
     websocket_max_clients: int = Field(default=1000, ge=1, le=100_000)
     websocket_client_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    websocket_client_queue_bytes: int = Field(default=16 << 20, ge=65_536, le=1 << 30)
     websocket_max_message_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
     websocket_client_max_messages_per_second: int = Field(default=20, ge=1, le=10_000)
     wss_auth_user: str | None = None
@@ -288,6 +292,15 @@ class Settings(BaseSettings):
     @classmethod
     def _vnstock_urls(cls, value: str) -> str:
         return cls._http_url(value)
+
+    @field_validator("exchange_ws_client")
+    @classmethod
+    def _ws_client(cls, value: str) -> str:
+        if value == "picows" and importlib.util.find_spec("picows") is None:
+            raise ValueError(
+                "picows is not installed; pip install 'streamer[fast]', or use auto or websockets"
+            )
+        return value
 
     @field_validator("websocket_path")
     @classmethod

@@ -374,6 +374,47 @@ def test_trades_without_ids_keep_their_arrival_order_and_are_never_deduplicated(
 # -- forming updates, bounds -----------------------------------------------------------------
 
 
+def test_a_burst_of_late_trades_for_one_bar_makes_one_revision_per_drain() -> None:
+    """Under load a backlog can hold many late trades for the same bar: publishing a revision
+    per trade would multiply the output exactly when the service can least afford it."""
+    agg = aggregator("1m", late_window_ms=10 * MIN)
+    agg.add_trade(trade(1, T0 + 1000))
+    agg.advance(T0 + MIN + 80)
+    agg.drain()
+    for tid in range(2, 12):
+        agg.add_trade(trade(tid, T0 + 2000 + tid, "101"))
+    revised = agg.drain()
+    assert [(k.revision, k.trade_count) for k in revised] == [(1, 11)]
+    agg.add_trade(trade(12, T0 + 3000, "102"))
+    assert [(k.revision, k.trade_count) for k in agg.drain()] == [(2, 12)]
+    assert agg.stats.late_applied == 11
+    assert agg.stats.revised == 2
+
+
+def test_trades_summed_on_the_fast_path_show_in_snapshots_and_updates() -> None:
+    """In-order trades are summed once per symbol and merged into every interval's bar when
+    something looks: forming snapshots, forming updates and closes see all of them."""
+    agg = aggregator("1m", "5m", track_updates=True)
+    agg.add_trade(trade(1, T0 + 100, "100", "1", "sell"))
+    for i in range(2, 6):
+        agg.add_trade(trade(i, T0 + 100 * i, str(100 + i), "2"))
+    snapshot = {k.interval: k for k in agg.forming()}
+    assert {k: (v.open, v.high, v.low, v.close, v.volume, v.trade_count) for k, v in
+            snapshot.items()} == {
+        "1m": ("100", "105", "100", "105", "9", 5), "5m": ("100", "105", "100", "105", "9", 5),
+    }  # fmt: skip
+    assert snapshot["1m"].taker_buy_volume == "8"
+    agg.add_trade(trade(6, T0 + 700, "99", "1"))
+    assert sorted((k.interval, k.trade_count, k.low) for k in agg.take_updates()) == [
+        ("1m", 6, "99"), ("5m", 6, "99"),
+    ]  # fmt: skip
+    agg.add_trade(trade(7, T0 + MIN + 1, "98"))  # the next minute: the 1m bar closes with all six
+    (closed,) = agg.drain()
+    assert (closed.interval, closed.trade_count, closed.close, closed.last_trade_id) == (
+        "1m", 6, "99", 6,
+    )  # fmt: skip
+
+
 def test_forming_updates_are_conflated_to_one_per_series() -> None:
     agg = aggregator("1m", "5m", track_updates=True)
     for i in range(10):

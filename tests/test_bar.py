@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamer.bar import Bar, parse_exchange_kline
 from streamer.records import Trade
@@ -45,3 +47,35 @@ def test_an_exchange_row_replaces_a_bars_values_and_its_trade_ids() -> None:
 def test_a_malformed_row_is_refused(row: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - several messages
         parse_exchange_kline(row)
+
+
+TRADES = st.lists(
+    st.tuples(
+        st.integers(1, 10**6),  # price units
+        st.integers(1, 10**6),  # quantity units
+        st.booleans(),  # buyer was the taker
+        st.integers(0, 59_999),  # time in the bar
+        st.one_of(st.none(), st.integers(1, 10**4)),  # trade id, or none (arrival order)
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+FIELDS = ("open", "high", "low", "close", "volume", "quote", "count", "taker_volume",
+          "taker_quote", "first_id", "last_id", "open_t", "close_t")  # fmt: skip
+
+
+@given(TRADES, st.integers(0, 30))
+def test_merging_a_bar_of_trades_equals_applying_them_one_by_one(
+    trades: list[tuple[int, int, bool, int, int | None]], split: int
+) -> None:
+    """The aggregator sums in-order trades once and merges the sum into every interval's bar;
+    the result must be exactly the bar built trade by trade, whatever the order and ids."""
+    one_by_one, merged, part = Bar(0, 59_999, 7), Bar(0, 59_999, 7), Bar(0, 0, 0)
+    for order, (price, qty, buy, t, tid) in enumerate(trades):
+        record = Trade.create("X", tid, str(price), str(qty), "buy" if buy else "sell", t, t)
+        args = (price * 10**8, qty * 10**8, price * qty * 10**16, buy, t, tid or order, record)
+        one_by_one.apply(*args)
+        (merged if order < split else part).apply(*args)
+    merged.merge(part)
+    assert [getattr(merged, f) for f in FIELDS] == [getattr(one_by_one, f) for f in FIELDS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import orjson
 import pytest
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner, StreamKey
@@ -64,6 +65,27 @@ async def test_records_published_in_one_loop_turn_form_one_batch() -> None:
     await broadcaster.cancel()
 
 
+async def test_batches_waiting_for_a_busy_consumer_are_merged_in_order_up_to_the_limit() -> None:
+    collector = CollectingConsumer(make_settings())
+    broadcaster = Broadcaster([ConsumerRunner(collector, 100_000, LOG, batch_max_events=25)])
+    broadcaster.start()
+    for turn in range(10):  # ten loop turns before the consumer's task runs
+        for i in range(5):
+            broadcaster.publish(TRADES, trade(turn * 5 + i))
+        broadcaster.publish(KEY, price(turn))
+        broadcaster.flush()
+    await broadcaster.drain(1.0)
+    assert [b.size for b in collector.batches] == [24, 24, 12]  # 4 turns of 6 events fit in 25
+    first = collector.batches[0]
+    assert [e.data_type for e in first] == ["trades", "price"]  # one envelope per stream
+    trades = first.envelopes[0]
+    assert [t.trade_id for t in trades.data] == list(range(20))  # type: ignore[union-attr]
+    assert trades.record_json() == [orjson.dumps(t) for t in trades.data]
+    ids = [t.trade_id for b in collector.batches for t in b.envelopes[0].data]  # type: ignore[union-attr]
+    assert ids == list(range(50))
+    await broadcaster.cancel()
+
+
 async def test_a_stuck_consumer_never_delays_the_others() -> None:
     stuck, healthy = StuckConsumer(), CollectingConsumer(make_settings())
     broadcaster = Broadcaster(
@@ -111,8 +133,7 @@ async def test_a_failing_consumer_is_logged_and_keeps_receiving(
     with caplog.at_level(logging.ERROR):
         for turn in range(3):
             broadcaster.publish(KEY, price(turn))
-            broadcaster.flush()
-        await broadcaster.drain(1.0)
+            await broadcaster.drain(1.0)
     assert len(failing.batches) == 3
     assert runner.errors == 3
     assert "consumer failing failed on a batch" in caplog.text

@@ -44,8 +44,26 @@ def test_a_delayed_older_event_never_moves_the_clock_back() -> None:
     clock = ExchangeClock(mono)
     clock.observe(1_000_000)
     mono.now += 1.0
-    clock.observe(1_000_400)  # arrived 600 ms late
     assert clock.now_ms() == 1_001_000
+    clock.observe(999_000)  # an older event, delayed
+    assert clock.now_ms() == 1_001_000
+    clock.observe(1_000_400)  # newer than any seen, but 600 ms late: no step back either
+    assert clock.now_ms() == 1_001_000
+    mono.now += 0.1
+    assert clock.now_ms() == 1_001_000  # waits for the data to catch up with what it said
+    mono.now += 0.6
+    assert clock.now_ms() == 1_001_100
+
+
+def test_while_events_arrive_ever_later_the_clock_follows_them_not_local_time() -> None:
+    """A process working through a backlog must not close bars whose trades it has not read:
+    the clock stays with the data (plus the time since its latest event), not ahead of it."""
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono)
+    for step in range(10):  # every 10 ms of local time, only 5 ms more of exchange time
+        clock.observe(1_000_000 + 5 * step)
+        mono.now += 0.010
+    assert clock.now_ms() == 1_000_045 + 10  # the latest event plus 10 ms, not 1_000_100
 
 
 def test_a_newer_event_moves_the_clock_forward() -> None:

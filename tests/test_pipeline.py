@@ -29,6 +29,7 @@ class Recorder(Broadcaster):
         self.published.extend((key[2], record) for record in records)
 
     def of(self, data_type: str) -> list[Record]:
+        self.flush()  # what a loop turn would do: collect the klines made so far
         return [record for kind, record in self.published if kind == data_type]
 
 

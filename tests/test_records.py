@@ -101,3 +101,40 @@ def test_batch_counts_events_across_envelopes() -> None:
     )  # fmt: skip
     assert batch.size == 3
     assert [e.data_type for e in batch] == ["klines", "price"]
+
+
+def test_merged_batches_hold_one_envelope_per_stream_reusing_serialised_records() -> None:
+    def trade(i: int, symbol: str = "BTCUSDT") -> Trade:
+        return Trade.create(symbol, i, "1", "1", "buy", i, i)
+
+    first = Batch([Envelope("binance", "spot", "trades", [trade(1), trade(2, "ETHUSDT")])])
+    second = Batch([
+        Envelope("binance", "spot", "price", [Price("BTCUSDT", "2", 2, 2)]),
+        Envelope("binance", "spot", "trades", [trade(3)]),
+    ])  # fmt: skip
+    lines = first.envelopes[0].record_json() + second.envelopes[1].record_json()
+    merged = Batch.merge([first, second])
+    assert [e.data_type for e in merged] == ["trades", "price"]
+    assert merged.size == 4
+    trades = merged.envelopes[0]
+    assert all(a is b for a, b in zip(trades.record_json(), lines, strict=True))  # not redone
+    alone = Envelope("binance", "spot", "trades", [trade(1), trade(2, "ETHUSDT"), trade(3)])
+    assert trades.to_json() == alone.to_json()
+    assert trades.by_channel() == alone.by_channel()
+    assert Batch.merge([first]) is first
+
+
+def test_serialised_records_are_right_sized_not_orjsons_4_kib_buffers() -> None:
+    """Lines live while consumers queue them: 100,000 queued trades must cost megabytes, not
+    the 400 MiB of orjson's minimum output buffer (orjson 3.12 and later)."""
+    import tracemalloc
+
+    trades = [Trade.create("BTCUSDT", i, "101.12", "0.0123", "buy", i, i) for i in range(1000)]
+    envelope = Envelope("binance", "spot", "trades", trades)
+    tracemalloc.start()
+    try:
+        lines = envelope.record_json()
+        allocated = sum(s.size for s in tracemalloc.take_snapshot().statistics("lineno"))
+    finally:
+        tracemalloc.stop()
+    assert allocated / len(lines) < 2 * max(len(line) for line in lines) + 100

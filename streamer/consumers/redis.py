@@ -17,7 +17,9 @@ With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
   = the envelope), trimmed to about ``STREAMER_REDIS_STREAMS_MAXLEN`` entries, for readers that
   must not miss messages while disconnected.
 
-Each batch is one pipeline (one round trip). Start-up never deletes keys. When Redis is down the
+Each batch is one pipeline (one round trip): every command packed by hiredis into one write,
+the state first and the PUBLISHes last (see :class:`Writes`); a command Redis refuses is
+logged, the rest of the batch stands. Start-up never deletes keys. When Redis is down the
 consumer keeps the batch in hand and retries with backoff; meanwhile its queue (bounded by
 ``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) holds what arrives and drops the oldest, counted. Each
 change of state (down, back) is logged once.
@@ -26,15 +28,19 @@ change of state (down, back) is logged once.
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.consumers.base import BaseConsumer
@@ -42,10 +48,53 @@ from streamer.reconnect import Backoff
 from streamer.records import Batch, Kline, Price, Quote, Record, Ticker
 from streamer.settings import ConfigError, Settings
 
-__all__ = ["RedisConsumer"]
+__all__ = ["RedisConsumer", "Writes"]
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-Command = tuple[str, tuple[Any, ...], dict[str, Any]]
+Command = tuple[Any, ...]  # ("PUBLISH", channel, message): a command and its arguments
+# RESP encoding in C. (hiredis' stub types the argument as a 1-tuple; it takes any tuple.)
+pack_command = cast("Callable[[Command], bytes]", hiredis.pack_command)
+_REPLY_OFF = pack_command(("CLIENT", "REPLY", "OFF"))
+_REPLY_ON = pack_command(("CLIENT", "REPLY", "ON"))
+
+
+class Writes:
+    """One batch's commands, in the order Redis runs them:
+
+    * ``before``: history de-duplication (ZREMRANGEBYSCORE), run without replies;
+    * ``answered``: the state (ZADD history, HSET latest values, XADD), each reply read, so a
+      refused write is seen (a wrong key type would refuse the quiet commands on the same key
+      as well as these);
+    * ``after``: trims and then PUBLISH, without replies: subscribers hear of an event once the
+      state already shows it.
+
+    ``CLIENT REPLY OFF`` spares reading thousands of replies that can only say "done".
+    """
+
+    __slots__ = ("after", "answered", "before")
+
+    def __init__(self) -> None:
+        self.before: list[Command] = []
+        self.answered: list[Command] = []
+        self.after: list[Command] = []
+
+    def __len__(self) -> int:
+        return len(self.before) + len(self.answered) + len(self.after)
+
+    def pack(self) -> tuple[bytes, int]:
+        """The bytes to send and how many replies they bring."""
+        parts: list[bytes] = []
+        replies = len(self.answered)
+        for quiet, commands in ((True, self.before), (False, self.answered), (True, self.after)):
+            if not commands:
+                continue
+            if quiet:
+                parts.append(_REPLY_OFF)
+            parts.extend(map(pack_command, commands))
+            if quiet:
+                parts.append(_REPLY_ON)  # answers OK
+                replies += 1
+        return b"".join(parts), replies
 
 
 class RedisConsumer(BaseConsumer):
@@ -124,7 +173,7 @@ class RedisConsumer(BaseConsumer):
 
     async def consume(self, batch: Batch) -> None:
         commands = self.commands(batch)
-        if not commands:
+        if not len(commands):
             return
         while True:
             try:
@@ -151,12 +200,31 @@ class RedisConsumer(BaseConsumer):
                 self.batches_written += 1
                 return
 
-    async def _execute(self, commands: list[Command]) -> None:
+    async def _execute(self, writes: Writes) -> None:
+        """Send ``writes`` in one write and read the replies. Refused commands raise one
+        :class:`ResponseError` afterwards, for the runner to log; the others took effect."""
         assert self.client is not None
-        pipe = self.client.pipeline(transaction=False)
-        for method, args, kwargs in commands:
-            getattr(pipe, method)(*args, **kwargs)
-        await pipe.execute()
+        payload, replies = writes.pack()
+        pool = self.client.connection_pool
+        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        refused: list[ResponseError] = []
+        try:
+            await connection.send_packed_command(payload)
+            # One deadline for the whole batch, rather than one timer per reply.
+            async with asyncio.timeout(self.settings.redis_timeout_seconds):
+                for _ in range(replies):
+                    try:
+                        await connection.read_response(timeout=math.inf)
+                    except ResponseError as exc:
+                        refused.append(exc)
+        except BaseException:
+            # Replies may be left unread: this connection must not serve another batch.
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        if refused:
+            raise ResponseError(f"{len(refused)} of {len(writes)} commands refused: {refused[0]}")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -185,32 +253,32 @@ class RedisConsumer(BaseConsumer):
         self.down_since = None
         self.logger.warning("redis %s: available again after %.1f s", self.where, down_for)
 
-    def commands(self, batch: Batch) -> list[Command]:
-        """The pipeline for one batch (public for tests and benchmarks)."""
-        commands: list[Command] = []
+    def commands(self, batch: Batch) -> Writes:
+        """The writes for one batch (public for tests and benchmarks)."""
+        writes = Writes()
         for envelope in batch:
             prefix = f"{self.main_key}:{envelope.exchange}:{envelope.channel}"
-            for channel, message in envelope.by_channel().items():
-                commands.append(("publish", (f"{prefix}:{channel}", message), {}))
             data_type = envelope.data_type
             if data_type == "klines":
-                self._kline_commands(prefix, envelope.data, envelope.record_json(), commands)
+                self._kline_commands(prefix, envelope.data, envelope.record_json(), writes)
             elif data_type in ("ticker", "quotes"):
                 latest = _latest_by_symbol(envelope.data, envelope.record_json())
-                commands.append(("hset", (f"{prefix}:{data_type}",), {"mapping": latest}))
+                writes.answered.append(_hset(f"{prefix}:{data_type}", latest))
             elif data_type == "price":
                 prices = {r.symbol: r.price for r in envelope.data if isinstance(r, Price)}
-                commands.append(("hset", (f"{prefix}:price",), {"mapping": prices}))
+                writes.answered.append(_hset(f"{prefix}:price", prices))
             if self.streams:
-                fields = {"data": envelope.to_json()}
-                commands.append((
-                    "xadd", (f"{prefix}:stream:{data_type}", fields),
-                    {"maxlen": self.streams_maxlen, "approximate": True},
+                writes.answered.append((
+                    "XADD", f"{prefix}:stream:{data_type}", "MAXLEN", "~", self.streams_maxlen,
+                    "*", "data", envelope.to_json(),
                 ))  # fmt: skip
-        return commands
+            publish = writes.after
+            for channel, message in envelope.by_channel().items():
+                publish.append(("PUBLISH", f"{prefix}:{channel}", message))
+        return writes
 
     def _kline_commands(
-        self, prefix: str, klines: Sequence[Record], lines: list[bytes], commands: list[Command]
+        self, prefix: str, klines: Sequence[Record], lines: list[bytes], writes: Writes
     ) -> None:
         trimmed: set[str] = set()
         last_closed: dict[str, dict[str, bytes]] = {}
@@ -220,21 +288,25 @@ class RedisConsumer(BaseConsumer):
             if not kline.is_closed:
                 forming.setdefault(f"{prefix}:forming:{kline.interval}", {})[kline.symbol] = line
                 continue
-            history = f"{prefix}:history:{kline.interval}:{kline.symbol}"
+            history, hash_key = self._kline_keys(prefix, kline.interval, kline.symbol)
             # One member per open time: a revision (or a bar published again after a restart)
             # replaces the one before it.
-            commands.append(("zremrangebyscore", (history, kline.timestamp, kline.timestamp), {}))
-            commands.append(("zadd", (history, {line: kline.timestamp}), {}))
+            writes.before.append(("ZREMRANGEBYSCORE", history, kline.timestamp, kline.timestamp))
+            writes.answered.append(("ZADD", history, kline.timestamp, line))
             trimmed.add(history)
-            hash_key = f"{prefix}:last-closed:{kline.interval}"
             seen = self._last_closed.get((hash_key, kline.symbol))
             if seen is None or kline.timestamp >= seen:
                 self._last_closed[(hash_key, kline.symbol)] = kline.timestamp
                 last_closed.setdefault(hash_key, {})[kline.symbol] = line
         for history in trimmed:
-            commands.append(("zremrangebyrank", (history, 0, -self.history_limit - 1), {}))
+            writes.after.append(("ZREMRANGEBYRANK", history, 0, -self.history_limit - 1))
         for hash_key, mapping in (*last_closed.items(), *forming.items()):
-            commands.append(("hset", (hash_key,), {"mapping": mapping}))
+            writes.answered.append(_hset(hash_key, mapping))  # never empty: made with an entry
+
+    @functools.lru_cache(maxsize=65_536)  # noqa: B019 - one consumer per service, bounded
+    def _kline_keys(self, prefix: str, interval: str, symbol: str) -> tuple[str, str]:
+        """(history ZSET, last-closed HASH) keys of one symbol and interval."""
+        return f"{prefix}:history:{interval}:{symbol}", f"{prefix}:last-closed:{interval}"
 
     def health(self) -> dict[str, object]:
         return {
@@ -242,6 +314,11 @@ class RedisConsumer(BaseConsumer):
             "redis_errors": self.errors,
             "dropped_events": self.dropped_events,
         }
+
+
+def _hset(key: str, mapping: dict[str, Any]) -> Command:
+    """HSET ``key`` field value field value ..."""
+    return ("HSET", key, *(item for pair in mapping.items() for item in pair))
 
 
 def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str, bytes]:

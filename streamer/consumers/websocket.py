@@ -132,31 +132,45 @@ class Client:
         "_second",
         "_wakeup",
         "address",
+        "bytes_limit",
         "gzip",
         "queue",
+        "queued_bytes",
         "subscription",
         "task",
         "user",
         "ws",
     )
 
-    def __init__(self, ws: ServerConnection, user: str, address: str, use_gzip: bool) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        user: str,
+        address: str,
+        use_gzip: bool,
+        bytes_limit: int = 16 << 20,
+    ) -> None:
         self.ws = ws
         self.user = user
         self.address = address
         self.gzip = use_gzip
         self.subscription = Subscription()
         self.queue: deque[Frame] = deque()
+        self.queued_bytes = 0
+        self.bytes_limit = bytes_limit
         self._wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._second = 0
         self._count = 0
 
     def offer(self, frame: Frame, limit: int) -> bool:
-        """Queue a message; False if the queue is full (the client cannot keep up)."""
-        if len(self.queue) >= limit:
+        """Queue a message; False if the queue is full, in messages (``limit``) or bytes: the
+        client cannot keep up."""
+        size = len(frame.data)
+        if len(self.queue) >= limit or (self.queue and self.queued_bytes + size > self.bytes_limit):
             return False
         self.queue.append(frame)
+        self.queued_bytes += size
         self._wakeup.set()
         return True
 
@@ -177,6 +191,7 @@ class Client:
                 await self._wakeup.wait()
                 continue
             frame = queue.popleft()
+            self.queued_bytes -= len(frame.data)
             if self.gzip:
                 await ws.send(frame.gzipped())
             else:
@@ -361,7 +376,9 @@ class WebSocketConsumer(BaseConsumer):
                 )
             if user is None:
                 return
-            client = Client(ws, user, address, handshake.gzip)
+            client = Client(
+                ws, user, address, handshake.gzip, self.settings.websocket_client_queue_bytes
+            )
             client.offer(Frame.json({"status": "authenticated", "user": user}), self.queue_limit)
             client.task = asyncio.get_running_loop().create_task(client.send_loop())
             self.clients.add(client)
@@ -511,17 +528,18 @@ class WebSocketConsumer(BaseConsumer):
         """Keep the latest record per channel (closed klines only) for snapshots."""
         latest = self._latest
         exchange, channel, data_type = envelope.exchange, envelope.channel, envelope.data_type
+        if data_type != "klines":
+            for name, lines in envelope.groups().items():
+                latest[(exchange, channel, data_type, name)] = (0, lines[-1])
+            return
         for record, line in zip(envelope.data, envelope.record_json(), strict=True):
+            if not isinstance(record, Kline) or not record.is_closed:
+                continue
             key = (exchange, channel, data_type, channel_key(data_type, record))
-            if isinstance(record, Kline):
-                if not record.is_closed:
-                    continue
-                seen = latest.get(key)
-                if seen is not None and seen[0] > record.timestamp:
-                    continue  # a revision of an older bar
-                latest[key] = (record.timestamp, line)
-            else:
-                latest[key] = (0, line)
+            seen = latest.get(key)
+            if seen is not None and seen[0] > record.timestamp:
+                continue  # a revision of an older bar
+            latest[key] = (record.timestamp, line)
 
     def _too_slow(self, client: Client) -> None:
         self.disconnected_slow += 1
@@ -540,6 +558,7 @@ class WebSocketConsumer(BaseConsumer):
         if client.task is not None:
             client.task.cancel()
         client.queue.clear()
+        client.queued_bytes = 0
         # A client that does not read may never take the close frame: close() gives up after
         # close_timeout and drops the TCP connection.
         asyncio.get_running_loop().create_task(client.ws.close(code, reason))

@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -39,9 +40,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import connect
-
-from streamer.clock import wall_clock_ms
 from streamer.exchanges.base import ConnectionState, Connector, StartupError
 from streamer.exchanges.binance_link import BinanceLink
 from streamer.exchanges.binance_parser import (
@@ -52,6 +50,7 @@ from streamer.exchanges.binance_parser import (
     ServerShutdown,
 )
 from streamer.exchanges.binance_rest import BinanceRest
+from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, WeightBudget, get_json
 from streamer.logs import RateLimitedLog
 from streamer.pipeline import Pipeline
@@ -65,20 +64,12 @@ __all__ = ["BinanceConnector", "ConnectionPlan", "Stalled"]
 logger = logging.getLogger(__name__)
 
 URL_STREAMS = 100  # streams named in the connection URL; the rest are SUBSCRIBEd
-WS_OPTIONS: dict[str, Any] = {
-    "ping_interval": 20,  # our keepalive; Binance's own pings are answered automatically
-    "ping_timeout": 20,
-    "open_timeout": 10,
-    "close_timeout": 2,
-    # Market frames are small; a giant one is read, counted as malformed and skipped rather
-    # than costing the connection. Beyond this bound the connection is closed (1009).
-    "max_size": 16 << 20,
-    "max_queue": 256,  # frames buffered before TCP backpressure
-    "compression": None,  # Binance does not compress market streams
-}
+# Our keepalive pings every 20 s (Binance's own pings are answered automatically). Market frames
+# are small; a giant one is read, counted as malformed and skipped rather than costing the
+# connection; beyond max_size the connection is closed (1009).
+WS_OPTIONS = WireOptions(ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=2)
 _MARKET_TYPES = {Ticker: "ticker", Price: "price", Quote: "quotes"}
 
-Connect = Callable[..., Any]
 GetJson = Callable[..., Awaitable[Any]]
 
 
@@ -118,14 +109,14 @@ class BinanceConnector(Connector):
         settings: Settings,
         pipelines: Mapping[str, Pipeline],
         *,
-        connect_ws: Connect = connect,
+        open_wire: OpenWire | None = None,
         fetch_json: GetJson = get_json,
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(settings, pipelines)
-        self._connect = connect_ws
+        self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
         self._backoff = backoff
         self._sleep = sleep
         self._rng = rng
@@ -300,26 +291,29 @@ class BinanceConnector(Connector):
     async def _open(self, plan: ConnectionPlan, reason: str) -> BinanceLink:
         """Connect, subscribe every stream of ``plan``, and announce it."""
         plan.state.state = "connecting"
-        ws = await self._connect(plan.url(), **WS_OPTIONS)
-        link = BinanceLink(ws, plan.channel, lambda link, frame: self._on_frame(plan, link, frame))
+
+        def announce() -> None:  # before the first frame, so consumers hear of it first
+            plan.links_opened += 1
+            plan.state.state = "connected"
+            plan.state.connected_at = time.monotonic()
+            first = plan.links_opened == 1
+            logger.info(
+                "%s: %s, %d streams", plan.name, "connected" if first else reason,
+                len(plan.streams),
+            )  # fmt: skip
+            self.pipelines[plan.channel].on_status(
+                "connected" if first else "resubscribed",
+                connection=plan.name,
+                message=f"{len(plan.streams)} streams" + ("" if first else f" ({reason})"),
+                symbols=list(plan.symbols),
+            )
+
+        link = BinanceLink(plan.channel, functools.partial(self._on_frame, plan))
+        await link.connect(plan.url(), self._open_wire, WS_OPTIONS, announce)
         self._links.add(link)
-        link.start()
         rest = plan.streams[URL_STREAMS:]
-        if rest and not await link.subscribe(rest, timeout=WS_OPTIONS["open_timeout"]):
+        if rest and not await link.subscribe(rest, timeout=WS_OPTIONS.open_timeout):
             logger.error("%s: some streams were refused: %s", plan.name, link.refused[-3:])
-        plan.links_opened += 1
-        plan.state.state = "connected"
-        plan.state.connected_at = time.monotonic()
-        first = plan.links_opened == 1
-        logger.info(
-            "%s: %s, %d streams", plan.name, "connected" if first else reason, len(plan.streams)
-        )
-        self.pipelines[plan.channel].on_status(
-            "connected" if first else "resubscribed",
-            connection=plan.name,
-            message=f"{len(plan.streams)} streams" + ("" if first else f" ({reason})"),
-            symbols=list(plan.symbols),
-        )
         return link
 
     def _lifetime(self) -> float:
@@ -391,7 +385,7 @@ class BinanceConnector(Connector):
                 return "stalled"
             missing = [stream for stream in plan.streams if stream not in set(streams)]
             if missing:
-                await link.subscribe(missing, timeout=WS_OPTIONS["open_timeout"])
+                await link.subscribe(missing, timeout=WS_OPTIONS.open_timeout)
                 self.pipelines[plan.channel].on_status(
                     "resubscribed", connection=plan.name,
                     message=f"the server had dropped {len(missing)} streams",
@@ -414,7 +408,7 @@ class BinanceConnector(Connector):
         state.messages += 1
         state.last_message_at = link.last_message_at
         try:
-            event = self._parsers[plan.channel].parse(message, wall_clock_ms())
+            event = self._parsers[plan.channel].parse(message, time.time_ns() // 1_000_000)
         except ParseError as exc:
             self._log.warning(
                 f"malformed:{plan.name}", "%s: skipped a malformed frame (%s): %.200r",
@@ -503,7 +497,7 @@ class BinanceConnector(Connector):
                 plan.symbols.append(symbol)
                 plan.streams.extend(streams)
                 if plan.link is not None:
-                    await plan.link.subscribe(streams, timeout=WS_OPTIONS["open_timeout"])
+                    await plan.link.subscribe(streams, timeout=WS_OPTIONS.open_timeout)
                 continue
             index = sum(1 for p in self.plans if p.channel == channel and p.family == family)
             try:

@@ -1,6 +1,7 @@
-"""One Binance WebSocket connection: its reader task, its paced requests, its liveness probe.
+"""One Binance WebSocket connection: its frames, its paced requests, its liveness probe.
 
-A link reads frames in its own task and hands each to the connector's handler. Requests it sends
+A link hands every frame its :class:`~streamer.exchanges.wire.Wire` receives to the connector's
+handler, synchronously. Requests it sends
 (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS) go out no faster than Binance allows incoming
 messages (5/s spot, 10/s futures; we stay under with 4/s and 8/s), and their replies are matched
 by id. :meth:`BinanceLink.probe` asks LIST_SUBSCRIPTIONS: a reply proves the connection still
@@ -16,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection
 
 from streamer.exchanges.binance_parser import Ack, ErrorReply
+from streamer.exchanges.wire import OpenWire, Wire, WireOptions
 
 __all__ = ["REQUEST_RATE", "SUBSCRIBE_CHUNK", "BinanceLink"]
 
@@ -27,20 +28,20 @@ SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
 
 
 class BinanceLink:
-    """A live connection. ``handler(link, frame)`` is called for every frame received."""
+    """A connection. ``handler(link, frame)`` is called for every frame received; open it with
+    :meth:`connect`."""
 
     _ids = 0  # request ids are unique per process, so replies can never be confused
 
     def __init__(
         self,
-        ws: ClientConnection,
         channel: str,
         handler: Callable[[BinanceLink, str | bytes], None],
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ws = ws
+        self.wire: Wire | None = None
         self.channel = channel
         self._handler = handler
         self._sleep = sleep
@@ -52,29 +53,48 @@ class BinanceLink:
         self.opened_at = clock()
         self.last_message_at = self.opened_at
         self.closed = asyncio.Event()
-        self.error: BaseException | None = None
         self.shutdown_notice = asyncio.Event()
         self.refused: list[str] = []  # error messages for our requests
-        self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._on_open: Callable[[], None] | None = None
 
-    def start(self) -> None:
-        """Start reading."""
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="binance-read")
+    async def connect(
+        self,
+        url: str,
+        open_wire: OpenWire,
+        options: WireOptions,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
+        """Open the connection; frames flow to the handler from now on. ``on_open`` is called
+        once it is open, before the handler sees any frame."""
+        self._on_open = on_open
+        self.wire = await open_wire(url, self._on_message, options)
+        self._opened()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(self.wire))
 
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                self.last_message_at = self._clock()
-                self._handler(self, message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.closed.set()
-            for future in self._replies.values():
-                if not future.done():
-                    future.cancel()
+    def _opened(self) -> None:
+        self.opened_at = self.last_message_at = self._clock()
+        on_open, self._on_open = self._on_open, None
+        if on_open is not None:
+            on_open()
+
+    def _on_message(self, message: bytes | str) -> None:
+        if self._on_open is not None:
+            self._opened()  # a frame came before connect() resumed
+        self.last_message_at = self._clock()
+        self._handler(self, message)
+
+    async def _watch(self, wire: Wire) -> None:
+        await wire.closed.wait()
+        self.closed.set()
+        for future in self._replies.values():
+            if not future.done():
+                future.cancel()
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the connection ended (None while open or after a clean close)."""
+        return None if self.wire is None else self.wire.error
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -90,7 +110,8 @@ class BinanceLink:
             if params is not None:
                 body["params"] = params
             self._replies[request_id] = asyncio.get_running_loop().create_future()
-            await self.ws.send(orjson.dumps(body).decode())
+            assert self.wire is not None
+            await self.wire.send(orjson.dumps(body).decode())
             self._last_send = self._clock()
             return request_id
 
@@ -139,20 +160,25 @@ class BinanceLink:
     # -- closing -----------------------------------------------------------------------------
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close gracefully: frames already received are still handled, then the reader ends."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), timeout)
+        """Close gracefully: frames already received are still handled first."""
+        if self.wire is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.wire.close(), timeout)
+            if not self.wire.closed.is_set():
+                self.wire.abort()
         await self._join(timeout)
 
     async def abort(self) -> None:
         """Drop the connection at once (a stalled link will not answer a close)."""
-        self.ws.transport.abort()
+        if self.wire is not None:
+            self.wire.abort()
         await self._join(1.0)
 
     async def _join(self, timeout: float) -> None:
-        reader = self._reader
-        if reader is not None and not reader.done():
-            done, _ = await asyncio.wait({reader}, timeout=timeout)
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            done, _ = await asyncio.wait({watcher}, timeout=timeout)
             if not done:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        self.closed.set()

@@ -77,12 +77,19 @@ def _decimal(data: dict[str, Any], key: str) -> str:
     return normalize_decimal(value)
 
 
+# Distinct price spellings remembered with their parsed forms. A market trades at few price
+# levels at a time (392 distinct prices in 3,427 BTCUSDT trades of the test data, but 2,707
+# distinct quantities), so most trades parse no price at all; quantities are parsed each time.
+PRICE_CACHE_SIZE = 100_000
+
+
 class BinanceParser:
     """Parses frames of one connection family. ``stats`` counts frames by outcome."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("_prices", "stats")
 
     def __init__(self) -> None:
+        self._prices: dict[str, tuple[str, int]] = {}
         self.stats: dict[str, int] = {
             "trade": 0,
             "ticker": 0,
@@ -101,6 +108,17 @@ class BinanceParser:
             self.stats["malformed"] += 1
             raise ParseError(f"invalid JSON: {exc}") from None
         try:
+            if type(frame) is dict:  # trades first: nearly every frame is one
+                data = frame.get("data", frame)  # combined stream, or a raw /ws/ payload
+                if type(data) is dict:
+                    event = data.get("e")
+                    if event == "trade":
+                        self.stats["trade"] += 1
+                        trade_id = _int(data, "t")
+                        return self._make_trade(data, trade_id, trade_id, trade_id, received_at)
+                    if event == "aggTrade":
+                        self.stats["trade"] += 1
+                        return self._agg_trade(data, received_at)
             return self._dispatch(frame, received_at)
         except ParseError:
             self.stats["malformed"] += 1
@@ -119,13 +137,7 @@ class BinanceParser:
             data = frame  # a raw /ws/ payload
         elif type(data) is not dict:
             raise ParseError("'data' must be an object")
-        event = data.get("e")
-        if event == "trade":
-            self.stats["trade"] += 1
-            return self._trade(data, received_at)
-        if event == "aggTrade":
-            self.stats["trade"] += 1
-            return self._agg_trade(data, received_at)
+        event = data.get("e")  # trades never get here (see parse)
         if event == "24hrTicker":
             self.stats["ticker"] += 1
             return self._ticker(data, received_at)
@@ -143,46 +155,54 @@ class BinanceParser:
         self.stats["ignored"] += 1
         return None
 
-    def _trade(self, data: dict[str, Any], received_at: int) -> Trade:
-        trade_id = _int(data, "t")
-        return self._make_trade(data, trade_id, trade_id, trade_id, received_at)
-
     def _agg_trade(self, data: dict[str, Any], received_at: int) -> Trade:
         first, last = _int(data, "f"), _int(data, "l")
         if last < first:
             raise ParseError(f"aggTrade ids run backwards: f={first} l={last}")
         return self._make_trade(data, _int(data, "a"), first, last, received_at)
 
-    @staticmethod
     def _make_trade(
-        data: dict[str, Any], trade_id: int, first: int, last: int, received_at: int
+        self, data: dict[str, Any], trade_id: int, first: int, last: int, received_at: int
     ) -> Trade:
-        price, quantity = data["p"], data["q"]
-        if type(price) is not str or type(quantity) is not str:
-            raise ParseError("price and quantity must be decimal strings")
-        price_units, quantity_units = parse_scaled(price), parse_scaled(quantity)
-        if price_units <= 0 or quantity_units <= 0:
-            raise ParseError(f"trade price and quantity must be positive: {price} {quantity}")
-        maker = data["m"]
+        price = data["p"]
+        price_entry = self._prices.get(price)
+        if price_entry is None:
+            price_entry = self._positive(price)
+            if len(self._prices) >= PRICE_CACHE_SIZE:
+                self._prices.clear()  # bounded; refills with the levels trading now
+            self._prices[price] = price_entry
+        quantity_entry = self._positive(data["q"])
+        maker, timestamp, symbol = data["m"], data["T"], data["s"]
         if type(maker) is not bool:
             raise ParseError(f"'m' must be a boolean, got {maker!r}")
-        timestamp = _int(data, "T")
-        if timestamp <= 0:
-            raise ParseError(f"trade time must be positive, got {timestamp}")
+        if type(timestamp) is not int or timestamp <= 0:
+            raise ParseError(f"trade time must be a positive integer, got {timestamp!r}")
+        if type(symbol) is not str or not symbol:
+            raise ParseError(f"'s' must be a non-empty string, got {symbol!r}")
         return Trade(
-            _str(data, "s"),
+            symbol,
             trade_id,
-            normalize_decimal(price),
-            normalize_decimal(quantity),
+            price_entry[0],
+            quantity_entry[0],
             "sell" if maker else "buy",
             timestamp,
             received_at,
             first,
             last,
             "binance",
-            price_units,
-            quantity_units,
+            price_entry[1],
+            quantity_entry[1],
         )
+
+    @staticmethod
+    def _positive(text: Any) -> tuple[str, int]:
+        """(normalised spelling, scaled value) of a trade's price or quantity."""
+        if type(text) is not str:
+            raise ParseError(f"price and quantity must be decimal strings, got {text!r}")
+        units = parse_scaled(text)
+        if units <= 0:
+            raise ParseError(f"trade price and quantity must be positive, got {text!r}")
+        return normalize_decimal(text), units
 
     @staticmethod
     def _ticker(data: dict[str, Any], received_at: int) -> Ticker:

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.redis import RedisConsumer
@@ -170,23 +172,40 @@ async def test_forming_bars_and_streams(prefix: str) -> None:
     await redis.stop()
 
 
-async def test_one_round_trip_per_batch(prefix: str) -> None:
+async def test_one_round_trip_per_batch(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     redis = consumer(prefix)
     await redis.setup()
-    assert redis.client is not None
-    executed = 0
-    real_pipeline = redis.client.pipeline
+    writes: list[int] = []
+    real_send = AbstractConnection.send_packed_command
 
-    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
-        nonlocal executed
-        executed += 1
-        return real_pipeline(*args, **kwargs)
+    async def counting_send(self: AbstractConnection, command: Any, **kwargs: Any) -> None:
+        writes.append(len(command))
+        await real_send(self, command, **kwargs)
 
-    redis.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_send)
     trades = [Trade.create(f"S{i}USDT", i, "1", "1", "buy", T, T) for i in range(200)]
     await redis.consume(Batch([Envelope("binance", "spot", "trades", trades),
                                Envelope("binance", "spot", "klines", [kline(0)])]))  # fmt: skip
-    assert executed == 1
+    assert len(writes) == 1  # 200 publishes and the kline's history and hash: one write
+    await redis.stop()
+
+
+async def test_a_refused_command_is_reported_and_the_rest_of_the_batch_stands(
+    prefix: str,
+) -> None:
+    client = Redis(db=DB)
+    p = f"{prefix}:binance:spot"
+    await client.set(f"{p}:price", "not a hash")  # HSET on it will be refused (WRONGTYPE)
+    redis = consumer(prefix)
+    await redis.setup()
+    batch = Batch([Envelope("binance", "spot", "price", [Price("BTCUSDT", "1", T, T)]),
+                   Envelope("binance", "spot", "klines", [kline(0)])])  # fmt: skip
+    with pytest.raises(ResponseError, match=r"1 of \d+ commands refused: WRONGTYPE"):
+        await redis.consume(batch)
+    assert await client.hget(f"{p}:last-closed:1m", "BTCUSDT") is not None
+    assert await client.ping()  # and the connection still serves the next batch
+    await redis.consume(Batch([Envelope("binance", "spot", "klines", [kline(1)])]))
+    await client.aclose()
     await redis.stop()
 
 

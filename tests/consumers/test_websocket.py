@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner
-from streamer.consumers.websocket import Client, WebSocketConsumer
+from streamer.consumers.websocket import Client, Frame, WebSocketConsumer
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch, Envelope, Kline, Price, Record, Trade
@@ -423,3 +423,16 @@ def test_fuzz_every_client_message_gets_a_json_reply_and_nothing_crashes(
     for frame in frames:
         assert isinstance(orjson.loads(frame.data), dict)
     assert client.subscription.patterns is None or len(client.subscription.patterns) <= 1000
+
+
+async def test_a_client_queue_is_bounded_in_bytes_as_well_as_in_messages() -> None:
+    """Merged batches make big frames: a few of them fill a slow client's byte budget long
+    before its message count, and it is then as too slow as with many small ones."""
+    client = Client(None, "alice", "127.0.0.1", False, bytes_limit=100_000)  # type: ignore[arg-type]
+    big = Frame(b"x" * 40_000)
+    assert client.offer(big, 1000)
+    assert client.offer(big, 1000)
+    assert not client.offer(big, 1000)  # 120,000 bytes would be over the budget
+    assert client.queued_bytes == 80_000
+    alone = Client(None, "bob", "127.0.0.1", False, bytes_limit=100_000)  # type: ignore[arg-type]
+    assert alone.offer(Frame(b"x" * 500_000), 1000)  # one oversized message still goes out

@@ -1,4 +1,8 @@
-"""The Binance connector against a local fake Binance speaking the real protocol."""
+"""The Binance connector against a local fake Binance speaking the real protocol.
+
+Every test runs with both exchange WebSocket clients (websockets and picows): they must behave
+the same in every scenario.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,14 @@ from tests.fakes.binance import (
 )
 
 NOW = int(time.time() * 1000) // 60_000 * 60_000  # a minute boundary, so bars are predictable
+
+
+@pytest.fixture(autouse=True, params=["websockets", "picows"])
+def ws_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each exchange WebSocket client."""
+    client: str = request.param
+    monkeypatch.setenv("STREAMER_EXCHANGE_WS_CLIENT", client)
+    return client
 
 
 def closed_port() -> int:
@@ -100,7 +112,8 @@ async def test_streams_beyond_the_url_are_subscribed_with_ids_and_paced(
             await fake.wait_for_streams([f"s{i}usdt@trade" for i in range(5)], timeout=5)
             conn = fake.connections[0]
             assert [r["method"] for r in conn.requests] == ["SUBSCRIBE"] * 3
-            assert [r["id"] for r in conn.requests] == [1, 2, 3]
+            ids = [r["id"] for r in conn.requests]
+            assert ids == list(range(ids[0], ids[0] + 3))  # unique, in order
             gaps = [b - a for a, b in zip(conn._window, conn._window[1:], strict=False)]
             assert all(gap >= 0.2 for gap in gaps)  # 4/s, under Binance's 5/s
             assert fake.connection_count == 1  # never cut off for flooding

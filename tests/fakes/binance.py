@@ -12,9 +12,10 @@ WebSocket market streams (one instance serves one market, ``spot`` or ``linear``
   connection (Binance: 5/s spot, 10/s futures).
 * Server pings every ``ping_interval`` seconds (Binance spot: 20 s).
 
-REST over plain HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
+REST over HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
 with an optional forced failure status, and ``/api/v3/klines`` (``/fapi/v1/klines``) computed
-from the fake's trade log (:mod:`tests.fakes.klines`).
+from the fake's trade log (:mod:`tests.fakes.klines`). Given a server ``tls`` context, both
+servers speak TLS (``wss://``, ``https://``), as the real endpoints do.
 
 Fault injection, for the resilience scenarios and benchmarks: :meth:`FakeBinance.trade` executes
 a trade and logs it, delivering it or not (lost trades, skipped ids); :attr:`stalled` keeps
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -166,6 +168,7 @@ class FakeBinance:
         *,
         ping_interval: float | None = 20.0,
         max_incoming_per_s: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if market not in ("spot", "linear"):
             raise ValueError(market)
@@ -174,6 +177,7 @@ class FakeBinance:
             dict(symbols) if isinstance(symbols, dict) else dict.fromkeys(symbols, "TRADING")
         )
         self.ping_interval = ping_interval
+        self.tls = tls
         self.max_incoming_per_s = max_incoming_per_s or (5 if market == "spot" else 10)
         self.connections: list[FakeConnection] = []
         self.connection_count = 0
@@ -202,9 +206,10 @@ class FakeBinance:
             ping_interval=self.ping_interval,
             ping_timeout=60,
             compression=None,
+            ssl=self.tls,
         )
         self.ws_port = self._server.sockets[0].getsockname()[1]
-        self._rest = await asyncio.start_server(self._handle_http, "127.0.0.1", 0)
+        self._rest = await asyncio.start_server(self._handle_http, "127.0.0.1", 0, ssl=self.tls)
         self.rest_port = self._rest.sockets[0].getsockname()[1]
         return self
 
@@ -226,12 +231,12 @@ class FakeBinance:
     @property
     def ws_url(self) -> str:
         """Base URL to configure (``STREAMER_BINANCE_*_WS_URL``)."""
-        return f"ws://127.0.0.1:{self.ws_port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.ws_port}"
 
     @property
     def rest_url(self) -> str:
         """Base URL to configure (``STREAMER_BINANCE_*_REST_URL``)."""
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.rest_port}"
 
     # -- WebSocket ---------------------------------------------------------------------------
 
@@ -476,6 +481,14 @@ class FakeBinance:
                     "status": status,
                     "baseAsset": symbol[:-4],
                     "quoteAsset": symbol[-4:],
+                    "filters": [
+                        {
+                            "filterType": "PRICE_FILTER",
+                            "minPrice": "0.01000000",
+                            "maxPrice": "1000000.00000000",
+                            "tickSize": "0.01000000",
+                        },
+                    ],
                 }
                 for symbol, status in self.symbols.items()
             ],

@@ -1,0 +1,368 @@
+"""The end-to-end benchmark: the real service against the ceiling and the peers, in one run.
+
+    python -m bench.run [--quick] [--symbols 1,100,2000] [--duration 10] [--out bench/results]
+
+For every symbol count, every scenario runs against a fresh firehose (:mod:`bench.firehose`)
+serving TLS, as Binance does, to every contender alike:
+
+* at full speed (the firehose sends as fast as the contender reads): sustained trades/s over
+  the measurement window (after a warm-up), trades/s reaching each downstream receiver, events
+  the streamer had to drop, CPU seconds per 100,000 trades and peak RSS of the contender;
+* at a fixed 20,000 trades/s, for the bare websockets client and the streamer with every
+  consumer: latency from the moment the fake writes a frame to the moment a receiver has it
+  (p50, p99, p99.9, max), and for closed klines from the bar's end.
+
+The streamer runs as ``python -m streamer`` with 6 intervals (1s 1m 5m 15m 1h 1d), the trades
+stream on, and the consumers of the scenario. Results: ``<out>/latest.md`` and ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import uvloop
+
+from bench.firehose import Firehose, SendLog, symbol_names
+from bench.procs import REPO, Child, cpu_seconds, free_port, metric_sum, peak_rss_mb, scrape
+from bench.record import Result, load
+from bench.report import render
+from tests.fakes.binance import FakeBinance
+
+__all__ = ["SCENARIOS", "Measurement", "Scenario", "main"]
+
+INTERVALS = "1m,5m,15m,1h,4h,1d"  # the product's default six
+LATENCY_RATE = 20_000
+CERT = REPO / "tests" / "data" / "tls" / "cert.pem"
+KEY = REPO / "tests" / "data" / "tls" / "key.pem"
+REDIS = "127.0.0.1:6379"
+WS_KEY = "bench-key"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One contender: a reference client, or the streamer with some consumers."""
+
+    name: str
+    contender: str | None = None
+    consumers: tuple[str, ...] = ()
+    receivers: tuple[str, ...] = ()
+    clients: int = 4
+    intervals: str = INTERVALS
+
+
+SCENARIOS = [
+    Scenario("websockets (bare)", contender="websockets"),
+    Scenario("picows (bare)", contender="picows"),
+    Scenario("cryptofeed", contender="cryptofeed"),
+    Scenario("streamer: counter", consumers=("bench.counter:CounterConsumer",)),
+    Scenario("streamer: redis", consumers=("redis",), receivers=("redis",)),
+    Scenario("streamer: websocket x4", consumers=("websocket",), receivers=("websocket",)),
+    Scenario("streamer: file", consumers=("file",)),
+    Scenario(
+        "streamer: all",
+        consumers=("redis", "websocket", "file"),
+        receivers=("redis", "websocket"),
+    ),
+    Scenario(
+        "streamer: all, 1s bars too",  # a stress case: every symbol closes a bar every second
+        consumers=("redis", "websocket", "file"),
+        receivers=("redis", "websocket"),
+        intervals="1s," + INTERVALS,
+    ),
+]
+LATENCY_SCENARIOS = ("websockets (bare)", "streamer: all")
+
+
+@dataclass
+class Measurement:
+    """What one run of one scenario measured."""
+
+    scenario: str
+    symbols: int
+    rate: float | None
+    sent: int
+    ingest: float
+    downstream: dict[str, float] = field(default_factory=dict)
+    dropped: float = 0.0
+    cpu_per_100k: float = 0.0
+    rss_mb: float = 0.0  # peak
+    rss_window_mb: tuple[float, float] = (0.0, 0.0)  # at the window's start and end
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    kline_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _tls() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(CERT, KEY)
+    return context
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    values.sort()
+    last = len(values) - 1
+    return {
+        "count": float(len(values)),
+        "p50": values[last * 50 // 100],
+        "p99": values[last * 99 // 100],
+        "p99.9": values[last * 999 // 1000],
+        "max": values[last],
+    }
+
+
+def _trade_latencies(result: Result, log: SendLog, start_ns: int, end_ns: int) -> list[float]:
+    pairs = result.trades
+    latencies = []
+    for i in range(0, len(pairs), 2):
+        sent = log.sent_at(pairs[i])
+        if sent is not None and start_ns <= sent <= end_ns:
+            latencies.append((pairs[i + 1] - sent) / 1e6)
+    return latencies
+
+
+def _kline_latencies(result: Result, start_ms: int, end_ms: int) -> list[float]:
+    pairs = result.klines
+    return [
+        pairs[i + 1] / 1e6 - pairs[i]
+        for i in range(0, len(pairs), 2)
+        if start_ms <= pairs[i] <= end_ms
+    ]
+
+
+def _streamer_env(
+    scenario: Scenario, fake: FakeBinance, http_port: int, ws_port: int, prefix: str, files: Path
+) -> dict[str, str]:
+    return {
+        "STREAMER_EXCHANGE": "binance",
+        "STREAMER_EXCHANGE_LOAD_ALL_SYMBOLS": "true",
+        "STREAMER_BINANCE_SPOT_WS_URL": fake.ws_url,
+        "STREAMER_BINANCE_SPOT_REST_URL": fake.rest_url,
+        "STREAMER_KLINE_INTERVALS": scenario.intervals,
+        "STREAMER_ENABLE_TRADES_STREAM": "true",
+        "STREAMER_ENABLED_CONSUMERS": ",".join(scenario.consumers),
+        "STREAMER_HTTP_PORT": str(http_port),
+        "STREAMER_LOG_LEVEL": "WARNING",
+        "STREAMER_WEBSOCKET_HOST": "127.0.0.1",
+        "STREAMER_WEBSOCKET_PORT": str(ws_port),
+        "STREAMER_WSS_AUTH_USER": "bench",
+        "STREAMER_WSS_AUTH_KEY": WS_KEY,
+        "STREAMER_REDIS_URL": f"redis://{REDIS}/0",
+        "STREAMER_REDIS_MAIN_KEY": prefix,
+        "STREAMER_FILE_CONSUMER_BASE_PATH": str(files),
+    }
+
+
+def _profile(pid: int, seconds: float, out: Path) -> None:
+    """Record ``pid`` with py-spy (from the bench extra) for ``seconds``, in the background."""
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--pid"]
+    spy += [str(pid), "--duration", str(max(1, int(seconds))), "--rate", "250", "-o", str(out)]
+    subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _before_a_minute(lead: float) -> None:
+    """Wait until a minute boundary is ``lead`` seconds away, so a latency run closes 1m bars."""
+    now = time.time()
+    boundary = (now // 60 + 1) * 60
+    if boundary - lead < now + 0.5:
+        boundary += 60
+    await asyncio.sleep(boundary - lead - now)
+
+
+def _clean_redis(prefix: str) -> None:
+    host, port = REDIS.split(":")
+    client = redis.Redis(host=host, port=int(port))
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+    client.close()
+
+
+async def measure(
+    scenario: Scenario,
+    symbols: int,
+    rate: float | None,
+    duration: float,
+    warmup: float,
+    work: Path,
+    profile: bool = False,
+) -> Measurement:
+    """Run one scenario once and measure it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
+    tag = f"{symbols}-{'max' if rate is None else int(rate)}-{slug}"
+    run_dir = work / tag
+    names = symbol_names(symbols)
+    latency = rate is not None
+    tls_env = {"SSL_CERT_FILE": str(CERT), "REQUESTS_CA_BUNDLE": str(CERT)}
+    fake = await FakeBinance("spot", names, tls=_tls()).start()
+    hose = Firehose(fake, names)
+    children: list[Child] = []
+    prefix = f"bench-{os.getpid()}-{tag}"
+    http_port: int | None = None
+    try:
+        if scenario.contender is not None:
+            args = ["-m", "bench.contenders", scenario.contender, "--ws", fake.ws_url]
+            args += ["--rest", fake.rest_url, "--symbols", str(symbols)]
+            args += ["--out", str(run_dir / "contender")] + (["--latency"] if latency else [])
+            target = Child.start(scenario.contender, args, run_dir / "contender.log", tls_env)
+        else:
+            http_port, ws_port = free_port(), free_port()
+            env = _streamer_env(scenario, fake, http_port, ws_port, prefix, run_dir / "files")
+            target = Child.start("streamer", ["-m", "streamer"], run_dir / "streamer.log",
+                                 {**tls_env, **env})  # fmt: skip
+        children.append(target)
+        deadline = time.monotonic() + 120
+        while hose.routed() < symbols:
+            if not target.alive():
+                raise RuntimeError(target.failure())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{scenario.name}: subscriptions incomplete")
+            await asyncio.sleep(0.1)
+        await hose.wait_routed(1)
+        receivers: dict[str, Child] = {}
+        for kind in scenario.receivers:
+            args = ["-m", "bench.receivers", kind, "--symbols", str(symbols)]
+            args += ["--out", str(run_dir / kind)] + (["--latency"] if latency else [])
+            if kind == "redis":
+                args += ["--redis", REDIS, "--prefix", f"{prefix}:binance:spot"]
+            else:
+                args += ["--url", f"ws://127.0.0.1:{ws_port}/", "--key", WS_KEY]
+                args += ["--clients", str(scenario.clients)]
+            receivers[kind] = Child.start(kind, args, run_dir / f"{kind}.log")
+            children.append(receivers[kind])
+            await receivers[kind].wait_line("ready", 30)
+        await asyncio.sleep(0.5)
+
+        samples: dict[str, tuple[int, float, str | None, float]] = {}
+
+        async def sample(name: str) -> None:
+            metrics = None if http_port is None else await scrape(http_port, "/metrics")
+            rss = peak_rss_mb(target.pid, "VmRSS")
+            samples[name] = (time.monotonic_ns(), cpu_seconds(target.pid), metrics, rss)
+
+        async def window_start() -> None:
+            await asyncio.sleep(warmup)
+            await sample("start")
+            if profile:
+                _profile(target.pid, duration - warmup, run_dir / "profile.txt")
+
+        if rate is not None:
+            await _before_a_minute(warmup + 2.0)
+        starter = asyncio.create_task(window_start())
+        wall_start_ms = time.time_ns() // 1_000_000 + int(warmup * 1000)
+        log = await hose.run(duration, rate)
+        await sample("end")
+        await starter
+        rss = peak_rss_mb(target.pid)
+        await asyncio.sleep(1.5)  # let the last trades and bars reach the receivers
+        final = None if http_port is None else await scrape(http_port, "/metrics")
+        wall_end_ms = time.time_ns() // 1_000_000
+        for child in (*receivers.values(), target):
+            await child.stop()
+    finally:
+        for child in children:
+            await child.stop()
+        await fake.stop()
+        if scenario.consumers:
+            await asyncio.to_thread(_clean_redis, prefix)
+
+    (start_ns, cpu0, metrics0, rss0), (end_ns, cpu1, metrics1, rss1) = (
+        samples["start"], samples["end"]
+    )  # fmt: skip
+    seconds = (end_ns - start_ns) / 1e9
+    if metrics0 is not None and metrics1 is not None:
+        name = "streamer_trades_aggregated_total"
+        ingest = (metric_sum(metrics1, name) - metric_sum(metrics0, name)) / seconds
+    else:
+        ingest = load(run_dir / "contender").rate(start_ns, end_ns)
+    measurement = Measurement(
+        scenario.name, symbols, rate, log.sent, ingest, rss_mb=rss, rss_window_mb=(rss0, rss1)
+    )
+    measurement.cpu_per_100k = (cpu1 - cpu0) / max(1.0, ingest * seconds) * 1e5
+    if final is not None:
+        measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")
+    results = {kind: load(run_dir / kind) for kind in scenario.receivers}
+    if scenario.contender is not None:
+        results = {"client": load(run_dir / "contender")}
+    for kind, result in results.items():
+        if kind in scenario.receivers:
+            measurement.downstream[kind] = result.rate(start_ns, end_ns)
+        if latency:
+            measurement.latency_ms[kind] = _percentiles(
+                _trade_latencies(result, log, start_ns, end_ns)
+            )
+            klines = _kline_latencies(result, wall_start_ms, wall_end_ms)
+            if klines:
+                measurement.kline_latency_ms[kind] = _percentiles(klines)
+    return measurement
+
+
+async def run_all(args: argparse.Namespace) -> list[Measurement]:
+    """Every scenario at full speed, then the latency runs, for every symbol count."""
+    work = args.out / "runs"
+    measurements = []
+    for symbols in args.symbols:
+        for scenario in SCENARIOS:
+            if args.only and not any(o in scenario.name for o in args.only):
+                continue
+            print(f"{symbols:>5} symbols, full speed: {scenario.name}", flush=True)
+            m = await measure(
+                scenario, symbols, None, args.duration, args.warmup, work, args.profile
+            )
+            print(f"      {m.ingest:,.0f} trades/s {m.downstream} dropped {m.dropped:.0f}")
+            measurements.append(m)
+        for scenario in SCENARIOS:
+            if scenario.name not in LATENCY_SCENARIOS:
+                continue
+            if args.only and not any(o in scenario.name for o in args.only):
+                continue
+            print(f"{symbols:>5} symbols, {LATENCY_RATE}/s: {scenario.name}", flush=True)
+            m = await measure(scenario, symbols, LATENCY_RATE, args.duration, args.warmup, work)
+            print(f"      latency {m.latency_ms} klines {m.kline_latency_ms}")
+            measurements.append(m)
+    return measurements
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", default="1,100,2000")
+    parser.add_argument("--duration", type=float, default=12.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--quick", action="store_true", help="1 and 100 symbols, 6 s runs")
+    parser.add_argument("--only", action="append", help="scenarios whose name contains this")
+    parser.add_argument("--profile", action="store_true", help="py-spy each full-speed run")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.symbols = [int(s) for s in args.symbols.split(",")]
+    if args.quick:
+        args.symbols, args.duration, args.warmup = [1, 100], 6.0, 2.0
+    args.out.mkdir(parents=True, exist_ok=True)
+    measurements = uvloop.run(run_all(args))
+    doc: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "cpus": os.cpu_count(),
+        "measurements": [asdict(m) for m in measurements],
+    }
+    (args.out / "latest.json").write_text(json.dumps(doc, indent=1))
+    report = render(doc)
+    (args.out / "latest.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

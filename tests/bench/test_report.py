@@ -1,0 +1,38 @@
+"""The benchmark report checks the issue's targets from one run's numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import render
+
+
+def row(scenario: str, ingest: float, rate: float | None = None, **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "scenario": scenario, "symbols": 2000, "rate": rate, "sent": 0, "ingest": ingest,
+        "downstream": {}, "dropped": 0.0, "cpu_per_100k": 1.0, "rss_mb": 100.0,
+        "rss_window_mb": [90.0, 95.0], "latency_ms": {}, "kline_latency_ms": {},
+    }  # fmt: skip
+    base.update(extra)
+    return base
+
+
+def test_targets_are_ratios_within_one_run_and_each_says_whether_it_was_met() -> None:
+    stats = {"p50": 0.5, "p99": 3.0, "p99.9": 6.0, "max": 9.0, "count": 10.0}
+    doc = {
+        "started": "now", "cpus": 2, "duration": 10, "warmup": 3,
+        "measurements": [
+            row("websockets (bare)", 200_000),
+            row("cryptofeed", 50_000),
+            row("streamer: all", 130_000, rss_mb=300.0),
+            row("websockets (bare)", 20_000, 20_000, latency_ms={"client": {**stats, "p99": 0.5}}),
+            row("streamer: all", 20_000, 20_000, latency_ms={"redis": stats},
+                kline_latency_ms={"redis": {**stats, "max": 120.0}}),
+        ],
+    }  # fmt: skip
+    report = render(doc)
+    assert "| 2000 | all consumers >= 60% of bare websockets | 0.65 | yes |" in report
+    assert "| 2000 | all consumers >= 3x cryptofeed | 2.60 | **no** |" in report
+    assert "| 2000 | p99 added latency to redis < 5 ms | 2.50 | yes |" in report
+    assert "| 2000 | closed klines at redis within 80+20 ms (max) | 120.00 | **no** |" in report
+    assert "| 2000 | peak RSS < 250 MiB | 300.00 | **no** |" in report

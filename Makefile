@@ -2,7 +2,7 @@
 PYTHON ?= python
 SOURCES = streamer tests bench examples
 
-.PHONY: install run test pytest lint format typecheck bench
+.PHONY: install run test pytest lint format typecheck bench bench-quick bench-aggregator
 
 install:  ## install streamer with its development tools (editable)
 	$(PYTHON) -m pip install -e ".[dev,vn]"
@@ -26,5 +26,11 @@ format:
 typecheck:
 	$(PYTHON) -m mypy
 
-bench:  ## in-process aggregator throughput (numbers in README)
+bench:  ## end to end against bare clients and cryptofeed (needs the bench extra; ~15 min)
+	$(PYTHON) -m bench.run
+
+bench-quick:  ## the same with 1 and 100 symbols and short runs (~5 min)
+	$(PYTHON) -m bench.run --quick --out bench/results/quick
+
+bench-aggregator:  ## in-process parse + aggregate throughput
 	$(PYTHON) bench/aggregator_bench.py

@@ -103,9 +103,12 @@ def _header(size: int) -> bytes:
 class Firehose:
     """Pumps trades for ``symbols`` into ``fake``'s connections (see the module docstring)."""
 
-    def __init__(self, fake: FakeBinance, symbols: list[str]) -> None:
+    def __init__(self, fake: FakeBinance, symbols: list[str], time_offset_ms: int = 0) -> None:
         self.fake = fake
         self.symbols = symbols
+        # Exchange time = local time + this: a run can put any bar boundary (an hour's, where
+        # four of six intervals close at once) a few seconds into it.
+        self.time_offset_ms = time_offset_ms
         self.log = SendLog()
         # Per symbol: (route, template, is_agg) for every connection carrying its trades.
         self._targets: list[list[tuple[_Route, bytes, bool]]] = []
@@ -194,7 +197,7 @@ class Firehose:
             due = 512 if rate is None else int((now - start) * rate) - log.sent
             count = min(MAX_TICK, due)
             if count > 0:
-                self.frames(log.sent, count, time.time_ns() // 1_000_000)
+                self.frames(log.sent, count, time.time_ns() // 1_000_000 + self.time_offset_ms)
                 log.add(log.sent, time.monotonic_ns())
                 self._write()
                 log.sent += count

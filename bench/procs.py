@@ -16,7 +16,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Child", "cpu_seconds", "free_port", "metric_sum", "peak_rss_mb", "scrape"]
+__all__ = [
+    "Child",
+    "cpu_seconds",
+    "free_port",
+    "histogram_quantile",
+    "metric_sum",
+    "peak_rss_mb",
+    "scrape",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -66,6 +74,20 @@ def metric_sum(text: str, name: str) -> float:
         if line.startswith(name) and line[len(name)] in " {":
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def histogram_quantile(text: str, name: str, quantile: float) -> float | None:
+    """The upper bound of the bucket holding ``quantile`` of Prometheus histogram ``name``."""
+    buckets: list[tuple[float, float]] = []
+    prefix = f'{name}_bucket{{le="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            bound, count = line[len(prefix) :].split('"} ')
+            buckets.append((float(bound), float(count)))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    wanted = quantile * buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= wanted)
 
 
 @dataclass

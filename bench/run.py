@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -35,7 +36,16 @@ import redis
 import uvloop
 
 from bench.firehose import Firehose, SendLog, symbol_names
-from bench.procs import REPO, Child, cpu_seconds, free_port, metric_sum, peak_rss_mb, scrape
+from bench.procs import (
+    REPO,
+    Child,
+    cpu_seconds,
+    free_port,
+    histogram_quantile,
+    metric_sum,
+    peak_rss_mb,
+    scrape,
+)
 from bench.record import Result, load
 from bench.report import render
 from tests.fakes.binance import FakeBinance
@@ -83,6 +93,8 @@ SCENARIOS = [
     ),
 ]
 LATENCY_SCENARIOS = ("websockets (bare)", "streamer: all")
+SUSTAINED = next(s for s in SCENARIOS if s.name == "streamer: all")
+BOUNDARIES = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "1d": 86_400_000}
 
 
 @dataclass
@@ -101,6 +113,10 @@ class Measurement:
     rss_window_mb: tuple[float, float] = (0.0, 0.0)  # at the window's start and end
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     kline_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The streamer's own view (its /metrics histogram): bar end -> hand-off to the consumers,
+    # as bucket upper bounds.
+    kline_handoff_ms: dict[str, float] = field(default_factory=dict)
+    boundary_ms: int = 0  # the bar boundary a latency run was aligned to
 
 
 def _tls() -> ssl.SSLContext:
@@ -133,12 +149,13 @@ def _trade_latencies(result: Result, log: SendLog, start_ns: int, end_ns: int) -
     return latencies
 
 
-def _kline_latencies(result: Result, start_ms: int, end_ms: int) -> list[float]:
+def _kline_latencies(result: Result, start_ms: int, end_ms: int, offset: int) -> list[float]:
+    """Receive time minus bar end, both in local time (bar ends are in exchange time)."""
     pairs = result.klines
     return [
-        pairs[i + 1] / 1e6 - pairs[i]
+        pairs[i + 1] / 1e6 - (pairs[i] - offset)
         for i in range(0, len(pairs), 2)
-        if start_ms <= pairs[i] <= end_ms
+        if start_ms <= pairs[i] - offset <= end_ms
     ]
 
 
@@ -172,13 +189,12 @@ def _profile(pid: int, seconds: float, out: Path) -> None:
     subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def _before_a_minute(lead: float) -> None:
-    """Wait until a minute boundary is ``lead`` seconds away, so a latency run closes 1m bars."""
-    now = time.time()
-    boundary = (now // 60 + 1) * 60
-    if boundary - lead < now + 0.5:
-        boundary += 60
-    await asyncio.sleep(boundary - lead - now)
+def _offset_to_boundary(lead: float, boundary_ms: int) -> int:
+    """An exchange-time offset that puts a multiple of ``boundary_ms`` ``lead`` seconds ahead,
+    so a latency run measures the bars of that boundary (exchange time then lags local time by
+    less than ``boundary_ms``, like a replay; bars close on exchange time)."""
+    at = time.time_ns() // 1_000_000 + int(lead * 1000)
+    return at // boundary_ms * boundary_ms - at
 
 
 def _clean_redis(prefix: str) -> None:
@@ -198,6 +214,7 @@ async def measure(
     warmup: float,
     work: Path,
     profile: bool = False,
+    boundary_ms: int = 60_000,
 ) -> Measurement:
     """Run one scenario once and measure it."""
     slug = re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
@@ -208,6 +225,7 @@ async def measure(
     tls_env = {"SSL_CERT_FILE": str(CERT), "REQUESTS_CA_BUNDLE": str(CERT)}
     fake = await FakeBinance("spot", names, tls=_tls()).start()
     hose = Firehose(fake, names)
+    offset = 0
     children: list[Child] = []
     prefix = f"bench-{os.getpid()}-{tag}"
     http_port: int | None = None
@@ -258,8 +276,8 @@ async def measure(
             if profile:
                 _profile(target.pid, duration - warmup, run_dir / "profile.txt")
 
-        if rate is not None:
-            await _before_a_minute(warmup + 2.0)
+        if rate is not None and boundary_ms:
+            offset = hose.time_offset_ms = _offset_to_boundary(warmup + 2.0, boundary_ms)
         starter = asyncio.create_task(window_start())
         wall_start_ms = time.time_ns() // 1_000_000 + int(warmup * 1000)
         log = await hose.run(duration, rate)
@@ -291,8 +309,14 @@ async def measure(
         scenario.name, symbols, rate, log.sent, ingest, rss_mb=rss, rss_window_mb=(rss0, rss1)
     )
     measurement.cpu_per_100k = (cpu1 - cpu0) / max(1.0, ingest * seconds) * 1e5
+    measurement.boundary_ms = boundary_ms if latency else 0
     if final is not None:
         measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")
+        # The service measures bar end against local time: only meaningful without an offset.
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)) if offset == 0 else ():
+            bound = histogram_quantile(final, "streamer_kline_close_latency_seconds", q)
+            if bound is not None:
+                measurement.kline_handoff_ms[name] = bound * 1000
     results = {kind: load(run_dir / kind) for kind in scenario.receivers}
     if scenario.contender is not None:
         results = {"client": load(run_dir / "contender")}
@@ -303,14 +327,29 @@ async def measure(
             measurement.latency_ms[kind] = _percentiles(
                 _trade_latencies(result, log, start_ns, end_ns)
             )
-            klines = _kline_latencies(result, wall_start_ms, wall_end_ms)
+            klines = _kline_latencies(result, wall_start_ms, wall_end_ms, offset)
             if klines:
                 measurement.kline_latency_ms[kind] = _percentiles(klines)
     return measurement
 
 
+def _check_references(names: list[str]) -> None:
+    """Stop at once, with the fix, if a reference client is not installed."""
+    for scenario in SCENARIOS:
+        package = scenario.contender
+        if scenario.name not in names or package not in ("picows", "cryptofeed"):
+            continue
+        if importlib.util.find_spec(package) is None:
+            raise SystemExit(
+                f"{package} is not installed: pip install -e '.[bench]' "
+                "(or leave it out with --only)"
+            )
+
+
 async def run_all(args: argparse.Namespace) -> list[Measurement]:
     """Every scenario at full speed, then the latency runs, for every symbol count."""
+    _check_references([s.name for s in SCENARIOS if not args.only or any(
+        o in s.name for o in args.only)])  # fmt: skip
     work = args.out / "runs"
     measurements = []
     for symbols in args.symbols:
@@ -329,8 +368,21 @@ async def run_all(args: argparse.Namespace) -> list[Measurement]:
             if args.only and not any(o in scenario.name for o in args.only):
                 continue
             print(f"{symbols:>5} symbols, {LATENCY_RATE}/s: {scenario.name}", flush=True)
-            m = await measure(scenario, symbols, LATENCY_RATE, args.duration, args.warmup, work)
+            m = await measure(
+                scenario, symbols, LATENCY_RATE, args.duration, args.warmup, work,
+                boundary_ms=args.boundary_ms if scenario.contender is None else 0,
+            )  # fmt: skip
             print(f"      latency {m.latency_ms} klines {m.kline_latency_ms}")
+            measurements.append(m)
+        full = next((m for m in measurements if (m.scenario, m.symbols, m.rate) == (
+            SUSTAINED.name, symbols, None)), None)  # fmt: skip
+        if full is not None:
+            # Sustained, not just absorbed: at 90 % of that rate, latency stays bounded.
+            rate = round(full.ingest * 0.9, -3)
+            print(f"{symbols:>5} symbols, {rate:,.0f}/s: {SUSTAINED.name}", flush=True)
+            m = await measure(SUSTAINED, symbols, rate, args.duration, args.warmup, work,
+                              boundary_ms=0)  # fmt: skip
+            print(f"      latency {m.latency_ms} dropped {m.dropped:.0f}")
             measurements.append(m)
     return measurements
 
@@ -344,15 +396,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 and 100 symbols, 6 s runs")
     parser.add_argument("--only", action="append", help="scenarios whose name contains this")
     parser.add_argument("--profile", action="store_true", help="py-spy each full-speed run")
+    parser.add_argument(
+        "--boundary", default="1m", choices=sorted(BOUNDARIES),
+        help="the bar boundary latency runs cross (1h: 1m, 5m, 15m and 1h bars close at once)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.symbols = [int(s) for s in args.symbols.split(",")]
+    args.boundary_ms = BOUNDARIES[args.boundary]
     if args.quick:
         args.symbols, args.duration, args.warmup = [1, 100], 6.0, 2.0
     args.out.mkdir(parents=True, exist_ok=True)
     measurements = uvloop.run(run_all(args))
     doc: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "boundary": args.boundary,
         "duration": args.duration,
         "warmup": args.warmup,
         "cpus": os.cpu_count(),

@@ -286,17 +286,22 @@ class KlineAggregator:
             self._flush(state)
         self._pending = {}
 
-    def advance(self, now_ms: int) -> None:
-        """Close every bar whose end + waiter latency is at or before ``now_ms``."""
+    def advance(self, now_ms: int, budget: int | None = None) -> bool:
+        """Close every bar whose end + waiter latency is at or before ``now_ms``.
+
+        With a ``budget``, stop after closing that many bars and return False: call again (the
+        service does, on the next loop turn) so that a bar boundary closing thousands of bars
+        does not hold every other event back meanwhile. True once nothing due is left.
+        """
         threshold = now_ms - self.waiter_latency_ms
         due = self._due
         if threshold < min(due):
-            return
-        self._flush_all()
+            return True
         horizon = threshold - self.late_window_ms
         if horizon > self._horizon:
             self._horizon = horizon
         horizon = self._horizon
+        left = _NEVER if budget is None else budget
         for index in range(len(self.intervals)):
             if due[index] > threshold:
                 continue
@@ -305,6 +310,10 @@ class KlineAggregator:
                 series = state.series[index]
                 bar = series.bar
                 if bar is not None and bar.close_time < threshold:
+                    if left <= 0:
+                        return False  # due[index] stays due: the next call carries on
+                    left -= 1
+                    self._flush(state)
                     self._roll(series, index, threshold, bar, until_threshold=True)
                     bar = series.bar
                     state.window()
@@ -316,6 +325,7 @@ class KlineAggregator:
                 if index == 0:
                     state.ids.evict(horizon)
             due[index] = next_due
+        return True
 
     # -- output ------------------------------------------------------------------------------
 

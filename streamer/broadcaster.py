@@ -235,7 +235,8 @@ class Broadcaster:
         self.batches = 0
         self.events = 0
         self.event_latency = LatencyHistogram()  # exchange event time -> hand-off
-        self.kline_latency = LatencyHistogram()  # bar end -> hand-off of the closed kline
+        # bar end -> hand-off of the closed kline
+        self.kline_latency = LatencyHistogram(LatencyHistogram.KLINE_BUCKETS)
 
     def publish(self, key: StreamKey, record: Record) -> None:
         """Add one record to the current batch. Never blocks, never awaits."""

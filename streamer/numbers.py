@@ -29,9 +29,6 @@ PRODUCT_DIGITS = 2 * SCALE_DIGITS
 MAX_INTEGER_DIGITS = 20
 
 _PAD = "0" * SCALE_DIGITS
-# Per number of digits: the scale and the format of "whole.fraction" (precomputed: this runs for
-# every field of every kline).
-_SCALES = {d: (10**d, f"%d.%0{d}d") for d in (SCALE_DIGITS, PRODUCT_DIGITS)}
 
 
 def parse_scaled(text: str) -> int:
@@ -71,13 +68,12 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
     """
     if value < 0:
         return "-" + format_scaled(-value, digits)
-    scale = _SCALES.get(digits)
-    if scale is None:
-        scale = (10**digits, f"%d.%0{digits}d")
-    whole, frac = divmod(value, scale[0])
-    if not frac:
-        return str(whole)
-    return (scale[1] % (whole, frac)).rstrip("0")
+    # String slicing beats divmod and formatting here, and this runs for every kline field.
+    text = str(value)
+    if len(text) <= digits:
+        text = "0" * (digits + 1 - len(text)) + text
+    fraction = text[-digits:].rstrip("0")
+    return f"{text[:-digits]}.{fraction}" if fraction else text[:-digits]
 
 
 def normalize_decimal(text: str) -> str:

@@ -26,13 +26,16 @@ from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trad
 from streamer.repair import KlineSource, RepairWorker
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
-__all__ = ["MAX_FUTURE_MS", "Pipeline"]
+__all__ = ["CLOSE_BUDGET", "MAX_FUTURE_MS", "Pipeline"]
 
 logger = logging.getLogger(__name__)
 
 # An exchange time this far ahead of the time we received it is a corrupt message, not a trade:
 # taking it would move the exchange clock into the future and close every bar early.
 MAX_FUTURE_MS = 3_600_000
+# Bars closed per loop turn: a boundary closing a bar for thousands of symbols and intervals is
+# worked through in steps of about a millisecond or two, with trades flowing in between.
+CLOSE_BUDGET = 256
 
 
 class Pipeline:
@@ -64,6 +67,7 @@ class Pipeline:
         self._klines_key = self._keys["klines"]
         self._deadline: int | None = None
         self._version = -1  # the aggregator version the deadline was computed at
+        self._closing = False  # a boundary's bars are being closed over several loop turns
         self._timer: asyncio.TimerHandle | None = None
         self._updates: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,7 +122,7 @@ class Pipeline:
             if deadline != self._deadline:
                 self._schedule(deadline)
         deadline = self._deadline
-        if deadline is not None and trade.timestamp >= deadline:
+        if deadline is not None and trade.timestamp >= deadline and not self._closing:
             self._tick()  # this trade's own time says bars are due: no need to wait
 
     def _collect(self) -> None:
@@ -252,7 +256,7 @@ class Pipeline:
             return
         try:
             now = self.clock.now_ms()
-            aggregator.advance(now)
+            self._closing = not aggregator.advance(now, CLOSE_BUDGET)
             self.broadcaster.publish_many(self._klines_key, aggregator.drain())
             ready, abandoned = aggregator.due_repairs(now)
             for request in abandoned:

@@ -374,6 +374,27 @@ def test_trades_without_ids_keep_their_arrival_order_and_are_never_deduplicated(
 # -- forming updates, bounds -----------------------------------------------------------------
 
 
+def test_a_budgeted_advance_closes_the_same_bars_in_steps() -> None:
+    """A boundary closing a bar for every symbol and interval can be worked through a few
+    hundred bars at a time; the bars are the same as in one go."""
+    whole, steps = aggregator("1m", "5m"), aggregator("1m", "5m")
+    for agg in (whole, steps):
+        for i in range(10):
+            agg.add_trade(trade(1, T0 + 1000 + i, str(100 + i), symbol=f"S{i}USDT"))
+    whole.advance(T0 + 5 * MIN + 80)
+    expected = whole.drain()
+    calls, got = 0, list[Kline]()
+    while True:
+        calls += 1
+        finished = steps.advance(T0 + 5 * MIN + 80, budget=3)
+        got.extend(steps.drain())
+        if finished:
+            break
+    assert calls == 7  # 20 bars (10 symbols x 2 intervals), 3 per call
+    assert sorted(map(repr, got)) == sorted(map(repr, expected))
+    assert steps.next_deadline() == whole.next_deadline()
+
+
 def test_a_burst_of_late_trades_for_one_bar_makes_one_revision_per_drain() -> None:
     """Under load a backlog can hold many late trades for the same bar: publishing a revision
     per trade would multiply the output exactly when the service can least afford it."""

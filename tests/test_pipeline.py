@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
+from streamer import pipeline as pipeline_module
 from streamer.aggregator import KlineAggregator
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import ExchangeClock, wall_clock_ms
@@ -82,6 +85,26 @@ async def test_the_timer_closes_a_bar_without_another_trade() -> None:
     closed = recorder.of("klines")
     assert len(closed) >= 1
     assert closed[0].timestamp == T0
+    await pipeline.stop()
+
+
+async def test_a_boundary_closing_many_bars_is_worked_through_over_several_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trades keep flowing while thousands of bars close: each loop turn closes a few."""
+    monkeypatch.setattr(pipeline_module, "CLOSE_BUDGET", 10)
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1s", latency=0, clock=ExchangeClock(mono))
+    pipeline.start()
+    for i in range(50):
+        pipeline.on_trade(trade(1, T0 + 10, symbol=f"S{i}USDT"))
+    mono.now += 1.0
+    pipeline.on_trade(trade(2, T0 + 1010, symbol="S0USDT"))  # the bar boundary passes
+    assert 1 <= len(recorder.of("klines")) <= 11  # its own bar and one step of the others
+    for _ in range(10):
+        await asyncio.sleep(0)
+    symbols = sorted(k.symbol for k in recorder.of("klines"))  # type: ignore[union-attr]
+    assert symbols == sorted(f"S{i}USDT" for i in range(50))
     await pipeline.stop()
 
 

@@ -58,42 +58,62 @@ _REPLY_OFF = pack_command(("CLIENT", "REPLY", "OFF"))
 _REPLY_ON = pack_command(("CLIENT", "REPLY", "ON"))
 
 
+# History writes of a whole batch in one call: for each bar, the member with its open time is
+# replaced (a revision, or a bar published again after a restart) and the ZSET trimmed.
+# KEYS: history ZSETs; ARGV: the limit, then open time and kline JSON per key.
+HISTORY_SCRIPT = """
+local limit = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local score = ARGV[2 * i]
+  redis.call('ZREMRANGEBYSCORE', key, score, score)
+  redis.call('ZADD', key, score, ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYRANK', key, 0, -limit - 1)
+end
+return #KEYS
+"""
+
+
 class Writes:
     """One batch's commands, in the order Redis runs them:
 
-    * ``before``: history de-duplication (ZREMRANGEBYSCORE), run without replies;
-    * ``answered``: the state (ZADD history, HSET latest values, XADD), each reply read, so a
-      refused write is seen (a wrong key type would refuse the quiet commands on the same key
-      as well as these);
-    * ``after``: trims and then PUBLISH, without replies: subscribers hear of an event once the
-      state already shows it.
+    * ``answered``: the state (the history script, HSET latest values, XADD), each reply read,
+      so a refused write is seen;
+    * ``after``: the PUBLISHes, without replies (``CLIENT REPLY OFF``: thousands of replies
+      that could only say "delivered to n subscribers"), so subscribers hear of an event once
+      the state already shows it.
 
-    ``CLIENT REPLY OFF`` spares reading thousands of replies that can only say "done".
+    History goes in one script call per batch (:data:`HISTORY_SCRIPT`) instead of three commands
+    per bar: a bar boundary closes a bar for every symbol and interval at once.
     """
 
-    __slots__ = ("after", "answered", "before")
+    __slots__ = ("after", "answered", "history_keys", "history_values")
 
     def __init__(self) -> None:
-        self.before: list[Command] = []
         self.answered: list[Command] = []
         self.after: list[Command] = []
+        self.history_keys: list[str] = []
+        self.history_values: list[Any] = []  # open time, kline JSON, ...
 
     def __len__(self) -> int:
-        return len(self.before) + len(self.answered) + len(self.after)
+        return len(self.answered) + len(self.after) + (1 if self.history_keys else 0)
 
-    def pack(self) -> tuple[bytes, int]:
+    def pack(self, history_limit: int) -> tuple[bytes, int]:
         """The bytes to send and how many replies they bring."""
         parts: list[bytes] = []
-        replies = len(self.answered)
-        for quiet, commands in ((True, self.before), (False, self.answered), (True, self.after)):
-            if not commands:
-                continue
-            if quiet:
-                parts.append(_REPLY_OFF)
-            parts.extend(map(pack_command, commands))
-            if quiet:
-                parts.append(_REPLY_ON)  # answers OK
-                replies += 1
+        keys = self.history_keys
+        if keys:
+            parts.append(
+                pack_command(
+                    ("EVAL", HISTORY_SCRIPT, len(keys), *keys, history_limit, *self.history_values)
+                )
+            )
+        parts.extend(map(pack_command, self.answered))
+        replies = len(parts)
+        if self.after:
+            parts.append(_REPLY_OFF)
+            parts.extend(map(pack_command, self.after))
+            parts.append(_REPLY_ON)  # answers OK
+            replies += 1
         return b"".join(parts), replies
 
 
@@ -116,7 +136,7 @@ class RedisConsumer(BaseConsumer):
         self._backoff = backoff()
         self._sleep = sleep
         self.client: Redis | None = None
-        self._last_closed: dict[tuple[str, str], int] = {}  # (hash key, symbol) -> open time
+        self._last_closed: dict[str, int] = {}  # history key -> newest open time published
         self._stopping = False
         self.up = True
         self.down_since: float | None = None
@@ -204,7 +224,7 @@ class RedisConsumer(BaseConsumer):
         """Send ``writes`` in one write and read the replies. Refused commands raise one
         :class:`ResponseError` afterwards, for the runner to log; the others took effect."""
         assert self.client is not None
-        payload, replies = writes.pack()
+        payload, replies = writes.pack(self.history_limit)
         pool = self.client.connection_pool
         connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         refused: list[ResponseError] = []
@@ -280,26 +300,26 @@ class RedisConsumer(BaseConsumer):
     def _kline_commands(
         self, prefix: str, klines: Sequence[Record], lines: list[bytes], writes: Writes
     ) -> None:
-        trimmed: set[str] = set()
         last_closed: dict[str, dict[str, bytes]] = {}
         forming: dict[str, dict[str, bytes]] = {}
+        history_keys, history_values = writes.history_keys, writes.history_values
+        newest = self._last_closed
         for kline, line in zip(klines, lines, strict=True):
             assert isinstance(kline, Kline)
             if not kline.is_closed:
                 forming.setdefault(f"{prefix}:forming:{kline.interval}", {})[kline.symbol] = line
                 continue
             history, hash_key = self._kline_keys(prefix, kline.interval, kline.symbol)
-            # One member per open time: a revision (or a bar published again after a restart)
-            # replaces the one before it.
-            writes.before.append(("ZREMRANGEBYSCORE", history, kline.timestamp, kline.timestamp))
-            writes.answered.append(("ZADD", history, kline.timestamp, line))
-            trimmed.add(history)
-            seen = self._last_closed.get((hash_key, kline.symbol))
-            if seen is None or kline.timestamp >= seen:
-                self._last_closed[(hash_key, kline.symbol)] = kline.timestamp
-                last_closed.setdefault(hash_key, {})[kline.symbol] = line
-        for history in trimmed:
-            writes.after.append(("ZREMRANGEBYRANK", history, 0, -self.history_limit - 1))
+            history_keys.append(history)
+            history_values.append(kline.timestamp)
+            history_values.append(line)
+            seen = newest.get(history)
+            if seen is None or kline.timestamp >= seen:  # a revision of an older bar: not latest
+                newest[history] = kline.timestamp
+                mapping = last_closed.get(hash_key)
+                if mapping is None:
+                    mapping = last_closed[hash_key] = {}
+                mapping[kline.symbol] = line
         for hash_key, mapping in (*last_closed.items(), *forming.items()):
             writes.answered.append(_hset(hash_key, mapping))  # never empty: made with an entry
 

@@ -221,7 +221,10 @@ class WebSocketConsumer(BaseConsumer):
             weakref.WeakKeyDictionary()
         )
         # Latest state per channel for snapshots: (exchange, channel, data_type, key) -> line.
-        self._latest: dict[tuple[str, str, DataType, str], tuple[int, bytes]] = {}
+        # Latest state for snapshots: per stream, the last record of each symbol (trades, ticker,
+        # price, quotes; "" for status) and, for klines, the newest closed bar per channel.
+        self._latest: dict[tuple[str, str, DataType], dict[str, bytes]] = {}
+        self._latest_klines: dict[tuple[str, str, str], tuple[int, bytes]] = {}
         self._log = RateLimitedLog(self.logger)
         self.disconnected_slow = 0
         self.disconnected_rate = 0
@@ -476,9 +479,14 @@ class WebSocketConsumer(BaseConsumer):
         matcher = Subscription()
         matcher.update(add=patterns)
         grouped: dict[tuple[str, str, DataType], list[bytes]] = {}
-        for (exchange, channel, data_type, key), (_, line) in self._latest.items():
+        for (exchange, channel, data_type), lines in self._latest.items():
+            for symbol, line in lines.items():
+                key = f"{data_type}:{symbol}" if symbol else data_type
+                if matcher.wants(key):
+                    grouped.setdefault((exchange, channel, data_type), []).append(line)
+        for (exchange, channel, key), (_, line) in self._latest_klines.items():
             if matcher.wants(key):
-                grouped.setdefault((exchange, channel, data_type), []).append(line)
+                grouped.setdefault((exchange, channel, "klines"), []).append(line)
         return [
             Frame(Envelope(exchange, channel, data_type, []).wrap(lines, snapshot=True))
             for (exchange, channel, data_type), lines in grouped.items()
@@ -526,20 +534,28 @@ class WebSocketConsumer(BaseConsumer):
 
     def _remember(self, envelope: Envelope) -> None:
         """Keep the latest record per channel (closed klines only) for snapshots."""
-        latest = self._latest
         exchange, channel, data_type = envelope.exchange, envelope.channel, envelope.data_type
-        if data_type != "klines":
-            for name, lines in envelope.groups().items():
-                latest[(exchange, channel, data_type, name)] = (0, lines[-1])
+        lines = envelope.record_json()
+        if data_type == "klines":
+            latest_klines = self._latest_klines
+            for record, line in zip(envelope.data, lines, strict=True):
+                if not isinstance(record, Kline) or not record.is_closed:
+                    continue
+                key = (exchange, channel, channel_key(data_type, record))
+                seen = latest_klines.get(key)
+                if seen is None or seen[0] <= record.timestamp:  # not a revision of an older bar
+                    latest_klines[key] = (record.timestamp, line)
             return
-        for record, line in zip(envelope.data, envelope.record_json(), strict=True):
-            if not isinstance(record, Kline) or not record.is_closed:
-                continue
-            key = (exchange, channel, data_type, channel_key(data_type, record))
-            seen = latest.get(key)
-            if seen is not None and seen[0] > record.timestamp:
-                continue  # a revision of an older bar
-            latest[key] = (record.timestamp, line)
+        stream = (exchange, channel, data_type)
+        latest = self._latest.get(stream)
+        if latest is None:
+            latest = self._latest[stream] = {}
+        if data_type == "status":
+            latest[""] = lines[-1]
+            return
+        # A plain loop over the records: the cheapest way to keep each symbol's last one.
+        for record, line in zip(envelope.data, lines, strict=True):
+            latest[record.symbol] = line  # type: ignore[union-attr]
 
     def _too_slow(self, client: Client) -> None:
         self.disconnected_slow += 1

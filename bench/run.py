@@ -12,8 +12,9 @@ serving TLS, as Binance does, to every contender alike:
   consumer: latency from the moment the fake writes a frame to the moment a receiver has it
   (p50, p99, p99.9, max), and for closed klines from the bar's end.
 
-The streamer runs as ``python -m streamer`` with 6 intervals (1s 1m 5m 15m 1h 1d), the trades
-stream on, and the consumers of the scenario. Results: ``<out>/latest.md`` and ``latest.json``.
+The streamer runs as ``python -m streamer`` with the product's six default intervals (1m 5m 15m
+1h 4h 1d), the trades stream on, and the consumers of the scenario. Results: ``<out>/latest.md``
+and ``latest.json``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python examples/redis_warm_up.py BTCUSDT 1m
 
 Subscribe first, then read the history, so nothing published in between is missed; a bar seen
-twice is kept at its highest revision.
+twice is kept at its highest revision. examples/ma_crossover.py builds a trading signal on it.
 """
 
 from __future__ import annotations
@@ -15,15 +15,22 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 
 async def closed_klines(
     redis: Redis, symbol: str, interval: str, warm_up: int = 500,
-    prefix: str = "market-data:binance:spot",
+    prefix: str = "market-data:binance:spot", live: AsyncIterator[dict[str, Any]] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
-    """The last ``warm_up`` closed bars, then every closed bar (and correction) as it comes."""
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(f"{prefix}:klines:{interval}:{symbol}")
+    """The last ``warm_up`` closed bars, then every closed bar (and correction) as it comes.
+
+    ``live``: envelopes from a source already subscribed (a :class:`streamer.client.
+    StreamerClient` being iterated, say); by default Redis pub/sub, subscribed here first.
+    """
+    if live is None:
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(f"{prefix}:klines:{interval}:{symbol}")
+        live = _envelopes(pubsub)
     seen: dict[int, int] = {}  # open time -> highest revision yielded
     members: list[bytes] = await redis.zrange(  # type: ignore[assignment]
         f"{prefix}:history:{interval}:{symbol}", -warm_up, -1
@@ -32,16 +39,20 @@ async def closed_klines(
         kline = orjson.loads(member)
         seen[kline["timestamp"]] = kline["revision"]
         yield kline
-    async for message in pubsub.listen():
-        if message["type"] != "message":
-            continue
-        for kline in orjson.loads(message["data"])["data"]:
+    async for envelope in live:
+        for kline in envelope["data"]:
             if not kline["is_closed"] or kline["revision"] <= seen.get(kline["timestamp"], -1):
                 continue
             seen[kline["timestamp"]] = kline["revision"]
             if len(seen) > 2 * warm_up:  # keep the bookkeeping bounded
                 del seen[min(seen)]
             yield kline
+
+
+async def _envelopes(pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
+    async for message in pubsub.listen():
+        if message["type"] == "message":
+            yield orjson.loads(message["data"])
 
 
 async def main(symbol: str, interval: str) -> None:

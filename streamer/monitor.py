@@ -265,6 +265,7 @@ class ServiceCollector(Collector):
 
     def _consumer_metrics(self) -> Iterator[Metric]:
         from streamer.consumers.redis import RedisConsumer
+        from streamer.consumers.remote import RemoteConsumer
         from streamer.consumers.websocket import WebSocketConsumer
 
         clients = GaugeMetricFamily("streamer_websocket_clients", "Connected WebSocket clients")
@@ -282,12 +283,19 @@ class ServiceCollector(Collector):
         redis_errors = CounterMetricFamily(
             "streamer_redis_errors", "Failed Redis round trips", labels=["consumer"]
         )
+        server_up = GaugeMetricFamily(
+            "streamer_consumer_server_up",
+            "1 if the server a consumer writes to (Redis, NATS) is reachable",
+            labels=["consumer"],
+        )
         websockets = [c for c in self.service.consumers if isinstance(c, WebSocketConsumer)]
         clients.add_metric([], sum(len(c.clients) for c in websockets))
         disconnects.add_metric(["slow"], sum(c.disconnected_slow for c in websockets))
         disconnects.add_metric(["rate_limited"], sum(c.disconnected_rate for c in websockets))
         auth_failures.add_metric([], sum(c.auth_failures for c in websockets))
         for consumer in self.service.consumers:
+            if isinstance(consumer, RemoteConsumer):
+                server_up.add_metric([consumer.name], 1.0 if consumer.up else 0.0)
             if isinstance(consumer, RedisConsumer):
                 redis_up.add_metric([consumer.name], 1.0 if consumer.up else 0.0)
                 redis_errors.add_metric([consumer.name], consumer.errors)
@@ -296,6 +304,7 @@ class ServiceCollector(Collector):
         yield auth_failures
         yield redis_up
         yield redis_errors
+        yield server_up
 
 
 class HealthServer:

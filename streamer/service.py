@@ -139,10 +139,12 @@ class Service:
             return None
         for pipeline in self.pipelines.values():
             pipeline.start()
+        shard = settings.symbol_shard
         logger.info(
-            "streaming %s %s: intervals %s, consumers %s",
+            "streaming %s %s%s: intervals %s, consumers %s",
             settings.exchange,
             ",".join(channels),
+            f" (shard {shard})" if shard.count > 1 else "",
             ",".join(settings.kline_intervals) if settings.enable_klines_stream else "off",
             ",".join(consumer.name for consumer in self.consumers),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -30,13 +31,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamer.intervals import Interval, parse_intervals
 from streamer.records import DATA_TYPES, DataType
+from streamer.shard import Shard
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "unknown_variables"]
 
 ENV_PREFIX = "STREAMER_"
-EXCHANGES = ("binance", "dnse", "vnstock-poll")
+EXCHANGES = ("binance", "dnse", "vnstock-poll")  # built in; plugins add theirs by entry point
+_EXCHANGE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # safe in Redis keys and NATS subjects
 
-Exchange = Literal["binance", "dnse", "vnstock-poll"]
 Channel = Literal["spot", "linear"]
 
 
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     )
 
     # -- exchange ----------------------------------------------------------------------------
-    exchange: Exchange
+    exchange: str
     exchange_channels: Annotated[list[Channel], NoDecode] = Field(default=["spot"])
     exchange_symbols: CommaList = Field(default=["BTCUSDT", "ETHUSDT"])
     exchange_load_all_symbols: bool = False
@@ -75,6 +77,7 @@ class Settings(BaseSettings):
     exchange_socket_pool_size: int = Field(default=50, ge=1, le=1000)
     exchange_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
     exchange_ws_client: Literal["auto", "websockets", "picows"] = "auto"
+    shard: str = "0/1"
     binance_spot_ws_url: str = "wss://stream.binance.com:9443"
     binance_linear_ws_url: str = "wss://fstream.binance.com"
     binance_spot_rest_url: str = "https://api.binance.com"
@@ -159,6 +162,21 @@ class Settings(BaseSettings):
     redis_streams_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
     redis_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
+    # -- nats consumer (JetStream) -----------------------------------------------------------
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_subject_prefix: str = Field(default="market-data", pattern=r"^[A-Za-z0-9_-]+$")
+    nats_stream: str = Field(default="MARKET_DATA", pattern=r"^[A-Za-z0-9_-]+$")
+    nats_stream_max_age_seconds: float = Field(default=86_400.0, gt=0, le=365 * 86_400)
+    nats_stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20, le=1 << 50)
+    nats_duplicate_window_seconds: float = Field(default=120.0, gt=0, le=86_400)
+    nats_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    nats_reconnect_seconds: float = Field(default=2.0, gt=0, le=300)
+    nats_max_in_flight: int = Field(default=4_000, ge=1, le=1_000_000)
+    nats_pending_bytes: int = Field(default=8 << 20, ge=65_536, le=1 << 30)
+
     # -- websocket-server consumer -----------------------------------------------------------
     websocket_host: str = "0.0.0.0"  # a server for other hosts; auth is on by default
     websocket_port: int = Field(default=9500, ge=0, le=65535)
@@ -211,6 +229,9 @@ class Settings(BaseSettings):
         "redis_url",
         "redis_user",
         "redis_password",
+        "nats_user",
+        "nats_password",
+        "nats_token",
         "websocket_tls_certfile",
         "websocket_tls_keyfile",
         "wss_auth_user",
@@ -230,6 +251,21 @@ class Settings(BaseSettings):
             value = value.strip()
             return value.upper() if value.lower() in _LEVELS else value.lower()
         return value
+
+    @field_validator("exchange")
+    @classmethod
+    def _exchange(cls, value: str) -> str:
+        if not _EXCHANGE_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an exchange name; use one of {', '.join(EXCHANGES)} or an "
+                "installed connector plugin's name (lower case letters, digits, - and _)"
+            )
+        return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        return str(Shard.parse(value))
 
     @field_validator("exchange_channels")
     @classmethod
@@ -349,6 +385,11 @@ class Settings(BaseSettings):
     def intervals(self) -> tuple[Interval, ...]:
         """The kline intervals, parsed, shortest first."""
         return parse_intervals(self.kline_intervals)
+
+    @property
+    def symbol_shard(self) -> Shard:
+        """This replica's share of the symbols (``STREAMER_SHARD``)."""
+        return Shard.parse(self.shard)
 
     @property
     def quantity_multipliers(self) -> dict[str, int]:

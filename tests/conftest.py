@@ -105,6 +105,21 @@ def load_reference_klines() -> dict[tuple[str, int], list[Any]]:
     return reference
 
 
+def install_entry_points(
+    root: Path, monkeypatch: pytest.MonkeyPatch, group: str, points: dict[str, str]
+) -> None:
+    """Make ``points`` (name -> ``module:attr``) visible in entry-point ``group`` the way an
+    installed package does: a ``.dist-info`` folder on ``sys.path``."""
+    info = root / "streamer_test_plugin-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: streamer-test-plugin\nVersion: 1.0\n"
+    )
+    lines = [f"[{group}]", *(f"{name} = {value}" for name, value in points.items())]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(root))
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     import socket

@@ -81,7 +81,17 @@ def test_check_validates_consumers_too(
     monkeypatch.setenv("STREAMER_ENABLED_CONSUMERS", "console,kafka")
     assert main(["--check"]) == 2
     err = capsys.readouterr().err
-    assert "unknown consumer 'kafka'; known: console, file, redis, websocket" in err
+    assert "unknown consumer 'kafka'; known: console, file, nats, redis, websocket" in err
+
+
+def test_check_refuses_an_exchange_nobody_provides_and_lists_those_available(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_EXCHANGE", "kraken")
+    assert main(["--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamer: configuration error: STREAMER_EXCHANGE='kraken': no such ")
+    assert "use one of binance, dnse, vnstock-poll (plugins register in the" in err
 
 
 def test_dnse_without_credentials_is_a_configuration_error_naming_both_variables(

@@ -2,8 +2,8 @@
 
 ``STREAMER_ENABLED_CONSUMERS`` lists names. Each is looked up, in order:
 
-1. classes registered on this manager (the built-ins ``console``, ``file``, ``redis`` and
-   ``websocket``, and yours via
+1. classes registered on this manager (the built-ins ``console``, ``file``, ``nats``, ``redis``
+   and ``websocket``, and yours via
    :meth:`ConsumerManager.register_consumer`);
 2. the ``streamer.consumers`` entry-point group of installed packages;
 3. a dotted path ``package.module:ClassName``.
@@ -13,28 +13,28 @@ An unknown name is a configuration error that lists the names known.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from importlib.metadata import entry_points
-
 from streamer.consumers.base import BaseConsumer
+from streamer.plugins import entry_point_names, import_attr, load_class, load_entry_point
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["ENTRY_POINT_GROUP", "ConsumerManager"]
 
 ENTRY_POINT_GROUP = "streamer.consumers"
+_VARIABLE = "STREAMER_ENABLED_CONSUMERS"
 
 
 def _builtins() -> dict[str, type[BaseConsumer]]:
     # Imported here so that a plugin importing the manager does not pull every consumer in.
     from streamer.consumers.console import ConsoleConsumer
     from streamer.consumers.file import FileConsumer
+    from streamer.consumers.nats import NatsConsumer
     from streamer.consumers.redis import RedisConsumer
     from streamer.consumers.websocket import WebSocketConsumer
 
     return {
         "console": ConsoleConsumer,
         "file": FileConsumer,
+        "nats": NatsConsumer,
         "redis": RedisConsumer,
         "websocket": WebSocketConsumer,
     }
@@ -54,22 +54,21 @@ class ConsumerManager:
 
     def known(self) -> list[str]:
         """Names that resolve without a dotted path: registered and entry points."""
-        names = set(self._registry)
-        names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-        return sorted(names)
+        return sorted(set(self._registry) | entry_point_names(ENTRY_POINT_GROUP))
 
     def resolve(self, name: str) -> type[BaseConsumer]:
         """The class for ``name``; :class:`ConfigError` if there is none."""
         if name in self._registry:
             return self._registry[name]
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name == name:
-                return self._check(name, _load(name, ep.load))
+        plugin = load_entry_point(ENTRY_POINT_GROUP, name, BaseConsumer, _VARIABLE, "consumer")
+        if plugin is not None:
+            return plugin
         if ":" in name:
-            module_name, _, attr = name.partition(":")
-            return self._check(name, _load(name, lambda: _import_attr(module_name, attr)))
+            return load_class(
+                lambda: import_attr(name), f"consumer {name!r}", BaseConsumer, _VARIABLE
+            )
         raise ConfigError(
-            f"STREAMER_ENABLED_CONSUMERS: unknown consumer {name!r}; known: "
+            f"{_VARIABLE}: unknown consumer {name!r}; known: "
             f"{', '.join(self.known())} (or a dotted path such as mypkg.sinks:MyConsumer)"
         )
 
@@ -81,26 +80,3 @@ class ConsumerManager:
             consumer.validate()
             consumers.append(consumer)
         return consumers
-
-    @staticmethod
-    def _check(name: str, obj: object) -> type[BaseConsumer]:
-        if isinstance(obj, type) and issubclass(obj, BaseConsumer):
-            return obj
-        raise ConfigError(
-            f"STREAMER_ENABLED_CONSUMERS: {name!r} is {obj!r}, not a "
-            "streamer.consumers.BaseConsumer subclass"
-        )
-
-
-def _import_attr(module_name: str, attr: str) -> object:
-    module = importlib.import_module(module_name)
-    return getattr(module, attr)
-
-
-def _load(name: str, loader: Callable[[], object]) -> object:
-    try:
-        return loader()
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"STREAMER_ENABLED_CONSUMERS: cannot load consumer {name!r}: {exc}"
-        ) from None

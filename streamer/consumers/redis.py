@@ -20,9 +20,8 @@ With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
 Each batch is one pipeline (one round trip): every command packed by hiredis into one write,
 the state first and the PUBLISHes last (see :class:`Writes`); a command Redis refuses is
 logged, the rest of the batch stands. Start-up never deletes keys. When Redis is down the
-consumer keeps the batch in hand and retries with backoff; meanwhile its queue (bounded by
-``STREAMER_CONSUMER_QUEUE_MAX_EVENTS``) holds what arrives and drops the oldest, counted. Each
-change of state (down, back) is logged once.
+consumer keeps the batch in hand and retries with backoff (see
+:mod:`streamer.consumers.remote`).
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -40,17 +38,15 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamer.consumers.base import BaseConsumer
-from streamer.reconnect import Backoff
+from streamer.consumers.remote import RemoteConsumer
 from streamer.records import Batch, Kline, Price, Quote, Record, Ticker
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["RedisConsumer", "Writes"]
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 Command = tuple[Any, ...]  # ("PUBLISH", channel, message): a command and its arguments
 # RESP encoding in C. (hiredis' stub types the argument as a 1-tuple; it takes any tuple.)
 pack_command = cast("Callable[[Command], bytes]", hiredis.pack_command)
@@ -117,32 +113,20 @@ class Writes:
         return b"".join(parts), replies
 
 
-class RedisConsumer(BaseConsumer):
+class RedisConsumer(RemoteConsumer[Writes]):
     """Writes every batch to Redis in one pipeline. See the module docstring for the layout."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        name: str,
-        *,
-        backoff: Callable[[], Backoff] = Backoff,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        super().__init__(settings, name)
+    unavailable = (RedisConnectionError, RedisTimeoutError, OSError)
+
+    def __init__(self, settings: Settings, name: str, **retry: Any) -> None:
+        """``retry``: ``backoff`` and ``sleep``, see :class:`RemoteConsumer` (tests)."""
+        super().__init__(settings, name, **retry)
         self.main_key = settings.redis_main_key
         self.history_limit = settings.redis_history_limit
         self.streams = settings.redis_streams_enabled
         self.streams_maxlen = settings.redis_streams_maxlen
-        self._backoff = backoff()
-        self._sleep = sleep
         self.client: Redis | None = None
         self._last_closed: dict[str, int] = {}  # history key -> newest open time published
-        self._stopping = False
-        self.up = True
-        self.down_since: float | None = None
-        self.errors = 0
-        self.dropped_events = 0
-        self.batches_written = 0
 
     @property
     def where(self) -> str:
@@ -186,39 +170,17 @@ class RedisConsumer(BaseConsumer):
             )
         try:
             await self.client.ping()
-        except _UNAVAILABLE as exc:
-            self._went_down(exc)  # the service still starts; batches wait for Redis
+        except self.unavailable as exc:
+            self.went_down(exc)  # the service still starts; batches wait for Redis
         else:
             self.logger.info("redis %s: connected", self.where)
 
-    async def consume(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Writes | None:
         commands = self.commands(batch)
-        if not len(commands):
-            return
-        while True:
-            try:
-                await self._execute(commands)
-            except _UNAVAILABLE as exc:
-                self.errors += 1
-                if self._stopping:
-                    self.dropped_events += batch.size
-                    self.logger.error(
-                        "redis %s: stopping while unavailable; %d events not written",
-                        self.where,
-                        batch.size,
-                    )
-                    return
-                self._went_down(exc)
-                await self._sleep(self._backoff.next_delay())
-            except RedisError:
-                # Redis answered but refused a command (wrong key type, out of memory): retrying
-                # the same batch would fail again. The runner logs it; the next batch goes on.
-                self.errors += 1
-                raise
-            else:
-                self._came_back()
-                self.batches_written += 1
-                return
+        return commands if len(commands) else None
+
+    async def write(self, work: Writes) -> None:
+        await self._execute(work)
 
     async def _execute(self, writes: Writes) -> None:
         """Send ``writes`` in one write and read the replies. Refused commands raise one
@@ -247,31 +209,9 @@ class RedisConsumer(BaseConsumer):
             raise ResponseError(f"{len(refused)} of {len(writes)} commands refused: {refused[0]}")
 
     async def stop(self) -> None:
-        self._stopping = True
+        await super().stop()
         if self.client is not None:
             await self.client.aclose()
-
-    def _went_down(self, exc: BaseException) -> None:
-        if not self.up:
-            return
-        self.up = False
-        self.down_since = time.monotonic()
-        self.logger.warning(
-            "redis %s: unavailable (%s); holding events, at most %d queued (older ones dropped "
-            "and counted) until it is back",
-            self.where,
-            exc,
-            self.settings.consumer_queue_max_events,
-        )
-
-    def _came_back(self) -> None:
-        self._backoff.reset()
-        if self.up:
-            return
-        down_for = time.monotonic() - (self.down_since or time.monotonic())
-        self.up = True
-        self.down_since = None
-        self.logger.warning("redis %s: available again after %.1f s", self.where, down_for)
 
     def commands(self, batch: Batch) -> Writes:
         """The writes for one batch (public for tests and benchmarks)."""
@@ -327,13 +267,6 @@ class RedisConsumer(BaseConsumer):
     def _kline_keys(self, prefix: str, interval: str, symbol: str) -> tuple[str, str]:
         """(history ZSET, last-closed HASH) keys of one symbol and interval."""
         return f"{prefix}:history:{interval}:{symbol}", f"{prefix}:last-closed:{interval}"
-
-    def health(self) -> dict[str, object]:
-        return {
-            "state": "ok" if self.up else "down",
-            "redis_errors": self.errors,
-            "dropped_events": self.dropped_events,
-        }
 
 
 def _hset(key: str, mapping: dict[str, Any]) -> Command:

@@ -1,13 +1,32 @@
-"""Exchange connectors by ``STREAMER_EXCHANGE`` name."""
+"""Exchange connectors by ``STREAMER_EXCHANGE`` name: the built-ins, then plugins.
+
+A plugin adds an exchange without forking: a package that subclasses
+:class:`~streamer.exchanges.base.Connector` and registers it in the ``streamer.connectors``
+entry-point group, for example in its ``pyproject.toml``::
+
+    [project.entry-points."streamer.connectors"]
+    kraken = "streamer_kraken:KrakenConnector"
+
+then ``STREAMER_EXCHANGE=kraken``. The entry point's name is the exchange name the records,
+Redis keys and NATS subjects carry. A built-in name cannot be taken over by a plugin.
+"""
 
 from __future__ import annotations
 
-import importlib
-
 from streamer.exchanges.base import Connector, StartupError
-from streamer.settings import EXCHANGES, ConfigError, Settings
+from streamer.plugins import entry_point_names, import_attr, load_entry_point
+from streamer.settings import ConfigError, Settings
 
-__all__ = ["Connector", "StartupError", "connector_class", "connector_for"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Connector",
+    "StartupError",
+    "connector_class",
+    "connector_for",
+    "known_exchanges",
+]
+
+ENTRY_POINT_GROUP = "streamer.connectors"
 
 # Imported on demand: choosing one exchange never imports another's dependencies.
 _BUILTIN = {
@@ -17,19 +36,27 @@ _BUILTIN = {
 }
 
 
+def known_exchanges() -> list[str]:
+    """Built-in exchange names, then those installed plugins register."""
+    return [*_BUILTIN, *sorted(entry_point_names(ENTRY_POINT_GROUP) - set(_BUILTIN))]
+
+
 def connector_class(exchange: str) -> type[Connector]:
     """The connector class for ``exchange``; :class:`ConfigError` if there is none."""
     target = _BUILTIN.get(exchange)
-    if target is None:
-        available = ", ".join(sorted(_BUILTIN))
-        known = ", ".join(EXCHANGES)
-        raise ConfigError(
-            f"STREAMER_EXCHANGE={exchange!r}: no connector for it in this version "
-            f"(available: {available}; planned: {known})"
-        )
-    module_name, _, attr = target.partition(":")
-    cls: type[Connector] = getattr(importlib.import_module(module_name), attr)
-    return cls
+    if target is not None:
+        cls: type[Connector] = import_attr(target)  # type: ignore[assignment]
+        return cls
+    plugin = load_entry_point(
+        ENTRY_POINT_GROUP, exchange, Connector, "STREAMER_EXCHANGE", "connector"
+    )
+    if plugin is not None:
+        return plugin
+    raise ConfigError(
+        f"STREAMER_EXCHANGE={exchange!r}: no such exchange; use one of "
+        f"{', '.join(known_exchanges())} (plugins register in the {ENTRY_POINT_GROUP} "
+        "entry-point group)"
+    )
 
 
 def connector_for(settings: Settings) -> type[Connector]:

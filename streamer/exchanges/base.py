@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from streamer.clock import wall_clock_ms
@@ -77,6 +77,23 @@ class Connector(abc.ABC):
     def validate(cls, settings: Settings) -> None:
         """Check this exchange's settings without connecting; raise ConfigError."""
         return
+
+    def own_symbols(self, symbols: Iterable[str]) -> list[str]:
+        """The symbols of ``symbols`` this replica streams (``STREAMER_SHARD``), in order.
+
+        Every connector filters its symbol list through this, the listed symbols and those
+        loaded from the exchange alike, so replicas split any symbol set the same way.
+        :class:`StartupError` if a non-empty list leaves this replica nothing.
+        """
+        shard = self.settings.symbol_shard
+        listed = list(symbols)
+        owned = shard.select(listed)
+        if listed and not owned:
+            raise StartupError(
+                f"STREAMER_SHARD={shard}: none of the {len(listed)} symbols hashes to this "
+                "replica; list more symbols or run fewer replicas"
+            )
+        return owned
 
     async def prepare(self) -> None:  # noqa: B027 - optional hook
         """Resolve symbols and plan connections; raise ConfigError or StartupError."""

@@ -172,12 +172,14 @@ class BinanceConnector(Connector):
                 "binance %s: cannot check symbols against %s (%s); streaming %s unchecked",
                 channel, rest.base_url, exc, ",".join(settings.exchange_symbols),
             )  # fmt: skip
-            return list(settings.exchange_symbols)
+            return self.own_symbols(settings.exchange_symbols)
         if settings.exchange_load_all_symbols:
-            symbols = self._trading(statuses)
-            if not symbols:
+            trading = self._trading(statuses)
+            if not trading:
                 raise StartupError(f"binance {channel}: exchangeInfo lists no TRADING symbol")
-            logger.info("binance %s: loaded %d trading symbols", channel, len(symbols))
+            symbols = self.own_symbols(trading)
+            logger.info("binance %s: loaded %d trading symbols%s", channel, len(symbols),
+                        self._shard_note())  # fmt: skip
             return symbols
         unknown = [s for s in settings.exchange_symbols if s not in statuses]
         if unknown:
@@ -188,12 +190,18 @@ class BinanceConnector(Connector):
         halted = [s for s in settings.exchange_symbols if statuses[s] != "TRADING"]
         if halted:
             logger.warning("binance %s: not trading now, streamed anyway: %s", channel, halted)
-        return list(settings.exchange_symbols)
+        return self.own_symbols(settings.exchange_symbols)
 
     def _trading(self, statuses: dict[str, str]) -> list[str]:
+        """The first STREAMER_EXCHANGE_SYMBOLS_LIMIT trading symbols; replicas (STREAMER_SHARD)
+        then split this same limited set."""
         symbols = [symbol for symbol, status in statuses.items() if status == "TRADING"]
         limit = self.settings.exchange_symbols_limit
         return symbols[:limit] if limit is not None else symbols
+
+    def _shard_note(self) -> str:
+        shard = self.settings.symbol_shard
+        return "" if shard.count == 1 else f" (this replica's share as shard {shard})"
 
     def _streams(self, channel: str, family: str, symbol: str) -> list[str]:
         settings, name = self.settings, symbol.lower()
@@ -456,7 +464,7 @@ class BinanceConnector(Connector):
     async def update_symbols(self, channel: str, statuses: dict[str, str]) -> None:
         """Subscribe newly trading symbols and drop those no longer trading."""
         current = self.symbols[channel]
-        trading = self._trading(statuses)
+        trading = self.settings.symbol_shard.select(self._trading(statuses))
         removed = [symbol for symbol in current if statuses.get(symbol) != "TRADING"]
         room = len(trading) if self.settings.exchange_symbols_limit is None else max(
             0, self.settings.exchange_symbols_limit - (len(current) - len(removed))

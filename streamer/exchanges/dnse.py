@@ -209,7 +209,7 @@ class DnseConnector(Connector):
                 "(STREAMER_ENABLE_KLINES_STREAM=true): one version of each bar is published"
             )
         size = settings.dnse_symbols_per_connection
-        symbols = list(settings.exchange_symbols)
+        symbols = self.own_symbols(settings.exchange_symbols)
         groups = [symbols[i : i + size] for i in range(0, len(symbols), size)] or [[]]
         self.plans = [
             _Plan(f"dnse-{index}", group, list(settings.dnse_market_indexes) if index == 0 else [])

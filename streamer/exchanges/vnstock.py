@@ -189,6 +189,7 @@ class VnstockConnector(Connector):
         self._backoff = backoff
         self.pipeline = self.pipelines.get("G1") or next(iter(self.pipelines.values()))
         self.market = self.calendar(settings)
+        self.symbols = settings.symbol_shard.select(settings.exchange_symbols)
         keyed = settings.vnstock_api_key is not None
         self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
         self.state = ConnectionState("vnstock")
@@ -221,6 +222,7 @@ class VnstockConnector(Connector):
 
     async def prepare(self) -> None:
         self.validate(self.settings)
+        self.symbols = self.own_symbols(self.settings.exchange_symbols)
 
     async def run(self) -> None:
         self._stopping = False
@@ -243,7 +245,7 @@ class VnstockConnector(Connector):
         self.pipeline.on_status("connected", connection="vnstock",
                                 message=f"polling {self.settings.vnstock_source} every "
                                 f"{self.settings.vnstock_poll_interval:g} s",
-                                symbols=list(self.settings.exchange_symbols))  # fmt: skip
+                                symbols=list(self.symbols))  # fmt: skip
         try:
             while not self._stopping:
                 now = self._now()
@@ -255,7 +257,7 @@ class VnstockConnector(Connector):
                 started = time.monotonic()
                 await self.quota.spend(1)
                 try:
-                    symbols = list(self.settings.exchange_symbols)
+                    symbols = list(self.symbols)
                     rows = await worker.price_board(self.settings.vnstock_source, symbols)
                 except WorkerError as exc:
                     self.errors += 1

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
-from streamer.consumers import manager as manager_module
 from streamer.consumers.console import ConsoleConsumer
 from streamer.consumers.file import FileConsumer
-from streamer.consumers.manager import ConsumerManager
+from streamer.consumers.manager import ENTRY_POINT_GROUP, ConsumerManager
 from streamer.settings import ConfigError
-from tests.conftest import CollectingConsumer, make_settings
+from tests.conftest import CollectingConsumer, install_entry_points, make_settings
 
 
 def test_the_builtins_are_console_and_file() -> None:
@@ -23,8 +22,9 @@ def test_the_builtins_are_console_and_file() -> None:
 def test_an_unknown_name_fails_with_the_known_names() -> None:
     with pytest.raises(ConfigError) as caught:
         ConsumerManager().resolve("kafka")
-    assert "unknown consumer 'kafka'; known: console, file, redis, websocket (or a dotted" in str(
-        caught.value
+    assert (
+        "unknown consumer 'kafka'; known: console, file, nats, redis, websocket (or a dotted"
+        in str(caught.value)
     )
 
 
@@ -54,7 +54,7 @@ def test_a_dotted_path_loads_a_plugin_class() -> None:
     [
         ("tests.conftest:Nope", "cannot load consumer"),
         ("no_such_module_xyz:Thing", "cannot load consumer"),
-        ("tests.conftest:make_settings", "not a streamer.consumers.BaseConsumer subclass"),
+        ("tests.conftest:make_settings", "not a BaseConsumer subclass"),
     ],
 )
 def test_a_bad_dotted_path_is_a_configuration_error(name: str, message: str) -> None:
@@ -62,9 +62,23 @@ def test_a_bad_dotted_path_is_a_configuration_error(name: str, message: str) -> 
         ConsumerManager().resolve(name)
 
 
-def test_an_entry_point_plugin_is_found_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    plugin = EntryPoint("collector", "tests.conftest:CollectingConsumer", "streamer.consumers")
-    monkeypatch.setattr(manager_module, "entry_points", lambda group: [plugin])
+def test_an_entry_point_plugin_is_found_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package's ``streamer.consumers`` entry point is usable by its name."""
+    install_entry_points(
+        tmp_path, monkeypatch, ENTRY_POINT_GROUP, {"collector": "tests.conftest:CollectingConsumer"}
+    )
     manager = ConsumerManager()
     assert manager.resolve("collector") is CollectingConsumer
     assert "collector" in manager.known()
+
+
+def test_a_broken_entry_point_is_a_configuration_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_entry_points(
+        tmp_path, monkeypatch, ENTRY_POINT_GROUP, {"broken": "no_such_module_xyz:Sink"}
+    )
+    with pytest.raises(ConfigError, match=r"cannot load consumer 'broken' \(no_such_module_xyz"):
+        ConsumerManager().resolve("broken")

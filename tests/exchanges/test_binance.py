@@ -19,6 +19,7 @@ from streamer.exchanges import binance_link
 from streamer.exchanges.base import StartupError
 from streamer.records import Price, Quote, Status, Ticker, Trade
 from streamer.settings import ConfigError
+from streamer.shard import Shard
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance
 from tests.fakes.binance import (
     FakeBinance,
@@ -297,6 +298,33 @@ async def test_load_all_takes_trading_symbols_up_to_the_limit(
             async with RunningService(settings):
                 assert fake.connections[0].streams == {"ausdt@trade", "busdt@trade"}
         assert "not trading now, streamed anyway: ['BUSDT']" in caplog.text
+
+
+async def test_two_shards_split_the_limited_symbol_set_between_them() -> None:
+    """STREAMER_SHARD: each replica subscribes its share of the same limited set, by hash."""
+    symbols = {f"S{n}USDT": "TRADING" for n in range(12)}
+    async with FakeBinance(symbols=symbols) as fake:
+        seen = []
+        for shard in ("0/2", "1/2"):
+            settings = fake_settings(
+                fake, exchange_load_all_symbols=True, exchange_symbols_limit=10, shard=shard
+            )
+            async with RunningService(settings):
+                seen.append({s.split("@")[0].upper() for s in fake.connections[-1].streams})
+        assert seen[0].isdisjoint(seen[1])
+        assert seen[0] | seen[1] == set(list(symbols)[:10])
+        assert seen[0] == set(Shard.parse("0/2").select(list(symbols)[:10]))
+
+
+async def test_a_shard_left_without_symbols_refuses_to_start() -> None:
+    async with FakeBinance() as fake:
+        owner = Shard.parse("0/2").owns("BTCUSDT")
+        settings = fake_settings(
+            fake, exchange_symbols=["BTCUSDT"], shard="1/2" if owner else "0/2"
+        )
+        with pytest.raises(StartupError, match="none of the 1 symbols hashes to this replica"):
+            async with RunningService(settings):
+                pass
 
 
 async def test_klines_off_and_trades_off_subscribe_no_trade_stream() -> None:

@@ -1,0 +1,200 @@
+"""The container files: docker-compose.yml against the Compose Specification's schema and what an
+operator relies on (health-gated start, restarts, log rotation, distinct ports), each service's
+env file as a valid configuration, and the Dockerfile's rules (slim, non-root, healthcheck,
+SIGTERM, runtime dependencies only). No Docker engine runs here, so nothing is built."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from streamer.cli import check
+from streamer.settings import load_settings
+from tests.conftest import RunningService, free_port, make_settings
+
+ROOT = Path(__file__).parent.parent
+SCHEMA = Path(__file__).parent / "data" / "compose" / "compose-spec.json"
+STREAMERS = {
+    "streamer-binance": ".env.binance",
+    "streamer-binance-linear": ".env.binance-linear",
+    "streamer-dnse": ".env.dnse",
+    "streamer-vnstock": ".env.vnstock",
+}
+SHARDS = {"streamer-binance-shard-0": "0/2", "streamer-binance-shard-1": "1/2"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_the_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    # The schema names draft 2019-09 with a "#" jsonschema does not recognise: say it outright.
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(compose)]
+    assert errors == []
+
+
+def test_there_is_one_streamer_per_exchange_next_to_redis(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"redis", *STREAMERS, *SHARDS}
+    for name in SHARDS:  # the sharded pair starts only when asked for
+        assert compose["services"][name]["profiles"] == ["sharded"]
+
+
+def test_redis_has_a_healthcheck_a_volume_and_stays_on_localhost(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in compose["volumes"]
+    assert all(port.startswith("127.0.0.1:") for port in redis["ports"])
+    assert redis["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", [*STREAMERS, *SHARDS])
+def test_each_streamer_waits_for_a_healthy_redis_restarts_and_rotates_its_logs(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+    assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert service["restart"] == "unless-stopped"
+    assert service["stop_signal"] == "SIGTERM"
+    assert service["logging"]["driver"] == "json-file"
+    assert set(service["logging"]["options"]) == {"max-size", "max-file"}
+    assert service["environment"]["STREAMER_REDIS_HOST"] == "redis"
+    assert service["environment"]["STREAMER_WSS_AUTH_KEY"].startswith("${STREAMER_WSS_AUTH_KEY:?")
+    inside = sorted(port.split(":")[-1] for port in service["ports"])
+    assert inside == ["8100", "9500"]
+
+
+def test_no_two_services_take_the_same_host_port(compose: dict[str, Any]) -> None:
+    published = [
+        port.rsplit(":", 1)[0] for service in compose["services"].values()
+        for port in service.get("ports", [])
+    ]  # fmt: skip
+    assert len(published) == len(set(published))
+
+
+def test_the_ports_table_in_the_compose_file_matches_the_services(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in (*STREAMERS, *SHARDS):
+        host = {p.split(":")[-1]: p.split(":")[0] for p in compose["services"][name]["ports"]}
+        assert re.search(rf"#\s+{name}\s+{host['9500']}\s+{host['8100']}\b", text), name
+
+
+@pytest.mark.parametrize("name", [*STREAMERS, *SHARDS])
+def test_each_service_env_file_is_a_valid_configuration(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the container sees (its env file plus the compose environment) passes --check."""
+    service = compose["services"][name]
+    assert service["env_file"] == STREAMERS.get(name, ".env.binance-all")
+    env_file = ROOT / service["env_file"]
+    for key, value in service["environment"].items():
+        value = str(value)
+        if value.startswith("${"):  # a secret the operator supplies
+            value = "a-secret"
+        monkeypatch.setenv(key, value)
+    settings = load_settings(env_file)
+    check(settings)  # the exchange and every consumer validate
+    assert {"redis", "websocket"} <= set(settings.enabled_consumers)
+    if name in SHARDS:
+        assert settings.shard == SHARDS[name]
+        assert settings.exchange_load_all_symbols
+
+
+# -- Dockerfile -------------------------------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def test_the_image_runs_on_a_slim_python_as_a_non_root_user() -> None:
+    stage = final_stage()
+    assert re.fullmatch(r"python:3\.1[1-9]-slim", stage[0][1])
+    users = [args for keyword, args in stage if keyword == "USER"]
+    assert users
+    assert users[-1] not in ("root", "0")
+
+
+def test_the_image_stops_on_sigterm_and_exposes_the_documented_ports() -> None:
+    stage = dict(final_stage())
+    assert stage["STOPSIGNAL"] == "SIGTERM"
+    assert stage["EXPOSE"].split() == ["9500", "8100"]
+    assert json.loads(stage["ENTRYPOINT"]) == ["streamer"]
+
+
+def test_the_image_installs_runtime_dependencies_only() -> None:
+    (extras,) = [args for keyword, args in instructions() if keyword == "ARG"]
+    assert extras == "EXTRAS=fast,nats,vn"
+    installs = " ".join(args for keyword, args in instructions() if keyword == "RUN")
+    assert "dev" not in re.findall(r"\[([^\]]*)\]", installs)
+    assert "pip install --no-cache-dir --no-index" in installs  # only the built wheels
+
+
+def healthcheck_command() -> list[str]:
+    (healthcheck,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
+    command: list[str] = json.loads(healthcheck.split(" CMD ", 1)[1])
+    return command
+
+
+async def test_the_healthcheck_passes_on_a_healthy_service_and_fails_without_one() -> None:
+    command = [sys.executable if part == "python" else part for part in healthcheck_command()]
+    assert command[1] == "-c"
+    port = free_port()
+
+    def probe() -> subprocess.CompletedProcess[str]:
+        env = {"STREAMER_HTTP_PORT": str(port), "PATH": "/usr/bin:/bin"}
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=20)
+
+    failed = probe()  # nothing listens
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("unhealthy:")
+
+    from streamer.exchanges.base import Connector
+
+    class Quiet(Connector):
+        """A connected exchange that sends nothing yet: /health says ok."""
+
+        @classmethod
+        def channels(cls, settings: Any) -> list[str]:
+            return ["spot"]
+
+        async def run(self) -> None:
+            import asyncio
+
+            await asyncio.Event().wait()
+
+        def health(self) -> dict[str, object]:
+            return {"connections": {"quiet": {"state": "connected"}}}
+
+    settings = make_settings(http_port=port, http_host="127.0.0.1", enabled_consumers=["collect"])
+    async with RunningService(settings, connector_factory=Quiet):
+        import asyncio
+
+        passed = await asyncio.to_thread(probe)
+    assert passed.returncode == 0, passed.stderr

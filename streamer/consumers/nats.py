@@ -273,8 +273,8 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
     async def stop(self) -> None:
         await super().stop()
         if self.client is not None:
-            try:
-                await self.client.drain()
+            try:  # flush what is buffered, within the shutdown budget (nats-py waits 30 s)
+                await asyncio.wait_for(self.client.drain(), self.settings.nats_timeout_seconds)
             except Exception:
                 await self.client.close()
 

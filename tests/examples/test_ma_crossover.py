@@ -79,3 +79,38 @@ async def test_the_client_warms_up_from_redis_history_then_follows_pub_sub() -> 
     finally:
         await redis.delete(history)
         await redis.aclose()
+
+
+async def test_the_client_warms_up_from_redis_then_follows_the_websocket_server() -> None:
+    """--websocket: the same warm-up, then live bars from streamer's WebSocket server."""
+    from examples.ma_crossover import websocket_envelopes
+    from streamer.client import StreamerClient
+    from streamer.records import Batch, Envelope, Kline
+    from tests.consumers.test_websocket import Server, url
+
+    prefix = f"streamer-test-{uuid.uuid4().hex[:10]}:binance:spot"
+    redis = Redis(db=DB)
+    history = f"{prefix}:history:1m:BTCUSDT"
+    try:
+        for minute, close in enumerate(["1", "2", "3"]):
+            await redis.zadd(history, {orjson.dumps(bar(minute, close)): T + minute * 60_000})
+        async with Server() as server:
+            client = StreamerClient(url(server), user="alice", key="s3cret",
+                                    channels=["klines:1m:BTCUSDT"])  # fmt: skip
+            live = websocket_envelopes(client)
+            klines = closed_klines(redis, "BTCUSDT", "1m", warm_up=3, prefix=prefix, live=live)
+            stream = signals(klines, Crossover(2, 3))
+            first = asyncio.ensure_future(anext(stream))
+            await asyncio.wait_for(client.connected.wait(), 5)
+            start = T + 3 * 60_000
+            closed = Kline("BTCUSDT", "1m", 60_000, start, start + 59_999, "3", "3", "0.5", "0.5",
+                           "1", "1", 1, "1", "1", 4, 4, True, 0)  # fmt: skip
+            while not first.done():  # until the server has the subscription and sends the bar
+                await server.consume(Batch([Envelope("binance", "spot", "klines", [closed])]))
+                await asyncio.sleep(0.05)
+            signal = await asyncio.wait_for(first, 5)
+            assert (signal.side, signal.timestamp, signal.close) == ("sell", start, Decimal("0.5"))
+            await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await redis.delete(history)
+        await redis.aclose()

@@ -87,20 +87,18 @@ def _nats_unavailable() -> tuple[type[BaseException], ...]:
     return (
         errors.NoServersError,
         errors.ConnectionClosedError,
-        errors.TimeoutError,
         errors.OutboundBufferLimitError,
         errors.StaleConnectionError,
         errors.UnexpectedEOF,
         ServiceUnavailableError,
         TooManyStalledMsgsError,
-        asyncio.TimeoutError,
-    )
+    )  # nats' TimeoutError is an asyncio.TimeoutError, i.e. TimeoutError: the base's already
 
 
 class NatsConsumer(RemoteConsumer[list[Message]]):
     """Publishes every record to JetStream. See the module docstring."""
 
-    unavailable = (OSError, TimeoutError, *_nats_unavailable())
+    unavailable = (*RemoteConsumer.unavailable, *_nats_unavailable())
 
     def __init__(self, settings: Settings, name: str, **retry: Any) -> None:
         """``retry``: ``backoff`` and ``sleep``, see :class:`RemoteConsumer` (tests)."""

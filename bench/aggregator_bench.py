@@ -5,7 +5,10 @@
 Trades are synthetic but realistic: consecutive ids per symbol, prices walking a 0.01 tick grid
 and random quantities, with 8 decimals as Binance sends them, 20 trades per second per symbol of
 exchange time, and the bar timer (``advance``) run every 1000 trades as the service's timer
-would. Reports the best of ``--repeat`` runs in trades per second, single core.
+would. Reports the best of ``--repeat`` runs in trades per second, single core, and the cost of
+a 15-minute bar boundary: every symbol's 1m, 5m and 15m bars closing at once, worked through in
+the service's budgeted steps (:data:`~streamer.pipeline.CLOSE_BUDGET` bars per step), in
+microseconds per closed kline.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import orjson
 from streamer.aggregator import KlineAggregator
 from streamer.exchanges.binance_parser import BinanceParser
 from streamer.intervals import parse_intervals
+from streamer.pipeline import CLOSE_BUDGET
 from streamer.records import Trade
 
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -69,6 +73,28 @@ def run_parse_aggregate(frames: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
+def run_boundary(symbols: int) -> tuple[int, float]:
+    """(bars closed, seconds) for a 15-minute boundary with one trade per symbol before it."""
+    aggregator = KlineAggregator(parse_intervals(INTERVALS))
+    boundary = (START // 900_000 + 1) * 900_000
+    before = boundary - 30_000
+    for index in range(symbols):
+        price = f"{100 + index % 50}.{index % 97:02d}000000"
+        aggregator.add_trade(
+            Trade.create(f"SYM{index}USDT", 1, price, "0.25000000", "buy", before, before)
+        )
+    aggregator.advance(before)
+    aggregator.drain()
+    closed = 0
+    started = time.perf_counter()
+    while True:
+        finished = aggregator.advance(boundary + aggregator.waiter_latency_ms, CLOSE_BUDGET)
+        closed += len(aggregator.drain())
+        if finished:
+            break
+    return closed, time.perf_counter() - started
+
+
 def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--trades", type=int, default=1_000_000)
@@ -86,6 +112,11 @@ def main() -> None:
           f"({best_agg / args.trades * 1e6:.2f} us/trade)")  # fmt: skip
     print(f"parse + aggregate:   {args.trades / best_all:>10,.0f} trades/s "
           f"({best_all / args.trades * 1e6:.2f} us/trade)")  # fmt: skip
+    closed, best_boundary = min(
+        (run_boundary(args.symbols) for _ in range(args.repeat)), key=lambda run: run[1]
+    )
+    print(f"15m boundary:        {closed:>10,} bars closed in {best_boundary * 1000:.1f} ms "
+          f"({best_boundary / closed * 1e6:.2f} us/kline)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -43,19 +43,20 @@ def _ratio(a: float | None, b: float | None) -> str:
 def _full_speed(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| symbols | contender | trades/s | vs websockets | downstream trades/s | dropped "
-        "| CPU s per 100k | RSS MiB: window start, end, peak |",
-        "|---:|---|---:|---:|---|---:|---:|---:|",
+        "| CPU s per 100k | RSS MiB: window start, end, peak | cores used by the fake, receivers |",
+        "|---:|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for row in rows:
         if row["rate"] is not None:
             continue
         base = _find(rows, "websockets (bare)", row["symbols"], False).get("ingest")
         downstream = ", ".join(f"{k} {v:,.0f}" for k, v in row["downstream"].items()) or "-"
+        others = ", ".join(f"{k} {v:.2f}" for k, v in row.get("others_cores", {}).items()) or "-"
         lines.append(
             f"| {row['symbols']} | {row['scenario']} | {row['ingest']:,.0f} "
             f"| {_ratio(row['ingest'], base)} | {downstream} | {row['dropped']:,.0f} "
             f"| {row['cpu_per_100k']:.2f} | {row['rss_window_mb'][0]:.0f}, "
-            f"{row['rss_window_mb'][1]:.0f}, {row['rss_mb']:.0f} |"
+            f"{row['rss_window_mb'][1]:.0f}, {row['rss_mb']:.0f} | {others} |"
         )
     return lines
 

@@ -49,6 +49,7 @@ from bench.procs import (
 )
 from bench.record import Result, load
 from bench.report import render
+from streamer.intervals import parse_intervals
 from tests.fakes.binance import FakeBinance
 
 __all__ = ["SCENARIOS", "Measurement", "Scenario", "main"]
@@ -96,6 +97,7 @@ SCENARIOS = [
 LATENCY_SCENARIOS = ("websockets (bare)", "streamer: all")
 SUSTAINED = next(s for s in SCENARIOS if s.name == "streamer: all")
 BOUNDARIES = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "1d": 86_400_000}
+DEFAULT_INTERVAL_MS = tuple(i.length_ms for i in parse_intervals(INTERVALS.split(",")))
 
 
 @dataclass
@@ -118,6 +120,9 @@ class Measurement:
     # as bucket upper bounds.
     kline_handoff_ms: dict[str, float] = field(default_factory=dict)
     boundary_ms: int = 0  # the bar boundary a latency run was aligned to
+    # Cores the rest of the bench used meanwhile (the fake, each receiver): they share the
+    # machine's two cores with the contender.
+    others_cores: dict[str, float] = field(default_factory=dict)
 
 
 def _tls() -> ssl.SSLContext:
@@ -190,12 +195,21 @@ def _profile(pid: int, seconds: float, out: Path) -> None:
     subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _offset_to_boundary(lead: float, boundary_ms: int) -> int:
+def _offset_to_boundary(lead: float, boundary_ms: int, now_ms: int | None = None) -> int:
     """An exchange-time offset that puts a multiple of ``boundary_ms`` ``lead`` seconds ahead,
-    so a latency run measures the bars of that boundary (exchange time then lags local time by
-    less than ``boundary_ms``, like a replay; bars close on exchange time)."""
-    at = time.time_ns() // 1_000_000 + int(lead * 1000)
-    return at // boundary_ms * boundary_ms - at
+    so a latency run measures the bars of that boundary (exchange time then lags local time, like
+    a replay; bars close on exchange time).
+
+    The boundary is one of that interval only: a "1m" run crosses a minute that is not also a
+    5-minute boundary (where 5m bars would close too), a "5m" run one that is not a 15-minute
+    boundary, and so on up the default intervals, so that runs compare like with like."""
+    at = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) + int(lead * 1000)
+    target = at // boundary_ms * boundary_ms
+    larger = [ms for ms in DEFAULT_INTERVAL_MS if ms > boundary_ms]
+    if larger:
+        while target % larger[0] == 0:
+            target -= boundary_ms
+    return target - at
 
 
 def _clean_redis(prefix: str) -> None:
@@ -265,11 +279,14 @@ async def measure(
         await asyncio.sleep(0.5)
 
         samples: dict[str, tuple[int, float, str | None, float]] = {}
+        others: dict[str, dict[str, float]] = {}
 
         async def sample(name: str) -> None:
             metrics = None if http_port is None else await scrape(http_port, "/metrics")
             rss = peak_rss_mb(target.pid, "VmRSS")
             samples[name] = (time.monotonic_ns(), cpu_seconds(target.pid), metrics, rss)
+            others[name] = {"fake": time.process_time()}  # this process serves the fake
+            others[name].update({k: cpu_seconds(c.pid) for k, c in receivers.items()})
 
         async def window_start() -> None:
             await asyncio.sleep(warmup)
@@ -310,6 +327,9 @@ async def measure(
         scenario.name, symbols, rate, log.sent, ingest, rss_mb=rss, rss_window_mb=(rss0, rss1)
     )
     measurement.cpu_per_100k = (cpu1 - cpu0) / max(1.0, ingest * seconds) * 1e5
+    measurement.others_cores = {
+        name: (others["end"][name] - others["start"][name]) / seconds for name in others["end"]
+    }
     measurement.boundary_ms = boundary_ms if latency else 0
     if final is not None:
         measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")

@@ -42,10 +42,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from streamer.bar import Bar, ExchangeKline
 from streamer.intervals import Interval
 from streamer.markets import ALWAYS_OPEN, Calendar
+from streamer.numbers import PriceText
 from streamer.records import Kline, Trade
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
@@ -111,24 +113,27 @@ class RepairRequest:
 class _Series:
     """One symbol at one interval: the forming bar and the recently closed ones."""
 
-    __slots__ = ("bar", "closed", "hold", "interval", "symbol")
+    __slots__ = ("bar", "closed", "hold", "interval", "price_text", "symbol")
 
-    def __init__(self, symbol: str, interval: Interval) -> None:
+    def __init__(self, symbol: str, interval: Interval, price_text: PriceText) -> None:
         self.symbol = symbol
         self.interval = interval
+        self.price_text = price_text
         self.bar: Bar | None = None
         self.closed: deque[Bar] = deque()
         self.hold = _NEVER  # closed bars ending at or after this wait for a repair
 
     def publish(self, bar: Bar, *, closed: bool) -> Kline:
-        return bar.to_kline(self.symbol, self.interval.name, closed=closed)
+        return bar.to_kline(
+            self.symbol, self.interval.name, closed=closed, price_text=self.price_text
+        )
 
 
 class _Symbol:
     __slots__ = ("floor", "gaps", "hi", "ids", "lo", "pending", "seq", "series")
 
-    def __init__(self, symbol: str, intervals: Sequence[Interval]) -> None:
-        self.series = [_Series(symbol, interval) for interval in intervals]
+    def __init__(self, symbol: str, intervals: Sequence[Interval], price_text: PriceText) -> None:
+        self.series = [_Series(symbol, interval, price_text) for interval in intervals]
         self.ids = TradeIdSet()
         self.floor = _NEVER  # earliest trade time that fits every interval's first bar
         self.seq = 0  # arrival order, the tie-break for trades without ids
@@ -190,6 +195,7 @@ class KlineAggregator:
         self._due = [_NEVER] * len(self.intervals)  # earliest forming-bar end per interval
         self._horizon = -_NEVER  # trades before this are too late; bars closing before it gone
         self._out: list[Kline] = []
+        self._price_text = PriceText()  # shared by every symbol's bars
         # Closed bars changed since the last drain, published once each at the drain: a burst
         # of late trades for one bar makes one revision, not one per trade.
         self._revised: dict[int, tuple[_Series, Bar]] = {}
@@ -199,6 +205,9 @@ class KlineAggregator:
         self._repair_due = _NEVER  # exchange time of the next repair request
         self._pending: dict[int, _Symbol] = {}  # by id: symbols whose ``pending`` holds trades
         self.version = 0  # grows whenever a bar deadline may have changed
+        # An advance() pass stopped by its budget: [interval index, symbols done, earliest
+        # deadline seen so far]. The next call carries on from there instead of rescanning.
+        self._resume: list[int] | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -211,7 +220,9 @@ class KlineAggregator:
             return False
         state = self._symbols.get(trade.symbol)
         if state is None:
-            state = self._symbols[trade.symbol] = _Symbol(trade.symbol, self.intervals)
+            state = self._symbols[trade.symbol] = _Symbol(
+                trade.symbol, self.intervals, self._price_text
+            )
             state.floor = max(interval.open_time(t) for interval in self.intervals)
         tid = trade.trade_id
         if tid is None:
@@ -305,13 +316,21 @@ class KlineAggregator:
         for index in range(len(self.intervals)):
             if due[index] > threshold:
                 continue
-            next_due = _NEVER
-            for state in self._symbols.values():
+            states: Iterable[_Symbol] = self._symbols.values()
+            position, next_due = 0, _NEVER
+            resume = self._resume
+            if resume is not None and resume[0] == index:
+                position, next_due = resume[1], resume[2]
+                states = islice(states, position, None)
+            self._resume = None
+            for state in states:
                 series = state.series[index]
                 bar = series.bar
                 if bar is not None and bar.close_time < threshold:
                     if left <= 0:
-                        return False  # due[index] stays due: the next call carries on
+                        # due[index] stays due: the next call carries on from this symbol.
+                        self._resume = [index, position, next_due]
+                        return False
                     left -= 1
                     self._flush(state)
                     self._roll(series, index, threshold, bar, until_threshold=True)
@@ -324,6 +343,7 @@ class KlineAggregator:
                     closed.popleft()
                 if index == 0:
                     state.ids.evict(horizon)
+                position += 1
             due[index] = next_due
         return True
 
@@ -394,6 +414,7 @@ class KlineAggregator:
         """Forget a symbol entirely (delisted); its forming bars are not published."""
         state = self._symbols.pop(symbol, None)
         if state is not None:
+            self._resume = None  # positions shift: an unfinished pass starts over
             self._pending.pop(id(state), None)
             for series in state.series:
                 self._dirty.pop(id(series), None)
@@ -581,6 +602,9 @@ class KlineAggregator:
         end = bar.close_time + 1
         if end < self._due[index]:
             self._due[index] = end
+        resume = self._resume
+        if resume is not None and resume[0] == index and end < resume[2]:
+            resume[2] = end  # a bar of a symbol the unfinished pass is already past
 
     def _close(self, series: _Series, bar: Bar) -> None:
         if not bar.count and not self.calendar.overlaps_session(bar.open_time, bar.close_time):

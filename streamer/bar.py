@@ -6,6 +6,7 @@ see :mod:`streamer.numbers`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,24 +176,35 @@ class Bar:
         self.first_id = self.last_id = None
         self.repaired = True
 
-    def to_kline(self, symbol: str, interval: str, *, closed: bool) -> Kline:
-        """The published record."""
+    def to_kline(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        closed: bool,
+        price_text: Callable[[int], str] = format_scaled,
+    ) -> Kline:
+        """The published record. ``price_text`` formats the four prices (a
+        :class:`~streamer.numbers.PriceText` remembers recurring ones)."""
         fmt = format_scaled
+        # An empty bar (and the taker side of a bar of sells) has nothing to format.
+        volume, quote = self.volume, self.quote
+        taker_volume, taker_quote = self.taker_volume, self.taker_quote
         return Kline(
             symbol,
             interval,
             self.close_time + 1 - self.open_time,
             self.open_time,
             self.close_time,
-            fmt(self.open),
-            fmt(self.high),
-            fmt(self.low),
-            fmt(self.close),
-            fmt(self.volume),
-            fmt(self.quote, PRODUCT_DIGITS),
+            price_text(self.open),
+            price_text(self.high),
+            price_text(self.low),
+            price_text(self.close),
+            fmt(volume) if volume else "0",
+            fmt(quote, PRODUCT_DIGITS) if quote else "0",
             self.count,
-            fmt(self.taker_volume),
-            fmt(self.taker_quote, PRODUCT_DIGITS),
+            fmt(taker_volume) if taker_volume else "0",
+            fmt(taker_quote, PRODUCT_DIGITS) if taker_quote else "0",
             self.first_id,
             self.last_id,
             closed,

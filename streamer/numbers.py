@@ -18,6 +18,7 @@ __all__ = [
     "PRODUCT_DIGITS",
     "SCALE",
     "SCALE_DIGITS",
+    "PriceText",
     "format_scaled",
     "normalize_decimal",
     "parse_scaled",
@@ -74,6 +75,30 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
         text = "0" * (digits + 1 - len(text)) + text
     fraction = text[-digits:].rstrip("0")
     return f"{text[:-digits]}.{fraction}" if fraction else text[:-digits]
+
+
+class PriceText:
+    """:func:`format_scaled` for values that recur, remembered: at most ``limit`` spellings.
+
+    Bar prices recur: a symbol's last price is the close of its bar at every interval, and a
+    market trades on a few ticks at a time. A bar boundary that closes thousands of bars then
+    formats few prices instead of four per bar. When full, it starts over (no eviction order
+    to maintain on the hot path).
+    """
+
+    __slots__ = ("_texts", "limit")
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.limit = limit
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, value: int) -> str:
+        text = self._texts.get(value)
+        if text is None:
+            if len(self._texts) >= self.limit:
+                self._texts.clear()
+            text = self._texts[value] = format_scaled(value)
+        return text
 
 
 def normalize_decimal(text: str) -> str:

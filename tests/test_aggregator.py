@@ -17,6 +17,7 @@ from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.intervals import Interval, parse_interval, parse_intervals
 from streamer.records import Kline, Trade
+from streamer.trade_ids import TradeIdSet
 from tests.conftest import load_reference_klines, load_trades
 
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -393,6 +394,59 @@ def test_a_budgeted_advance_closes_the_same_bars_in_steps() -> None:
     assert calls == 7  # 20 bars (10 symbols x 2 intervals), 3 per call
     assert sorted(map(repr, got)) == sorted(map(repr, expected))
     assert steps.next_deadline() == whole.next_deadline()
+
+
+def test_a_budgeted_advance_carries_on_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step of a budgeted boundary starts at the symbol where the last one stopped: the
+    steps together visit every symbol once, not once per step (2,000 symbols, 256 per step,
+    would otherwise rescan the same symbols two dozen times)."""
+    agg = aggregator("1m")
+    for i in range(10):
+        agg.add_trade(trade(1, T0 + 1000 + i, symbol=f"S{i}USDT"))
+    visits = 0
+    evict = TradeIdSet.evict
+
+    def counting(self: TradeIdSet, horizon: int) -> None:  # called once per symbol visited
+        nonlocal visits
+        visits += 1
+        evict(self, horizon)
+
+    monkeypatch.setattr(TradeIdSet, "evict", counting)
+    steps = 1
+    while not agg.advance(T0 + MIN + 80, budget=3):
+        steps += 1
+    assert steps == 4
+    assert visits == 10
+    assert len(agg.drain()) == 10
+
+
+def test_a_bar_opened_behind_an_unfinished_pass_still_gets_its_deadline() -> None:
+    """Between two steps of a boundary, a trade can open a bar for a symbol the pass has
+    already passed (without empty-bar filling a closed series has no bar until then); that
+    bar's deadline must not be lost when the pass finishes."""
+    agg = aggregator("1m", fill_empty=False)
+    for i in range(6):
+        agg.add_trade(trade(1, T0 + 1000, symbol=f"S{i}USDT"))
+    assert not agg.advance(T0 + MIN + 80, budget=3)  # S0..S2 closed, their series empty
+    agg.add_trade(trade(2, T0 + MIN + 50, symbol="S0USDT"))  # opens S0's next bar
+    assert agg.advance(T0 + MIN + 80, budget=10)
+    assert agg.next_deadline() == T0 + 2 * MIN + 80
+    agg.drain()
+    agg.advance(T0 + 2 * MIN + 80)
+    assert [(k.symbol, k.timestamp) for k in agg.drain()] == [("S0USDT", T0 + MIN)]
+
+
+def test_removing_a_symbol_mid_pass_closes_every_other_bar() -> None:
+    """A symbol delisted between two steps shifts the others: the pass starts over rather
+    than skip one."""
+    agg = aggregator("1m")
+    for i in range(6):
+        agg.add_trade(trade(1, T0 + 1000, symbol=f"S{i}USDT"))
+    assert not agg.advance(T0 + MIN + 80, budget=3)
+    agg.remove_symbol("S0USDT")
+    while not agg.advance(T0 + MIN + 80, budget=3):
+        pass
+    assert sorted(k.symbol for k in agg.drain()) == [f"S{i}USDT" for i in range(6)]
 
 
 def test_a_burst_of_late_trades_for_one_bar_makes_one_revision_per_drain() -> None:

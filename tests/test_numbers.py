@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.numbers import SCALE, format_scaled, normalize_decimal, parse_scaled
+from streamer.numbers import SCALE, PriceText, format_scaled, normalize_decimal, parse_scaled
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,11 @@ def test_parse_then_format_round_trips_any_8_place_decimal(value: Decimal) -> No
     formatted = format_scaled(parse_scaled(text))
     assert Decimal(formatted) == value
     assert formatted == normalize_decimal(text) or "." not in text
+
+
+def test_price_text_spells_values_as_format_scaled_does_and_stays_bounded() -> None:
+    """The remembered spellings are format_scaled's, and the memo never outgrows its limit."""
+    texts = PriceText(limit=4)
+    for value in (0, 1, 100_000_000, 426148000000, 1, 3340428500, 7, 8, 9, 426148000000):
+        assert texts(value) == format_scaled(value)
+        assert len(texts._texts) <= 4

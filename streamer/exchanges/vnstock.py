@@ -54,6 +54,7 @@ __all__ = ["VnstockConnector", "VnstockWorker", "WorkerError"]
 
 logger = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 2.0  # to let the worker exit, then to read its pipes
 CALL_TIMEOUT_S = 30.0  # vnstock's own HTTP timeout is 30 s
 QUOTA_PER_MINUTE = {False: 18, True: 55}  # vnai allows 20 (guest) and 60 (API key): a margin
 # Where this package lives, so that the worker imports the very same code.
@@ -135,19 +136,38 @@ class VnstockWorker:
     async def stop(self) -> None:
         """Stop the process and delete its temporary HOME."""
         process = self.process
-        if process is not None and process.returncode is None:
-            if process.stdin is not None:
-                process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), 5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._stderr is not None:
-            self._stderr.cancel()
-        if self.home is not None:
-            shutil.rmtree(self.home, ignore_errors=True)
-            self.home = None
+        try:
+            if process is not None and process.returncode is None:
+                if process.stdin is not None:
+                    process.stdin.close()  # the worker exits at the end of its input
+                try:
+                    # A worker still importing vnstock reads no input yet: do not wait long.
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if self._stderr is not None:
+                self._stderr.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._stderr
+            if process is not None:
+                # Read the pipes to their end: only then does asyncio close the process's
+                # transport (otherwise the garbage collector does, maybe after the loop).
+                with contextlib.suppress(TimeoutError, OSError, ValueError):
+                    await asyncio.wait_for(process.communicate(), STOP_TIMEOUT_S)
+        finally:
+            if process is not None:
+                if process.returncode is None:
+                    process.kill()  # stop was cancelled: never leave the worker behind
+                # Cancelled before the pipes were read: close the transport now, in the loop.
+                transport = getattr(process, "_transport", None)
+                if transport is not None:
+                    transport.close()
+            if self._stderr is not None:
+                self._stderr.cancel()
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
+                self.home = None
 
 
 def _decimal(value: Any) -> Decimal | None:

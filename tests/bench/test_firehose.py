@@ -8,7 +8,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from bench.firehose import Firehose, SendLog, sequence, symbol_names
+from bench.firehose import HIGH_WATER, Firehose, SendLog, sequence, symbol_names
 from streamer.exchanges.binance_parser import BinanceParser
 from streamer.records import Trade
 from tests.fakes.binance import FakeBinance, combined, spot_trade
@@ -75,3 +75,36 @@ async def test_waiting_for_subscriptions_times_out_saying_how_many_are_missing()
         hose = Firehose(fake, ["S0000USDT"])
         with pytest.raises(TimeoutError, match="0 of 1 symbols subscribed"):
             await hose.wait_routed(0.1)
+
+
+async def test_full_speed_waits_on_flow_control_for_a_reader_that_stalls() -> None:
+    """At full speed the pump sleeps on the transport's flow control while a reader is behind,
+    rather than polling (the fake shares the cores with the contender it measures): it queues
+    about HIGH_WATER bytes, then waits in drain() until the run ends."""
+    names = symbol_names(2)
+    async with FakeBinance(symbols=names) as fake:
+        streams = "/".join(f"{n.lower()}@trade" for n in names)
+        async with connect(f"{fake.ws_url}/stream?streams={streams}", max_queue=1) as ws:
+            hose = Firehose(fake, names)
+            await hose.wait_routed(5)
+            conn = fake.connections[0].ws
+            drains = 0
+            drain = conn.drain
+
+            async def counting() -> None:
+                nonlocal drains
+                drains += 1
+                await drain()
+
+            conn.drain = counting  # type: ignore[method-assign]
+            started = time.monotonic()
+            log = await hose.run(0.5, None)
+            elapsed = time.monotonic() - started
+            assert conn.paused
+            first = await ws.recv(decode=False)
+            ws.transport.abort()  # a closing handshake would queue behind megabytes
+    assert 0.5 <= elapsed < 1.0
+    assert 1 <= drains <= 3  # one wait (or a few), not a poll loop
+    # What the kernel's socket buffers and HIGH_WATER hold, not an unbounded queue.
+    assert log.sent * 130 < HIGH_WATER + (16 << 20)
+    assert orjson.loads(first)["data"]["t"] == 1

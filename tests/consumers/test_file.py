@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from streamer.consumers.file import FileConsumer
 from streamer.records import Batch, Envelope, Price
 from streamer.settings import ConfigError
-from tests.conftest import make_settings
+from tests.conftest import eventually, make_settings
 
 HOUR = 3_600_000
 T = 1_502_942_428_322  # 2017-08-17T04:00:28.322Z
@@ -57,10 +56,8 @@ async def test_buffered_events_are_flushed_within_the_flush_interval(tmp_path: P
     await files.consume(prices(1))
     path = tmp_path / "data/binance/spot/price/2017/08/17/04.jsonl"
     assert not path.exists()  # buffered, not written per event
-    for _ in range(100):
-        if path.exists():
-            break
-        await asyncio.sleep(0.01)
+    # The file is created before its first write lands: wait for the bytes, not the name.
+    await eventually(lambda: path.exists() and path.stat().st_size > 0)
     assert read_lines(path) == [
         {"symbol": "BTCUSDT", "price": "1", "timestamp": 1, "received_at": 1, "source": "binance"}
     ]

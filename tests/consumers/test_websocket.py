@@ -358,8 +358,10 @@ async def test_a_client_that_never_reads_is_disconnected_and_delays_nobody(
     flowing: tuple[WebSocketConsumer, Broadcaster],
 ) -> None:
     """klines-streamer froze every client for 28 s+ behind one that did not read. Here, over 10 s
-    of steady flow, the healthy client never lags more than 100 ms, and the stuck one is cut off
-    with 1013."""
+    of steady flow, the healthy client gets 99 % of messages within 100 ms and none later than
+    1 s (a freeze behind the stuck client would last until its eviction, seconds), and the stuck
+    one is cut off with 1013. The bounds leave room for a loaded 2-core CI machine, where a
+    scheduler hiccup alone has cost 130 ms."""
     server, broadcaster = flowing
     stuck = await connect(url(server), max_queue=1)
     await login(stuck)
@@ -389,7 +391,10 @@ async def test_a_client_that_never_reads_is_disconnected_and_delays_nobody(
         await asyncio.sleep(0.01)
     await eventually(lambda: len(delays) == sent, timeout=5)
     reader.cancel()
-    assert max(delays) < 100, f"healthy client lagged {max(delays):.0f} ms"
+    delays.sort()
+    p99 = delays[len(delays) * 99 // 100]
+    assert p99 < 100, f"healthy client's p99 lag {p99:.0f} ms"
+    assert delays[-1] < 1000, f"healthy client lagged {delays[-1]:.0f} ms"
     assert server.disconnected_slow == 1
     assert len(server.clients) == 1
     stuck.transport.abort()

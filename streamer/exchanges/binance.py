@@ -320,8 +320,16 @@ class BinanceConnector(Connector):
         await link.connect(plan.url(), self._open_wire, WS_OPTIONS, announce)
         self._links.add(link)
         rest = plan.streams[URL_STREAMS:]
+        refused_before = len(link.refused)
         if rest and not await link.subscribe(rest, timeout=WS_OPTIONS.open_timeout):
-            logger.error("%s: some streams were refused: %s", plan.name, link.refused[-3:])
+            refused = link.refused[refused_before:]
+            if refused:
+                logger.error("%s: some streams were refused: %s", plan.name, refused[-3:])
+            else:  # a busy server answers late; the streams usually arrive all the same
+                logger.warning(
+                    "%s: SUBSCRIBE for %d streams not acknowledged within %g s",
+                    plan.name, len(rest), WS_OPTIONS.open_timeout,
+                )  # fmt: skip
         return link
 
     def _lifetime(self) -> float:

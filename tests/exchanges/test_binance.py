@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -252,6 +253,23 @@ async def test_a_refused_subscription_is_reported_and_the_others_keep_streaming(
             ))  # fmt: skip
             await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
             await eventually(lambda: collector.records("trades"))
+
+
+async def test_an_unanswered_subscribe_is_reported_as_unacknowledged_not_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy server may answer SUBSCRIBE late: the log says so, and names no refusal."""
+    monkeypatch.setattr(binance_module, "URL_STREAMS", 1)
+    options = dataclasses.replace(binance_module.WS_OPTIONS, open_timeout=0.3)
+    monkeypatch.setattr(binance_module, "WS_OPTIONS", options)
+    async with FakeBinance() as fake:
+        fake.stalled = True  # connections open, requests never answered
+        settings = fake_settings(fake, exchange_symbols=["BTCUSDT", "ETHUSDT"])
+        with caplog.at_level(logging.WARNING):
+            async with RunningService(settings):
+                await eventually(lambda: "not acknowledged" in caplog.text)
+    assert "SUBSCRIBE for 1 streams not acknowledged within 0.3 s" in caplog.text
+    assert "refused" not in caplog.text
 
 
 async def test_an_unknown_configured_symbol_is_a_configuration_error() -> None:

@@ -118,7 +118,7 @@ class _Series:
     def __init__(self, symbol: str, interval: Interval, price_text: PriceText) -> None:
         self.symbol = symbol
         self.interval = interval
-        self.price_text = price_text
+        self.price_text = price_text.__getitem__  # the aggregator's one memo, looked up in C
         self.bar: Bar | None = None
         self.closed: deque[Bar] = deque()
         self.hold = _NEVER  # closed bars ending at or after this wait for a repair
@@ -335,7 +335,9 @@ class KlineAggregator:
                     self._flush(state)
                     self._roll(series, index, threshold, bar, until_threshold=True)
                     bar = series.bar
-                    state.window()
+                    # No fast-path window until the symbol's next trade recomputes it: a
+                    # boundary rolls up to six intervals per symbol, and waits for none of this.
+                    state.lo, state.hi = 0, -1
                 if bar is not None and bar.close_time + 1 < next_due:
                     next_due = bar.close_time + 1
                 closed, keep = series.closed, min(horizon, series.hold)

@@ -187,6 +187,15 @@ class Bar:
         """The published record. ``price_text`` formats the four prices (a
         :class:`~streamer.numbers.PriceText` remembers recurring ones)."""
         fmt = format_scaled
+        # Prices often coincide (a quiet bar, an empty one: all four): spell each value once.
+        open_, high, low, close = self.open, self.high, self.low, self.close
+        open_text = price_text(open_)
+        high_text = open_text if high == open_ else price_text(high)
+        low_text = open_text if low == open_ else price_text(low)
+        close_text = (
+            open_text if close == open_ else high_text if close == high else
+            low_text if close == low else price_text(close)
+        )  # fmt: skip
         # An empty bar (and the taker side of a bar of sells) has nothing to format.
         volume, quote = self.volume, self.quote
         taker_volume, taker_quote = self.taker_volume, self.taker_quote
@@ -196,10 +205,10 @@ class Bar:
             self.close_time + 1 - self.open_time,
             self.open_time,
             self.close_time,
-            price_text(self.open),
-            price_text(self.high),
-            price_text(self.low),
-            price_text(self.close),
+            open_text,
+            high_text,
+            low_text,
+            close_text,
             fmt(volume) if volume else "0",
             fmt(quote, PRODUCT_DIGITS) if quote else "0",
             self.count,

@@ -77,27 +77,26 @@ def format_scaled(value: int, digits: int = SCALE_DIGITS) -> str:
     return f"{text[:-digits]}.{fraction}" if fraction else text[:-digits]
 
 
-class PriceText:
+class PriceText(dict[int, str]):
     """:func:`format_scaled` for values that recur, remembered: at most ``limit`` spellings.
 
-    Bar prices recur: a symbol's last price is the close of its bar at every interval, and a
-    market trades on a few ticks at a time. A bar boundary that closes thousands of bars then
-    formats few prices instead of four per bar. When full, it starts over (no eviction order
-    to maintain on the hot path).
+    ``texts[value]`` is the spelling of ``value``. Bar prices recur: a symbol's last price is
+    the close of its bar at every interval, and a market trades on a few ticks at a time. A bar
+    boundary that closes thousands of bars then formats few prices instead of four per bar.
+    A dict itself, so a remembered spelling costs one lookup in C; when full, it starts over (no
+    eviction order to maintain on the hot path).
     """
 
-    __slots__ = ("_texts", "limit")
+    __slots__ = ("limit",)
 
     def __init__(self, limit: int = 65_536) -> None:
+        super().__init__()
         self.limit = limit
-        self._texts: dict[int, str] = {}
 
-    def __call__(self, value: int) -> str:
-        text = self._texts.get(value)
-        if text is None:
-            if len(self._texts) >= self.limit:
-                self._texts.clear()
-            text = self._texts[value] = format_scaled(value)
+    def __missing__(self, value: int) -> str:
+        if len(self) >= self.limit:
+            self.clear()
+        text = self[value] = format_scaled(value)
         return text
 
 

@@ -436,6 +436,27 @@ def test_a_bar_opened_behind_an_unfinished_pass_still_gets_its_deadline() -> Non
     assert [(k.symbol, k.timestamp) for k in agg.drain()] == [("S0USDT", T0 + MIN)]
 
 
+def test_the_trade_after_a_boundary_lands_in_every_new_bar_then_the_fast_path_resumes() -> None:
+    """A boundary leaves the rolled symbols without their fast-path window (recomputing it for
+    every symbol would delay the closing klines); the symbol's next trade recomputes it, lands in
+    the new bar of every interval, and the trades after it take the fast path again."""
+    agg = aggregator("1m", "5m")
+    agg.add_trade(trade(1, T0 + 1000, "100"))
+    agg.advance(T0 + MIN + 80)
+    agg.drain()
+    state = agg._symbols["BTCUSDT"]
+    assert state.hi < state.lo  # no window: the next trade takes the full path
+    agg.add_trade(trade(2, T0 + MIN + 100, "101", qty="2"))
+    assert state.lo <= T0 + MIN + 100 <= state.hi
+    agg.add_trade(trade(3, T0 + MIN + 200, "102", qty="3"))
+    assert state.pending is not None  # summed once for both intervals
+    agg.advance(T0 + 5 * MIN + 80)
+    closed = by_key(agg.drain())
+    minute, five = closed[("1m", T0 + MIN)], closed[("5m", T0)]
+    assert (minute.open, minute.close, minute.volume, minute.trade_count) == ("101", "102", "5", 2)
+    assert (five.open, five.close, five.volume, five.trade_count) == ("100", "102", "6", 3)
+
+
 def test_removing_a_symbol_mid_pass_closes_every_other_bar() -> None:
     """A symbol delisted between two steps shifts the others: the pass starts over rather
     than skip one."""

@@ -80,5 +80,5 @@ def test_price_text_spells_values_as_format_scaled_does_and_stays_bounded() -> N
     """The remembered spellings are format_scaled's, and the memo never outgrows its limit."""
     texts = PriceText(limit=4)
     for value in (0, 1, 100_000_000, 426148000000, 1, 3340428500, 7, 8, 9, 426148000000):
-        assert texts(value) == format_scaled(value)
-        assert len(texts._texts) <= 4
+        assert texts[value] == format_scaled(value)
+        assert len(texts) <= 4

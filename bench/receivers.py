@@ -5,8 +5,9 @@
 
 * ``redis``: a minimal subscriber (hiredis' parser on a raw asyncio connection, so the
   receiver costs little beside the streamer) on ``P:trades:*`` and ``P:klines:*``.
-* ``websocket``: ``K`` clients of the streamer's WebSocket server, each authenticated with a
-  Bearer key and subscribed to ``trades:*`` and ``klines:*``. The first decodes every message
+* ``websocket``: ``K`` clients of the streamer's WebSocket server (of each, when ``--url`` is
+  given once per shard), each authenticated with a Bearer key and subscribed to ``trades:*``
+  and ``klines:*``. The first of each server decodes every message
   and notes latencies; the others only receive (downstream services would be processes of their
   own: decoding for them here would only take CPU from the streamer under test).
 
@@ -81,9 +82,9 @@ async def run_websocket(args: argparse.Namespace, recorder: Recorder) -> None:
     """``--clients`` subscribers of the streamer's WebSocket server."""
     from websockets.asyncio.client import connect
 
-    async def client(index: int, subscribed: asyncio.Event) -> None:
+    async def client(url: str, index: int, subscribed: asyncio.Event) -> None:
         async with connect(
-            args.url,
+            url,
             additional_headers={"Authorization": f"Bearer {args.key}"},
             compression=None,
             max_size=1 << 26,
@@ -104,8 +105,13 @@ async def run_websocket(args: argparse.Namespace, recorder: Recorder) -> None:
                 async for message in ws:
                     on_envelope(recorder, message)
 
-    events = [asyncio.Event() for _ in range(args.clients)]
-    tasks = [asyncio.create_task(client(i, e)) for i, e in enumerate(events)]
+    # ``--clients`` per server: with shards, each client connects to every one of them (the
+    # first client of each server records what it receives).
+    events = [asyncio.Event() for _ in range(args.clients * len(args.url))]
+    tasks = [
+        asyncio.create_task(client(args.url[i // args.clients], i % args.clients, e))
+        for i, e in enumerate(events)
+    ]
     await asyncio.gather(*(e.wait() for e in events))
     _ready()
     await asyncio.gather(*tasks)
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", choices=["redis", "websocket"])
     parser.add_argument("--redis", default="127.0.0.1:6379")
     parser.add_argument("--prefix", default="")
-    parser.add_argument("--url", default="")
+    parser.add_argument("--url", action="append", default=[], help="repeat for each shard")
     parser.add_argument("--key", default="")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--symbols", type=int, required=True)

@@ -22,6 +22,7 @@ TARGETS = {
     "rss_mb": 250.0,
 }
 ALL = "streamer: all"
+SHARDED = "streamer: all, 2 shards"
 
 
 def _find(
@@ -104,6 +105,12 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
         if peer:
             ratio = full["ingest"] / peer
             checks.append(("all consumers >= 3x cryptofeed", ratio, ratio >= 3.0))
+        sharded = _find(rows, SHARDED, symbols, False)
+        for reference, name, bound in ((bare, "bare websockets", 0.6), (peer, "cryptofeed", 3.0)):
+            if sharded and reference:
+                ratio = sharded["ingest"] / reference
+                text = f"all consumers, 2 processes (shards) >= {bound:g}x {name}"
+                checks.append((text, ratio, ratio >= bound))
         checks.append(("nothing dropped at full speed", full["dropped"], full["dropped"] == 0))
         fixed = _find(rows, ALL, symbols, True, LATENCY_RATE)
         bare_fixed = _find(rows, "websockets (bare)", symbols, True, LATENCY_RATE)

@@ -50,6 +50,7 @@ from bench.procs import (
 from bench.record import Result, load
 from bench.report import render
 from streamer.intervals import parse_intervals
+from streamer.shard import Shard
 from tests.fakes.binance import FakeBinance
 
 __all__ = ["SCENARIOS", "Measurement", "Scenario", "main"]
@@ -72,6 +73,9 @@ class Scenario:
     receivers: tuple[str, ...] = ()
     clients: int = 4
     intervals: str = INTERVALS
+    # Replicas (STREAMER_SHARD i/n), each a process with its share of the symbols; every
+    # WebSocket client connects to each, as a client wanting every symbol must.
+    shards: int = 1
 
 
 SCENARIOS = [
@@ -92,6 +96,12 @@ SCENARIOS = [
         consumers=("redis", "websocket", "file"),
         receivers=("redis", "websocket"),
         intervals="1s," + INTERVALS,
+    ),
+    Scenario(
+        "streamer: all, 2 shards",  # scaling out: two processes share the symbols
+        consumers=("redis", "websocket", "file"),
+        receivers=("redis", "websocket"),
+        shards=2,
     ),
 ]
 LATENCY_SCENARIOS = ("websockets (bare)", "streamer: all")
@@ -212,6 +222,19 @@ def _offset_to_boundary(lead: float, boundary_ms: int, now_ms: int | None = None
     return target - at
 
 
+def _every_shard_has_symbols(scenario: Scenario, symbols: int) -> bool:
+    names = symbol_names(symbols)
+    return all(Shard(i, scenario.shards).select(names) for i in range(scenario.shards))
+
+
+async def _scrape_all(ports: list[int]) -> str | None:
+    """The /metrics of every streamer process, one after another (counters then add up)."""
+    if not ports:
+        return None
+    texts = [await scrape(port, "/metrics") for port in ports]
+    return None if any(text is None for text in texts) else "\n".join(map(str, texts))
+
+
 def _clean_redis(prefix: str) -> None:
     host, port = REDIS.split(":")
     client = redis.Redis(host=host, port=int(port))
@@ -243,23 +266,32 @@ async def measure(
     offset = 0
     children: list[Child] = []
     prefix = f"bench-{os.getpid()}-{tag}"
-    http_port: int | None = None
+    http_ports: list[int] = []
+    ws_ports: list[int] = []
     try:
         if scenario.contender is not None:
             args = ["-m", "bench.contenders", scenario.contender, "--ws", fake.ws_url]
             args += ["--rest", fake.rest_url, "--symbols", str(symbols)]
             args += ["--out", str(run_dir / "contender")] + (["--latency"] if latency else [])
-            target = Child.start(scenario.contender, args, run_dir / "contender.log", tls_env)
+            targets = [Child.start(scenario.contender, args, run_dir / "contender.log", tls_env)]
         else:
-            http_port, ws_port = free_port(), free_port()
-            env = _streamer_env(scenario, fake, http_port, ws_port, prefix, run_dir / "files")
-            target = Child.start("streamer", ["-m", "streamer"], run_dir / "streamer.log",
-                                 {**tls_env, **env})  # fmt: skip
-        children.append(target)
+            targets = []
+            for shard in range(scenario.shards):
+                http_ports.append(free_port())
+                ws_ports.append(free_port())
+                name = "streamer" if scenario.shards == 1 else f"streamer-{shard}"
+                env = _streamer_env(scenario, fake, http_ports[-1], ws_ports[-1], prefix,
+                                    run_dir / "files" / name)  # fmt: skip
+                if scenario.shards > 1:
+                    env["STREAMER_SHARD"] = f"{shard}/{scenario.shards}"
+                targets.append(Child.start(name, ["-m", "streamer"], run_dir / f"{name}.log",
+                                           {**tls_env, **env}))  # fmt: skip
+        children.extend(targets)
         deadline = time.monotonic() + 120
         while hose.routed() < symbols:
-            if not target.alive():
-                raise RuntimeError(target.failure())
+            for target in targets:
+                if not target.alive():
+                    raise RuntimeError(target.failure())
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{scenario.name}: subscriptions incomplete")
             await asyncio.sleep(0.1)
@@ -271,7 +303,9 @@ async def measure(
             if kind == "redis":
                 args += ["--redis", REDIS, "--prefix", f"{prefix}:binance:spot"]
             else:
-                args += ["--url", f"ws://127.0.0.1:{ws_port}/", "--key", WS_KEY]
+                for port in ws_ports:
+                    args += ["--url", f"ws://127.0.0.1:{port}/"]
+                args += ["--key", WS_KEY]
                 args += ["--clients", str(scenario.clients)]
             receivers[kind] = Child.start(kind, args, run_dir / f"{kind}.log")
             children.append(receivers[kind])
@@ -282,9 +316,10 @@ async def measure(
         others: dict[str, dict[str, float]] = {}
 
         async def sample(name: str) -> None:
-            metrics = None if http_port is None else await scrape(http_port, "/metrics")
-            rss = peak_rss_mb(target.pid, "VmRSS")
-            samples[name] = (time.monotonic_ns(), cpu_seconds(target.pid), metrics, rss)
+            metrics = await _scrape_all(http_ports)
+            rss = sum(peak_rss_mb(target.pid, "VmRSS") for target in targets)
+            cpu = sum(cpu_seconds(target.pid) for target in targets)
+            samples[name] = (time.monotonic_ns(), cpu, metrics, rss)
             others[name] = {"fake": time.process_time()}  # this process serves the fake
             others[name].update({k: cpu_seconds(c.pid) for k, c in receivers.items()})
 
@@ -292,7 +327,9 @@ async def measure(
             await asyncio.sleep(warmup)
             await sample("start")
             if profile:
-                _profile(target.pid, duration - warmup, run_dir / "profile.txt")
+                for index, target in enumerate(targets):
+                    suffix = "" if index == 0 else f"-{index}"
+                    _profile(target.pid, duration - warmup, run_dir / f"profile{suffix}.txt")
 
         if rate is not None and boundary_ms:
             offset = hose.time_offset_ms = _offset_to_boundary(warmup + 2.0, boundary_ms)
@@ -301,11 +338,11 @@ async def measure(
         log = await hose.run(duration, rate)
         await sample("end")
         await starter
-        rss = peak_rss_mb(target.pid)
+        rss = sum(peak_rss_mb(target.pid) for target in targets)  # the shards' peaks, added
         await asyncio.sleep(1.5)  # let the last trades and bars reach the receivers
-        final = None if http_port is None else await scrape(http_port, "/metrics")
+        final = await _scrape_all(http_ports)
         wall_end_ms = time.time_ns() // 1_000_000
-        for child in (*receivers.values(), target):
+        for child in (*receivers.values(), *targets):
             await child.stop()
     finally:
         for child in children:
@@ -333,8 +370,10 @@ async def measure(
     measurement.boundary_ms = boundary_ms if latency else 0
     if final is not None:
         measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")
-        # The service measures bar end against local time: only meaningful without an offset.
-        for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)) if offset == 0 else ():
+        # The service measures bar end against local time: only meaningful without an offset
+        # (and read from one process: shards' histograms are not merged).
+        one = offset == 0 and scenario.shards == 1
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)) if one else ():
             bound = histogram_quantile(final, "streamer_kline_close_latency_seconds", q)
             if bound is not None:
                 measurement.kline_handoff_ms[name] = bound * 1000
@@ -377,6 +416,8 @@ async def run_all(args: argparse.Namespace) -> list[Measurement]:
         for scenario in SCENARIOS:
             if args.only and not any(o in scenario.name for o in args.only):
                 continue
+            if not _every_shard_has_symbols(scenario, symbols):
+                continue  # an empty replica refuses to start (1 symbol, 2 shards)
             print(f"{symbols:>5} symbols, full speed: {scenario.name}", flush=True)
             m = await measure(
                 scenario, symbols, None, args.duration, args.warmup, work, args.profile

@@ -41,3 +41,25 @@ def test_targets_are_ratios_within_one_run_and_each_says_whether_it_was_met() ->
         "| 2000 | sustains 117,000 trades/s (90% of full speed): p99 < 100 ms, nothing dropped "
         "| 40.00 | yes |" in report
     )
+
+
+def test_the_two_process_run_is_checked_against_the_same_references_on_its_own_lines() -> None:
+    """Scaling out is reported beside the single process, never in place of it."""
+    doc = {
+        "started": "now", "cpus": 2, "duration": 10, "warmup": 3,
+        "measurements": [
+            row("websockets (bare)", 200_000),
+            row("cryptofeed", 50_000),
+            row("streamer: all", 100_000),
+            row("streamer: all, 2 shards", 140_000),
+        ],
+    }  # fmt: skip
+    report = render(doc)
+    assert "| 2000 | all consumers >= 60% of bare websockets | 0.50 | **no** |" in report
+    assert (
+        "| 2000 | all consumers, 2 processes (shards) >= 0.6x bare websockets | 0.70 | yes |"
+        in (report)
+    )
+    assert "| 2000 | all consumers, 2 processes (shards) >= 3x cryptofeed | 2.80 | **no** |" in (
+        report
+    )

@@ -1,8 +1,8 @@
-"""The benchmark driver: which bar boundary a latency run crosses."""
+"""The benchmark driver: which bar boundary a latency run crosses, which runs can be sharded."""
 
 from __future__ import annotations
 
-from bench.run import _offset_to_boundary
+from bench.run import SCENARIOS, _every_shard_has_symbols, _offset_to_boundary
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -33,3 +33,13 @@ def test_each_boundary_avoids_the_next_default_interval() -> None:
         assert crossed % boundary == 0
         assert crossed % larger != 0
         assert NOON - crossed < larger
+
+
+def test_the_sharded_scenario_runs_only_where_every_replica_gets_symbols() -> None:
+    """A replica with no symbols refuses to start: with 1 symbol the 2-shard run is left out,
+    with 100 and 2,000 it runs."""
+    sharded = next(s for s in SCENARIOS if s.shards == 2)
+    assert not _every_shard_has_symbols(sharded, 1)
+    assert _every_shard_has_symbols(sharded, 100)
+    assert _every_shard_has_symbols(sharded, 2000)
+    assert all(_every_shard_has_symbols(s, 1) for s in SCENARIOS if s.shards == 1)

@@ -1,7 +1,10 @@
-"""The command line: --version, --check, and exit status 2 with one line for bad config."""
+"""The command line: --version, --check, exit status 2 with one line for bad config, and the
+process-wide tuning of the garbage collector for the service."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -10,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamer import __version__
-from streamer.cli import main
+from streamer.cli import GC_THRESHOLDS, main, serve, tune_gc
+from tests.conftest import eventually
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
@@ -122,3 +126,49 @@ def test_unknown_streamer_variables_are_warned_about(
     assert (
         "ignoring unknown setting STREAMER_KLINE_INTERVAL (did you mean" in capsys.readouterr().err
     )
+
+
+def test_the_service_process_runs_the_cycle_collector_rarely() -> None:
+    saved = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] >= 10_000  # not the default 700
+    finally:
+        gc.set_threshold(*saved)
+
+
+class _Service:
+    """Stands in for Service: ready once started, then runs until released."""
+
+    def __init__(self, start_fails: bool = False) -> None:
+        self.ready = asyncio.Event()
+        self.release = asyncio.Event()
+        self.start_fails = start_fails
+
+    async def run(self) -> int:
+        if self.start_fails:
+            return 1
+        self.ready.set()
+        await self.release.wait()
+        return 0
+
+
+async def test_objects_made_during_start_up_are_frozen_once_the_service_is_ready() -> None:
+    """gc.freeze() keeps start-up's objects (modules, settings, connections) out of every later
+    collection; it happens once the service says it is ready, and serve returns its status."""
+    before = gc.get_freeze_count()
+    service = _Service()
+    task = asyncio.create_task(serve(service))  # type: ignore[arg-type]
+    try:
+        await eventually(lambda: gc.get_freeze_count() > before)
+        service.release.set()
+        assert await task == 0
+    finally:
+        gc.unfreeze()
+
+
+async def test_a_service_that_fails_to_start_is_not_frozen_and_its_status_returned() -> None:
+    before = gc.get_freeze_count()
+    assert await serve(_Service(start_fails=True)) == 1  # type: ignore[arg-type]
+    assert gc.get_freeze_count() == before

@@ -33,7 +33,7 @@ logger = logging.getLogger("streamer")
 # collection promotes them, and full collections of the whole heap follow every second or so
 # (measured at 2,000 symbols, full speed: 1.8 s of 14 in the collector, pauses up to 89 ms).
 # Records are freed by reference counting; the collector is only for the rare cycle, so it can
-# run far less often (there: 0.2 s of 14, no full collection).
+# run far less often (there: 0.2 to 0.3 s of 14, no full collection).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 

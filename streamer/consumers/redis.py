@@ -55,7 +55,8 @@ _REPLY_ON = pack_command(("CLIENT", "REPLY", "ON"))
 
 
 # History writes of a whole batch in one call: for each bar, the member with its open time is
-# replaced (a revision, or a bar published again after a restart) and the ZSET trimmed.
+# replaced (a revision, or a bar published again after a restart) and the ZSET trimmed once it
+# is over the limit (ZCARD is O(1); a trim that removes nothing still searches the ZSET).
 # KEYS: history ZSETs; ARGV: the limit, then open time and kline JSON per key.
 HISTORY_SCRIPT = """
 local limit = tonumber(ARGV[1])
@@ -63,7 +64,9 @@ for i, key in ipairs(KEYS) do
   local score = ARGV[2 * i]
   redis.call('ZREMRANGEBYSCORE', key, score, score)
   redis.call('ZADD', key, score, ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYRANK', key, 0, -limit - 1)
+  if redis.call('ZCARD', key) > limit then
+    redis.call('ZREMRANGEBYRANK', key, 0, -limit - 1)
+  end
 end
 return #KEYS
 """

@@ -24,7 +24,7 @@ from streamer.logs import setup_logging
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings, load_settings, unknown_variables
 
-__all__ = ["main"]
+__all__ = ["GC_THRESHOLDS", "main", "serve", "tune_gc"]
 
 logger = logging.getLogger("streamer")
 

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 import pytest
 
-from streamer.records import Batch, Envelope, Kline, Price, Quote, Status, Ticker, Trade
+from streamer.records import (
+    Batch,
+    Envelope,
+    Kline,
+    Price,
+    Quote,
+    Record,
+    Status,
+    Ticker,
+    Trade,
+    serialise,
+)
 
 KLINE_KEYS = [
     "symbol", "interval", "interval_ms", "timestamp", "close_time", "open", "high", "low",
@@ -138,3 +151,33 @@ def test_serialised_records_are_right_sized_not_orjsons_4_kib_buffers() -> None:
     finally:
         tracemalloc.stop()
     assert allocated / len(lines) < 2 * max(len(line) for line in lines) + 100
+
+
+def test_serialise_gives_each_record_exactly_as_orjson_does_even_with_json_in_its_strings() -> None:
+    """One dumps call cut at record boundaries: strings holding the boundary itself, quotes,
+    backslashes and non-ASCII must not move a cut."""
+    tricky = 'a"},{"b\\"},{\\"c é \u2028'
+    records: list[Record] = [
+        Trade.create(tricky, 1, "1.5", "2", "buy", 3, 4),
+        kline(symbol=tricky, first_trade_id=None, last_trade_id=None, repaired=True),
+        Ticker("B", 1, "2", "3", "4", "5", "6", "7", "8", "9", 10, 11, source=tricky),
+        Price("}", "1", 2, 3),
+        Quote("{", "1", "2", "3", "4", None, None, 5, last_price="6"),
+        Status("gap", 1, None, tricky, symbols=[tricky, "},{", '"']),
+        Trade.create("BTCUSDT", 2, "1", "1", "sell", 3, 4),
+    ]
+    assert serialise(records) == [orjson.dumps(record) for record in records]
+    assert serialise(records[:1]) == [orjson.dumps(records[0])]
+    assert serialise([]) == []
+    same_type = [Trade.create(s, 1, "1", "1", "buy", 3, 4) for s in ("},{", 'x},{"symbol":y', "}")]
+    assert serialise(same_type) == [orjson.dumps(record) for record in same_type]
+    assert serialise(records[3:1:-1]) == [orjson.dumps(records[3]), orjson.dumps(records[2])]
+
+
+def test_serialise_falls_back_to_orjson_for_a_record_subclass() -> None:
+    @dataclass(slots=True)
+    class Tagged(Price):
+        tag: str = "x"
+
+    records: list[Record] = [Price("A", "1", 2, 3), Tagged("B", "1", 2, 3)]
+    assert serialise(records) == [orjson.dumps(record) for record in records]

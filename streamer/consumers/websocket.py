@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import translate
+from operator import attrgetter
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -70,6 +71,7 @@ CLOSE_RATE_LIMITED = 1008  # policy violation
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 200
 _PATTERN_HEADS = {"*", *DATA_TYPES}
+_SYMBOL = attrgetter("symbol")
 
 
 class Frame:
@@ -96,12 +98,13 @@ class Frame:
 class Subscription:
     """A client's channel patterns; ``None`` (never subscribed) means every channel."""
 
-    __slots__ = ("_cache", "_regex", "patterns")
+    __slots__ = ("_cache", "_covered", "_regex", "patterns")
 
     def __init__(self) -> None:
         self.patterns: set[str] | None = None
         self._regex: re.Pattern[str] | None = None
         self._cache: dict[str, bool] = {}
+        self._covered: dict[str, bool] = {}
 
     def update(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Add and remove patterns."""
@@ -111,6 +114,18 @@ class Subscription:
         self.patterns = patterns
         self._regex = re.compile("|".join(translate(p) for p in patterns)) if patterns else None
         self._cache = {}
+        self._covered = {}
+
+    def covers(self, data_type: str) -> bool:
+        """Whether every channel of ``data_type`` matches (``trades:*``, ``*``): then a batch's
+        whole envelope goes out without looking at its channels one by one."""
+        if self.patterns is None:
+            return True
+        covered = self._covered.get(data_type)
+        if covered is None:
+            everything = ("*", f"{data_type}*", f"{data_type}:*")
+            covered = self._covered[data_type] = any(p in self.patterns for p in everything)
+        return covered
 
     def wants(self, key: str) -> bool:
         """Whether channel ``key`` matches."""
@@ -506,7 +521,7 @@ class WebSocketConsumer(BaseConsumer):
             subscription = client.subscription
             ok = True
             for index, envelope in enumerate(batch):
-                if subscription.patterns is None:
+                if subscription.covers(envelope.data_type):
                     frames = [full.get(index) or full.setdefault(index, Frame(envelope.to_json()))]
                 else:
                     channels = envelope.by_channel()
@@ -553,9 +568,8 @@ class WebSocketConsumer(BaseConsumer):
         if data_type == "status":
             latest[""] = lines[-1]
             return
-        # A plain loop over the records: the cheapest way to keep each symbol's last one.
-        for record, line in zip(envelope.data, lines, strict=True):
-            latest[record.symbol] = line  # type: ignore[union-attr]
+        # Each symbol's last record, in C: a later record of a symbol replaces an earlier one.
+        latest.update(zip(map(_SYMBOL, envelope.data), lines, strict=True))
 
     def _too_slow(self, client: Client) -> None:
         self.disconnected_slow += 1

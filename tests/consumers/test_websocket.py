@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner
-from streamer.consumers.websocket import Client, Frame, WebSocketConsumer
+from streamer.consumers.websocket import Client, Frame, Subscription, WebSocketConsumer
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch, Envelope, Kline, Price, Record, Trade
@@ -237,6 +237,34 @@ async def test_subscribe_acks_then_snapshots_then_streams_only_matching_channels
         await server.consume(batch("klines", kline(3)))
         await server.consume(batch("price", Price("BTCUSDT", "1", T, T)))
         assert (await receive(ws))["data_type"] == "price"
+
+
+def test_a_subscription_covers_a_data_type_only_when_every_channel_of_it_matches() -> None:
+    subscription = Subscription()
+    assert subscription.covers("trades")  # never subscribed: everything
+    subscription.update(add=["trades:*", "klines:1m:*"])
+    assert subscription.covers("trades")
+    assert not subscription.covers("klines")  # 1m only: checked channel by channel
+    assert not subscription.covers("price")
+    subscription.update(add=["*"], remove=["trades:*"])
+    assert subscription.covers("klines")
+    assert subscription.covers("quotes")
+    subscription.update(remove=["*"])
+    assert not subscription.covers("trades")
+
+
+async def test_a_wildcard_subscriber_gets_the_whole_envelope_in_one_message() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await ws.send('{"op": "subscribe", "channels": ["trades:*"]}')
+        assert (await receive(ws))["status"] == "subscribed"
+        trades = [Trade.create(s, i, "1", "1", "buy", T, T) for i, s in enumerate("ABCA")]
+        await server.consume(batch("trades", *trades, Trade.create("B", 9, "2", "1", "sell", T, T)))
+        envelope = await receive(ws)
+        assert [t["symbol"] for t in envelope["data"]] == ["A", "B", "C", "A", "B"]
+        (snapshot,) = server._snapshot(["trades:*"])  # a new subscriber's: each symbol's last
+        last = orjson.loads(snapshot.data)["data"]
+        assert [(t["symbol"], t["trade_id"]) for t in last] == [("A", 3), ("B", 9), ("C", 2)]
 
 
 async def test_ping_gets_pong_in_both_dialects() -> None:

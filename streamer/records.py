@@ -335,7 +335,7 @@ class Envelope:
         head = self._head
         if extra:
             head += b"," + orjson.dumps(extra)[1:-1]
-        return head + b',"data":[' + b",".join(lines) + b"]}"
+        return b"".join((head, b',"data":[', b",".join(lines), b"]}"))  # one copy, not three
 
     def groups(self) -> dict[str, list[bytes]]:
         """Subscription channel (see :func:`channel_key`) -> its serialised records, in

@@ -2,7 +2,7 @@
 PYTHON ?= python
 SOURCES = streamer tests bench examples
 
-.PHONY: install run test pytest lint format typecheck bench bench-quick bench-aggregator
+.PHONY: install run test pytest lint format typecheck bench bench-quick bench-aggregator bench-fanout
 
 install:  ## install streamer with its development tools (editable)
 	$(PYTHON) -m pip install -e ".[dev,vn]"
@@ -34,3 +34,6 @@ bench-quick:  ## the same with 1 and 100 symbols and short runs (~5 min)
 
 bench-aggregator:  ## in-process parse + aggregate throughput
 	$(PYTHON) bench/aggregator_bench.py
+
+bench-fanout:  ## in-process serialise + redis + websocket cost per record
+	$(PYTHON) bench/fanout_bench.py

@@ -196,9 +196,19 @@ class Bar:
             open_text if close == open_ else high_text if close == high else
             low_text if close == low else price_text(close)
         )  # fmt: skip
-        # An empty bar (and the taker side of a bar of sells) has nothing to format.
+        # An empty bar (and the taker side of a bar of sells) has nothing to format; a bar of
+        # buys has its volumes' spellings twice.
         volume, quote = self.volume, self.quote
         taker_volume, taker_quote = self.taker_volume, self.taker_quote
+        volume_text = fmt(volume) if volume else "0"
+        quote_text = fmt(quote, PRODUCT_DIGITS) if quote else "0"
+        taker_text = (
+            volume_text if taker_volume == volume else fmt(taker_volume) if taker_volume else "0"
+        )
+        taker_quote_text = (
+            quote_text if taker_quote == quote else
+            fmt(taker_quote, PRODUCT_DIGITS) if taker_quote else "0"
+        )  # fmt: skip
         return Kline(
             symbol,
             interval,
@@ -209,11 +219,11 @@ class Bar:
             high_text,
             low_text,
             close_text,
-            fmt(volume) if volume else "0",
-            fmt(quote, PRODUCT_DIGITS) if quote else "0",
+            volume_text,
+            quote_text,
             self.count,
-            fmt(taker_volume) if taker_volume else "0",
-            fmt(taker_quote, PRODUCT_DIGITS) if taker_quote else "0",
+            taker_text,
+            taker_quote_text,
             self.first_id,
             self.last_id,
             closed,

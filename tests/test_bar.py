@@ -79,3 +79,25 @@ def test_merging_a_bar_of_trades_equals_applying_them_one_by_one(
         (merged if order < split else part).apply(*args)
     merged.merge(part)
     assert [getattr(merged, f) for f in FIELDS] == [getattr(one_by_one, f) for f in FIELDS]
+
+
+@pytest.mark.parametrize(
+    ("sides", "taker_volume", "taker_quote"),
+    [
+        ("bb", "0.375", "37.575"),  # a bar of buys: the taker side is the whole bar
+        ("ss", "0", "0"),
+        ("bs", "0.125", "12.5"),
+    ],
+)
+def test_a_kline_spells_the_taker_volumes_of_buys_sells_and_both_exactly(
+    sides: str, taker_volume: str, taker_quote: str
+) -> None:
+    bar = Bar(0, 59_999, 0)
+    trades = zip(sides, ("100", "100.3"), ("0.125", "0.25"), strict=True)
+    for order, (side, price, qty) in enumerate(trades):
+        trade = Trade.create("X", order, price, qty, "buy" if side == "b" else "sell", 1, 1)
+        bar.apply(trade._price, trade._quantity, trade._price * trade._quantity, side == "b",
+                  1, order, trade)  # fmt: skip
+    kline = bar.to_kline("X", "1m", closed=True)
+    assert (kline.volume, kline.quote_volume) == ("0.375", "37.575")
+    assert (kline.taker_buy_volume, kline.taker_buy_quote_volume) == (taker_volume, taker_quote)

@@ -39,7 +39,7 @@ from streamer.pipeline import CLOSE_BUDGET
 from streamer.records import Batch, DataType, Envelope, Kline, Record, Trade
 from streamer.settings import Settings
 
-__all__ = ["boundary_klines", "trade_batches"]
+__all__ = ["STAGES", "Stages", "best_us_per_record", "boundary_klines", "trade_batches"]
 
 INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
 START = 1_700_000_100_000  # a minute; the next is not a 5-minute boundary

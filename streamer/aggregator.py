@@ -26,38 +26,58 @@ The rules, which reproduce Binance's own klines:
   exchange time for this; a trade older than that, or older than the symbol's first bar, is
   counted in ``stats.late_dropped`` and not applied anywhere. A trade id seen before is
   counted in ``stats.duplicates`` and ignored.
-* With ``repairs`` on, a jump in a symbol's trade ids is a :class:`~streamer.trade_ids.Gap`
-  (taken with :meth:`drain_gaps`): the bars it touches are kept, and once they have closed
-  (plus ``repair_delay_ms``) :meth:`due_repairs` asks for the exchange's own klines for them;
-  :meth:`apply_repair` publishes them again as a revision with ``repaired`` true. A gap that
-  fills itself (a reordering) needs no repair. Trades for a repaired bar are ignored: the
-  exchange's numbers already count them.
+* Every bar says whether it is ``exact``: whether every trade in it is known to be counted. The
+  trade ids prove it, except for the bars holding a symbol's first trade (trades before it went
+  unseen: ids at 0 excepted, a symbol's very first) and bars touched by a jump in the ids (a
+  :class:`~streamer.trade_ids.Gap`, taken with :meth:`drain_gaps`). Trades without ids prove
+  nothing: their bars are never exact. A gap whose ids arrive after all (a reordering) no longer
+  casts doubt.
+* With ``repairs`` on, a closed bar that is not exact is replaced by the exchange's own kline
+  once that is final (its close + ``repair_delay_ms``): :meth:`due_repairs` asks for it,
+  :meth:`apply_repair` publishes it again as a revision, ``repaired`` and exact. Trades for a
+  repaired bar are ignored there: the exchange's numbers already count them. A repair is given
+  up ``max_repair_age_ms`` after the bar closed.
+* With ``seed_step`` (the smallest interval the exchange serves) a forming bar in doubt does not
+  wait for its close: at the first ``seed_step`` boundary X after the doubt, :meth:`due_seeds`
+  asks for the exchange's klines of ``[bar open, X)``, and :meth:`apply_seed` rebuilds the bar
+  from them plus our own trades at or after X. A trade is on exactly one side of X by its time,
+  so none is counted twice; later trades before X are ignored there. The first trade id after X
+  minus the exchange's trade count gives the bar's first trade id (ids are consecutive).
+* :meth:`prime` tells a series which bars history already holds: the first trade then makes the
+  bars from there on (those before it in doubt, so repaired), so nothing is missing between the
+  history and the first live trade.
+* :meth:`audit` picks recently closed exact bars to compare with the exchange's; a difference
+  is repaired like a gap.
 * Memory is bounded: per symbol and interval one forming bar plus the closed bars of the late
-  window (and of unrepaired gaps, at most ``max_repair_age_ms``), per symbol the trade-id ranges
-  of that window.
+  window (and those waiting for a repair, at most ``max_repair_age_ms``), per symbol the
+  trade-id ranges of that window and at most :data:`MAX_GAPS_PER_SYMBOL` gaps.
 """
 
 from __future__ import annotations
 
+import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import Literal
 
-from streamer.bar import Bar, ExchangeKline
+from streamer.bar import AUDITED, FIX_REQUESTED, FIX_WANTED, NO_FIX, Bar, ExchangeKline
 from streamer.intervals import Interval
 from streamer.markets import ALWAYS_OPEN, Calendar
-from streamer.numbers import PriceText
+from streamer.numbers import PriceText, parse_scaled
 from streamer.records import Kline, Trade
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
-__all__ = ["AggregatorStats", "KlineAggregator", "RepairRequest"]
+__all__ = ["AggregatorStats", "KlineAggregator", "RepairRequest", "SeedRequest"]
 
 _NEVER = 1 << 62
 # A clock jump (a suspended host, a replay) must not emit millions of empty bars at once.
 MAX_EMPTY_BARS_PER_GAP = 10_000
-# Gaps kept per symbol; more are merged into the newest (one larger repair).
+# Gaps kept per symbol; more are merged into the newest (one larger doubt).
 MAX_GAPS_PER_SYMBOL = 64
+
+RepairReason = Literal["gap", "start", "audit"]
 
 
 class AggregatorStats:
@@ -65,16 +85,22 @@ class AggregatorStats:
 
     __slots__ = (
         "after_repair",
+        "audit_matched",
+        "audit_mismatched",
         "closed",
         "duplicates",
         "empty_bars",
         "empty_bars_skipped",
         "gaps",
+        "gaps_filled",
+        "inexact_closed",
         "late_applied",
         "late_dropped",
         "repaired",
         "repairs_failed",
         "revised",
+        "seeded",
+        "seeds_failed",
         "trades",
     )
 
@@ -84,13 +110,19 @@ class AggregatorStats:
         self.late_applied = 0  # trades that arrived after one of their bars had closed
         self.late_dropped = 0  # trades older than the late window or the first bar
         self.closed = 0  # bars published as closed (revision 0)
+        self.inexact_closed = 0  # of which not exact (their trades could not be proven)
         self.revised = 0  # closed bars published again with a higher revision
         self.empty_bars = 0  # closed bars without trades
         self.empty_bars_skipped = 0  # empty bars not made because a gap was too long
         self.gaps = 0  # jumps in trade ids
+        self.gaps_filled = 0  # of which filled later (reordered, not lost)
         self.repaired = 0  # bars replaced by the exchange's own klines
-        self.repairs_failed = 0  # (gap, interval) repairs given up
-        self.after_repair = 0  # trades for bars already repaired, ignored there
+        self.repairs_failed = 0  # repair requests given up
+        self.after_repair = 0  # trades for bars already taken from the exchange, ignored there
+        self.seeded = 0  # forming bars rebuilt from the exchange's klines and our trades
+        self.seeds_failed = 0  # seeds given up (their bars are repaired once closed instead)
+        self.audit_matched = 0  # audited bars equal to the exchange's
+        self.audit_mismatched = 0  # audited bars that differed (and were repaired)
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -100,28 +132,71 @@ class AggregatorStats:
 @dataclass(frozen=True, slots=True)
 class RepairRequest:
     """Fetch the exchange's ``interval`` klines of ``symbol`` opening from ``start`` to ``end``
-    (inclusive, open times) and hand them to :meth:`KlineAggregator.apply_repair`."""
+    (inclusive, open times) and hand them to :meth:`KlineAggregator.apply_repair`.
+
+    ``reason``: ``gap`` (trade ids went missing), ``start`` (the first bars after start-up) or
+    ``audit`` (a sample of exact bars, compared with the exchange's)."""
 
     symbol: str
     interval: Interval
     index: int
     start: int
     end: int
-    gap: Gap
+    reason: RepairReason = "gap"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SeedRequest:
+    """Fetch the exchange's klines of ``symbol`` covering ``[open, at)`` for each
+    ``(interval index, interval, open)`` in ``spans``, merged into one kline per span (see
+    :mod:`streamer.spans`), and hand them to :meth:`KlineAggregator.apply_seed`."""
+
+    symbol: str
+    at: int
+    spans: tuple[tuple[int, Interval, int], ...]
+    token: object  # the seed it answers; a seed replaced meanwhile ignores the answer
+
+
+class _Seed:
+    """A symbol's forming bars waiting to be rebuilt at ``at`` (X): the exchange's klines before
+    X, plus ``post``, every trade of ours at or after X."""
+
+    __slots__ = ("at", "last_id", "post", "requested")
+
+    def __init__(self, at: int, last_id: int) -> None:
+        self.at = at
+        self.post = Bar(0, 0, 0)
+        self.last_id = last_id  # newest trade id before X: X's first trade follows it
+        self.requested = False
 
 
 class _Series:
     """One symbol at one interval: the forming bar and the recently closed ones."""
 
-    __slots__ = ("bar", "closed", "hold", "interval", "price_text", "symbol")
+    __slots__ = (
+        "bar",
+        "closed",
+        "covered",
+        "first_open",
+        "hold",
+        "interval",
+        "owner",
+        "price_text",
+        "symbol",
+    )
 
-    def __init__(self, symbol: str, interval: Interval, price_text: PriceText) -> None:
+    def __init__(
+        self, symbol: str, interval: Interval, price_text: PriceText, owner: _Symbol
+    ) -> None:
         self.symbol = symbol
         self.interval = interval
+        self.owner = owner
         self.price_text = price_text.__getitem__  # the aggregator's one memo, looked up in C
         self.bar: Bar | None = None
         self.closed: deque[Bar] = deque()
-        self.hold = _NEVER  # closed bars ending at or after this wait for a repair
+        self.hold = _NEVER  # closed bars ending at or after this wait for the exchange's kline
+        self.covered = -_NEVER  # trades before this are in a seed's exchange part: ignored
+        self.first_open = _NEVER  # the first bar made (history holds those before)
 
     def publish(self, bar: Bar, *, closed: bool) -> Kline:
         return bar.to_kline(
@@ -130,14 +205,33 @@ class _Series:
 
 
 class _Symbol:
-    __slots__ = ("floor", "gaps", "hi", "ids", "lo", "pending", "seq", "series")
+    __slots__ = (
+        "covered",
+        "doubt_until",
+        "floor",
+        "gaps",
+        "hi",
+        "ids",
+        "lo",
+        "pending",
+        "provable",
+        "seed",
+        "seq",
+        "series",
+        "start_at",
+    )
 
     def __init__(self, symbol: str, intervals: Sequence[Interval], price_text: PriceText) -> None:
-        self.series = [_Series(symbol, interval, price_text) for interval in intervals]
+        self.series = [_Series(symbol, interval, price_text, self) for interval in intervals]
         self.ids = TradeIdSet()
         self.floor = _NEVER  # earliest trade time that fits every interval's first bar
         self.seq = 0  # arrival order, the tie-break for trades without ids
-        self.gaps: list[Gap] = []
+        self.gaps: list[Gap] = []  # unfilled gaps that may still touch a bar in doubt
+        self.provable = True  # trades carry ids: bars can be proven complete
+        self.start_at = -_NEVER  # time of the first trade: bars up to it may miss older ones
+        self.doubt_until = -_NEVER  # no bar whose own trades start after this is in doubt
+        self.seed: _Seed | None = None
+        self.covered = -_NEVER  # the latest seed's X: earlier trades take the slow path
         # Trades inside every forming bar (lo <= t <= hi) are summed in ``pending`` and merged
         # into the forming bars only when something needs them (see KlineAggregator._flush):
         # one bar update per trade instead of one per interval. hi < lo: no such window now.
@@ -147,7 +241,7 @@ class _Symbol:
 
     def window(self) -> None:
         """Recompute the time span covered by every forming bar."""
-        lo, hi = 0, _NEVER
+        lo, hi = self.covered, _NEVER
         for series in self.series:
             bar = series.bar
             if bar is None:
@@ -157,13 +251,29 @@ class _Symbol:
             hi = min(hi, bar.close_time)
         self.lo, self.hi = lo, hi
 
+    def doubtful(self, bar: Bar) -> bool:
+        """Whether trades of ``bar`` may be missing (see the module docstring)."""
+        if bar.repaired:
+            return False
+        if not self.provable:
+            return True
+        own = bar.seeded_at if bar.seeded_at > bar.open_time else bar.open_time
+        if own > self.doubt_until:
+            return False
+        if own <= self.start_at:
+            return True
+        return any(gap.start <= bar.close_time and gap.end >= own for gap in self.gaps)
+
+    def recompute_doubt(self) -> None:
+        self.doubt_until = max([self.start_at, *(gap.end for gap in self.gaps)])
+
 
 class KlineAggregator:
     """Builds klines for many symbols at several intervals. See the module docstring.
 
     ``waiter_latency_ms`` is how long after a bar's end the clock must be before the bar closes
     without a later trade of its symbol (time for stragglers to arrive). ``late_window_ms`` is
-    how long closed bars stay revisable.
+    how long closed bars stay revisable. ``seed_step`` (with ``repairs``) turns seeding on.
     """
 
     def __init__(
@@ -177,6 +287,7 @@ class KlineAggregator:
         repairs: bool = False,
         repair_delay_ms: int = 1_000,
         max_repair_age_ms: int = 3_600_000,
+        seed_step: Interval | None = None,
         calendar: Calendar = ALWAYS_OPEN,
     ) -> None:
         if not intervals:
@@ -189,6 +300,7 @@ class KlineAggregator:
         self.repairs = repairs
         self.repair_delay_ms = repair_delay_ms
         self.max_repair_age_ms = max_repair_age_ms
+        self.seed_step = seed_step if repairs else None
         self.calendar = calendar
         self.stats = AggregatorStats()
         self._symbols: dict[str, _Symbol] = {}
@@ -201,8 +313,10 @@ class KlineAggregator:
         self._revised: dict[int, tuple[_Series, Bar]] = {}
         self._dirty: dict[int, _Series] = {}  # forming bars changed since the last update
         self._new_gaps: list[Gap] = []
-        self._open_gaps = 0  # gaps with repairs pending, over every symbol
-        self._repair_due = _NEVER  # exchange time of the next repair request
+        # Symbols with something to ask the exchange for: closed bars to repair, a seed.
+        self._fixing: dict[str, _Symbol] = {}
+        self._repair_due = _NEVER  # exchange time of the next repair or seed request
+        self._primes: dict[str, dict[int, tuple[int, int]]] = {}  # before the first trade
         self._pending: dict[int, _Symbol] = {}  # by id: symbols whose ``pending`` holds trades
         self.version = 0  # grows whenever a bar deadline may have changed
         # An advance() pass stopped by its budget: [interval index, symbols done, earliest
@@ -216,14 +330,11 @@ class KlineAggregator:
         t = trade.timestamp
         stats = self.stats
         if t < self._horizon:
-            stats.late_dropped += 1
+            self._too_late(trade)
             return False
         state = self._symbols.get(trade.symbol)
         if state is None:
-            state = self._symbols[trade.symbol] = _Symbol(
-                trade.symbol, self.intervals, self._price_text
-            )
-            state.floor = max(interval.open_time(t) for interval in self.intervals)
+            state = self._new_symbol(trade)
         tid = trade.trade_id
         if tid is None:
             state.seq += 1
@@ -233,18 +344,24 @@ class KlineAggregator:
         if t < state.floor:
             stats.late_dropped += 1
             return False
+        gap: Gap | None = None
         if tid is not None:
             skipped = state.ids.add(tid, t)
             if skipped:
                 if skipped == SEEN:
                     stats.duplicates += 1
                     return False
-                if self.repairs:
-                    self._gap(state, trade.symbol, tid - skipped, tid - 1, state.ids.gap_start, t)
+                gap = self._gap(state, trade.symbol, tid - skipped, tid - 1, state.ids.gap_start, t)
         price, qty = trade._price, trade._quantity
         quote = price * qty
         buy = trade.side == "buy"
-        if state.lo <= t <= state.hi:
+        seed = state.seed
+        if seed is not None:
+            if t >= seed.at:
+                seed.post.apply(price, qty, quote, buy, t, order, trade)
+            elif trade.last_trade_id is not None and trade.last_trade_id > seed.last_id:
+                seed.last_id = trade.last_trade_id
+        if state.lo <= t <= state.hi and gap is None:
             # The common case: the trade belongs to the forming bar of every interval.
             pending = state.pending
             if pending is None:
@@ -254,9 +371,12 @@ class KlineAggregator:
             stats.trades += 1
             return True
         self._flush(state)
-        late = False
+        late = applied = False
         track = self.track_updates
         for index, series in enumerate(state.series):
+            if t < series.covered:
+                continue  # the exchange's klines in this bar's seed already count it
+            applied = True
             bar = series.bar
             if bar is not None and bar.open_time <= t <= bar.close_time:
                 bar.apply(price, qty, quote, buy, t, order, trade)
@@ -272,10 +392,80 @@ class KlineAggregator:
             if track:
                 self._dirty[id(series)] = series
         state.window()
+        if gap is not None:
+            self._doubt(state, gap.start, gap.end, trade.last_trade_id)
+        if not applied:
+            stats.after_repair += 1
+            return False
         stats.trades += 1
         if late:
             stats.late_applied += 1
         return True
+
+    def _too_late(self, trade: Trade) -> None:
+        """A trade older than the late window: not applied. The bars still held that it
+        belongs to (long intervals, bars awaiting a repair) cannot be proven any more: a gap of
+        its one id, never filled, casts doubt on them, so they are repaired."""
+        self.stats.late_dropped += 1
+        state = self._symbols.get(trade.symbol)
+        tid, t = trade.trade_id, trade.timestamp
+        if state is None or tid is None or state.ids.seen(tid):
+            return
+        self._gap(state, trade.symbol, tid, tid, t, t)
+        self._doubt(state, t, t, None)
+
+    def _new_symbol(self, trade: Trade) -> _Symbol:
+        symbol, t = trade.symbol, trade.timestamp
+        state = self._symbols[symbol] = _Symbol(symbol, self.intervals, self._price_text)
+        primes = self._primes.pop(symbol, {})
+        floor = -_NEVER
+        for index, series in enumerate(state.series):
+            prime = primes.get(index)
+            interval = series.interval
+            open_time = interval.open_time(t)
+            if prime is not None and not (
+                interval.length_ms
+                and (open_time - prime[0]) // interval.length_ms > MAX_EMPTY_BARS_PER_GAP
+            ):
+                open_time = prime[0]
+            else:
+                primes.pop(index, None)
+            series.first_open = open_time
+            floor = max(floor, open_time)
+        state.floor = floor
+        if trade.trade_id is None:
+            state.provable = False
+            state.doubt_until = _NEVER
+        elif trade.first_trade_id != 0:  # id 0 is the symbol's very first trade: none before
+            state.start_at = state.doubt_until = t
+            if self.repairs:
+                self._fixing[symbol] = state
+            self._plan_seed(state, t, trade.last_trade_id)
+        for index, series in enumerate(state.series):
+            prime = primes.get(index)
+            if prime is not None:
+                # Bars from the primed one on are made by the slow path of this first trade.
+                series.bar = self._new_bar(series, prime[0], prime[1])
+                self._note_due(index, series.bar)
+        return state
+
+    def prime(self, symbol: str, index: int, open_time: int, carry: str | int) -> None:
+        """Before ``symbol``'s first trade: history holds its bars of interval ``index`` up to
+        ``open_time`` (exclusive), the last closing at ``carry`` (an exact decimal string or a
+        scaled integer). Its first trade then makes the bars from ``open_time`` on. Ignored
+        once the symbol has traded, or if ``open_time`` is more than
+        :data:`MAX_EMPTY_BARS_PER_GAP` bars back when it does."""
+        if symbol in self._symbols:
+            return
+        if isinstance(carry, str):
+            carry = parse_scaled(carry)
+        self._primes.setdefault(symbol, {})[index] = (open_time, carry)
+
+    def first_open(self, symbol: str, index: int) -> int | None:
+        """Open time of the first bar of ``symbol`` at interval ``index`` made from live trades
+        (bars before it come from history); None before its first trade."""
+        state = self._symbols.get(symbol)
+        return None if state is None else state.series[index].first_open
 
     def _flush(self, state: _Symbol) -> None:
         """Merge the symbol's pending trades into its forming bars."""
@@ -375,6 +565,11 @@ class KlineAggregator:
         gaps, self._new_gaps = self._new_gaps, []
         return gaps
 
+    @property
+    def has_gaps(self) -> bool:
+        """Whether :meth:`drain_gaps` has gaps to give."""
+        return bool(self._new_gaps)
+
     def take_updates(self) -> list[Kline]:
         """Forming bars changed since the last call (``is_closed`` false), one per series."""
         self._flush_all()
@@ -389,7 +584,8 @@ class KlineAggregator:
         ]
 
     def next_deadline(self) -> int | None:
-        """Exchange time at which :meth:`advance` or :meth:`due_repairs` has work, if any."""
+        """Exchange time at which :meth:`advance`, :meth:`due_repairs` or :meth:`due_seeds`
+        has work, if any."""
         earliest = min(min(self._due) + self.waiter_latency_ms, self._repair_due)
         return None if earliest >= _NEVER else earliest
 
@@ -414,79 +610,268 @@ class KlineAggregator:
 
     def remove_symbol(self, symbol: str) -> None:
         """Forget a symbol entirely (delisted); its forming bars are not published."""
+        self._primes.pop(symbol, None)
+        self._fixing.pop(symbol, None)
         state = self._symbols.pop(symbol, None)
         if state is not None:
             self._resume = None  # positions shift: an unfinished pass starts over
             self._pending.pop(id(state), None)
             for series in state.series:
                 self._dirty.pop(id(series), None)
-            self._open_gaps -= len(state.gaps)
 
-    # -- gaps and repairs --------------------------------------------------------------------
+    # -- doubt: gaps, seeds, repairs -----------------------------------------------------------
 
-    def _gap(
-        self, state: _Symbol, symbol: str, first: int, last: int, start: int, end: int
-    ) -> None:
+    def _gap(self, state: _Symbol, symbol: str, first: int, last: int, start: int, end: int) -> Gap:
         self.stats.gaps += 1
-        self.version += 1
         gaps = state.gaps
-        if len(gaps) >= MAX_GAPS_PER_SYMBOL:  # merge: one wider repair
-            newest = gaps[-1]
-            newest.last_id, newest.end = last, max(newest.end, end)
-            newest.pending = set(range(len(self.intervals)))
-            gap = newest
+        if len(gaps) >= MAX_GAPS_PER_SYMBOL:  # merge: one wider doubt
+            gap = gaps[-1]
+            gap.last_id, gap.end = last, max(gap.end, end)
+            gap.first_id = min(gap.first_id, first)
         else:
-            gap = Gap(symbol, first, last, start, end, set(range(len(self.intervals))))
+            gap = Gap(symbol, first, last, start, end)
             gaps.append(gap)
-            self._open_gaps += 1
-        for series in state.series:
-            series.hold = min(series.hold, series.interval.open_time(gap.start))
         self._new_gaps.append(gap)
-        self._repair_due = min(self._repair_due, self._ready_at(state.series[0], gap))
+        if end > state.doubt_until:
+            state.doubt_until = end
+        return gap
 
-    def _ready_at(self, series: _Series, gap: Gap) -> int:
-        """Exchange time when the bars of ``series`` touched by ``gap`` may be repaired."""
-        interval = series.interval
-        last_close = interval.next_open(interval.open_time(gap.end)) - 1
-        return last_close + 1 + self.waiter_latency_ms + self.repair_delay_ms
+    def _doubt(self, state: _Symbol, start: int, end: int, last_id: int | None) -> None:
+        """Trades between ``start`` and ``end`` may be missing: mark what they touch, ask for
+        the exchange's klines (repairs of closed bars, a seed for the forming ones).
+        ``last_id``: the newest trade id so far."""
+        for series in state.series:
+            bar = series.bar
+            if bar is not None and bar.exact and state.doubtful(bar):
+                bar.exact = False
+                if self.track_updates:
+                    self._dirty[id(series)] = series
+            for closed in reversed(series.closed):
+                if closed.close_time < start:
+                    break
+                if closed.exact and state.doubtful(closed):
+                    closed.exact = False
+                    self._want(state, series, closed)
+        if self.repairs:
+            self._fixing[state.series[0].symbol] = state
+        self._plan_seed(state, end, last_id)
+
+    def _plan_seed(self, state: _Symbol, end: int, last_id: int | None) -> None:
+        step = self.seed_step
+        if step is None or not state.provable or last_id is None:
+            return
+        seed = state.seed
+        if seed is not None and end < seed.at:
+            return  # the planned seed's X is still after the doubt: it stands
+        at = step.next_open(step.open_time(end))
+        state.seed = _Seed(at, last_id)
+        self._due_at(at + self.waiter_latency_ms + self.repair_delay_ms)
+
+    def _due_at(self, when: int) -> None:
+        if when < self._repair_due:
+            self._repair_due = when
+            self.version += 1
+
+    def _want(self, state: _Symbol, series: _Series, bar: Bar) -> None:
+        """A closed bar in doubt: ask for the exchange's kline once it is final."""
+        if not self.repairs or bar.fix > NO_FIX or bar.repaired:
+            return
+        bar.fix = FIX_WANTED
+        self._fixing[series.symbol] = state
+        self._due_at(bar.close_time + 1 + self.waiter_latency_ms + self.repair_delay_ms)
+        if bar.open_time < series.hold:
+            series.hold = bar.open_time
+
+    def _check_gaps(self, state: _Symbol) -> None:
+        """Gaps whose ids arrived after all cast no doubt: their bars may be exact again."""
+        filled = [g for g in state.gaps if state.ids.saw(g.first_id, g.last_id)]
+        if not filled:
+            return
+        for gap in filled:
+            gap.filled = True
+            self.stats.gaps_filled += 1
+        state.gaps[:] = [g for g in state.gaps if not g.filled]
+        state.recompute_doubt()
+        for series in state.series:
+            bar = series.bar
+            if bar is not None and not bar.exact and not state.doubtful(bar):
+                bar.exact = True
+                if self.track_updates:
+                    self._dirty[id(series)] = series
+            for closed in series.closed:
+                if closed.fix == FIX_WANTED and not state.doubtful(closed):
+                    closed.exact = True
+                    closed.fix = NO_FIX
+                    self._republish(series, closed)  # now known exact: say so
+        self._release(state)
+
+    def due_seeds(self, now_ms: int) -> list[SeedRequest]:
+        """Seeds whose X is final at the exchange (X + waiter latency + repair delay is at or
+        before ``now_ms``). Each is returned once; answer it with :meth:`apply_seed` or
+        :meth:`abandon_seed`."""
+        if self.seed_step is None or not self._fixing:
+            return []
+        out: list[SeedRequest] = []
+        wait = self.waiter_latency_ms + self.repair_delay_ms
+        for state in list(self._fixing.values()):
+            seed = state.seed
+            if seed is None or seed.requested:
+                continue
+            if seed.at + wait > now_ms:
+                continue
+            self._check_gaps(state)
+            at = seed.at
+            spans = tuple(
+                (index, series.interval, series.bar.open_time)
+                for index, series in enumerate(state.series)
+                if series.bar is not None
+                and series.bar.open_time < at <= series.bar.close_time
+                and not series.bar.exact
+            )
+            if not spans:
+                state.seed = None  # nothing in doubt any more, or every such bar has closed
+                self._release(state)
+                continue
+            seed.requested = True
+            out.append(SeedRequest(state.series[0].symbol, at, spans, seed))
+        return out
+
+    def apply_seed(self, request: SeedRequest, parts: Mapping[int, ExchangeKline | None]) -> int:
+        """Rebuild the forming bars of ``request`` from the exchange's kline of each span
+        (``parts`` by interval index; None: nothing traded in it) and our trades at or after X.
+        Returns how many bars were rebuilt. A bar that has closed meanwhile is repaired instead;
+        an answer to a seed since replaced (a newer doubt) is ignored."""
+        state = self._symbols.get(request.symbol)
+        seed = None if state is None else state.seed
+        if state is None or seed is None or seed is not request.token:
+            return 0
+        state.seed = None
+        self._flush(state)
+        post = seed.post
+        # Without a gap since (it would have replaced this seed), our first trade at or after X
+        # follows the exchange's last before X. With none yet, one may still be on its way.
+        next_id = post.first_id if post.count else None
+        rebuilt = 0
+        for index, _interval, open_time in request.spans:
+            series = state.series[index]
+            bar = series.bar
+            if bar is None or bar.open_time != open_time or index not in parts:
+                continue  # closed meanwhile (a repair takes it), or no answer for it
+            part = parts[index]
+            ours_before = bar.count - post.count  # our trades before X in this bar
+            if ours_before > (0 if part is None else part.count):
+                continue  # the exchange's klines lag behind ours: not final, do not trust
+            new = Bar.seeded(bar.open_time, bar.close_time, part, seed.at, bar.open, next_id)
+            new.merge(post)
+            new.exact = not state.doubtful(new)
+            series.bar = new
+            if seed.at > series.covered:
+                series.covered = seed.at
+            if self.track_updates:
+                self._dirty[id(series)] = series
+            rebuilt += 1
+        if seed.at > state.covered:
+            state.covered = seed.at
+        state.window()
+        self.stats.seeded += rebuilt
+        self._release(state)
+        return rebuilt
+
+    def abandon_seed(self, request: SeedRequest) -> None:
+        """Give up a seed (the exchange cannot answer): its bars are repaired once closed."""
+        state = self._symbols.get(request.symbol)
+        if state is None or state.seed is not request.token:
+            return
+        state.seed = None
+        self.stats.seeds_failed += 1
+        self._release(state)
 
     def due_repairs(self, now_ms: int) -> tuple[list[RepairRequest], list[RepairRequest]]:
         """(requests ready to fetch, requests abandoned as too old). Each is returned once;
-        answer every ready one with :meth:`apply_repair` or :meth:`abandon_repair`."""
-        if not self._open_gaps:
+        answer every ready one with :meth:`apply_repair` or :meth:`abandon_repair`.
+
+        A closed bar not exact is ready once the exchange's kline is final: its close + waiter
+        latency + repair delay. It is given up ``max_repair_age_ms`` after its close.
+        Consecutive ready bars of a series make one request."""
+        if not self._fixing:
+            self._repair_due = _NEVER
             return [], []
         ready: list[RepairRequest] = []
         abandoned: list[RepairRequest] = []
         next_due = _NEVER
-        for state in self._symbols.values():
-            for gap in list(state.gaps):
-                if state.ids.covers(gap.first_id, gap.last_id):
-                    gap.pending.clear()  # it filled itself: only a reordering
-                for index in sorted(gap.pending):
-                    series = state.series[index]
-                    interval = series.interval
-                    request = RepairRequest(
-                        gap.symbol, interval, index, interval.open_time(gap.start),
-                        interval.open_time(gap.end), gap,
-                    )  # fmt: skip
-                    if now_ms - gap.end > self.max_repair_age_ms:
-                        abandoned.append(request)
-                        continue
-                    ready_at = self._ready_at(series, gap)
-                    if ready_at <= now_ms:
-                        ready.append(request)
-                        gap.pending.discard(index)
-                        gap.requested.add(index)  # answered by apply_repair or abandon_repair
-                    else:
-                        next_due = min(next_due, ready_at)
-                self._release(state)
-        for request in abandoned:
-            self.abandon_repair(request)
+        wait = self.waiter_latency_ms + self.repair_delay_ms
+        for state in list(self._fixing.values()):
+            self._check_gaps(state)
+            for index, series in enumerate(state.series):
+                run: list[Bar] = []
+                for bar in series.closed:
+                    if bar.fix == FIX_WANTED:
+                        end = bar.close_time + 1
+                        if now_ms - end > self.max_repair_age_ms:
+                            bar.fix = NO_FIX
+                            abandoned.append(self._request(state, series, index, [bar]))
+                        elif end + wait <= now_ms:
+                            run.append(bar)
+                            continue
+                        else:
+                            next_due = min(next_due, end + wait)
+                    if run:
+                        ready.append(self._request(state, series, index, run))
+                        run = []
+                if run:
+                    ready.append(self._request(state, series, index, run))
+            seed = state.seed
+            if seed is not None and not seed.requested:
+                next_due = min(next_due, seed.at + wait)
+            self._release(state)
+        self.stats.repairs_failed += len(abandoned)
         self._repair_due = next_due
         return ready, abandoned
 
+    def _request(
+        self, state: _Symbol, series: _Series, index: int, bars: list[Bar]
+    ) -> RepairRequest:
+        for bar in bars:
+            if bar.fix == FIX_WANTED:
+                bar.fix = FIX_REQUESTED
+        start, end = bars[0].open_time, bars[-1].open_time
+        touched = any(g.start <= bars[-1].close_time and g.end >= start for g in state.gaps)
+        reason: RepairReason = "gap" if touched else "start"
+        return RepairRequest(series.symbol, series.interval, index, start, end, reason)
+
+    def audit(self, now_ms: int, sample: int, rng: random.Random) -> list[RepairRequest]:
+        """Up to ``sample`` recently closed exact bars (whose exchange kline is final), picked at
+        random, to compare with the exchange's: answer each with :meth:`apply_repair`, which
+        repairs a bar that differs, or :meth:`abandon_repair`."""
+        states = [s for s in self._symbols.values() if s.provable]
+        if not states or sample <= 0:
+            return []
+        wait = self.waiter_latency_ms + self.repair_delay_ms
+        out: list[RepairRequest] = []
+        for state in rng.sample(states, min(sample, len(states))):
+            index = rng.randrange(len(self.intervals))
+            series = state.series[index]
+            candidates = [
+                bar for bar in series.closed
+                if bar.exact and not bar.repaired and bar.fix == NO_FIX
+                and bar.close_time + 1 + wait <= now_ms
+            ]  # fmt: skip
+            if not candidates:
+                continue
+            bar = candidates[-1]
+            bar.fix = FIX_REQUESTED
+            if bar.open_time < series.hold:
+                series.hold = bar.open_time
+            self._fixing[series.symbol] = state
+            request = RepairRequest(
+                series.symbol, series.interval, index, bar.open_time, bar.open_time, "audit"
+            )
+            out.append(request)
+        return out
+
     def apply_repair(self, request: RepairRequest, rows: Sequence[ExchangeKline]) -> int:
-        """Replace the requested bars by the exchange's rows; return how many were published."""
+        """Replace the requested bars by the exchange's rows; return how many were published.
+        For an audit, only a bar that differs from the exchange's is replaced."""
         state = self._symbols.get(request.symbol)
         if state is None:
             return 0
@@ -497,10 +882,23 @@ class KlineAggregator:
         }
         published = 0
         closed = series.closed
+        audit = request.reason == "audit"
         for position, bar in enumerate(closed):
+            if not request.start <= bar.open_time <= request.end or bar.fix != FIX_REQUESTED:
+                continue
+            bar.fix = NO_FIX
             row = by_open.pop(bar.open_time, None)
             if row is None:
                 continue
+            if audit:
+                if bar.same_as(row):
+                    self.stats.audit_matched += 1
+                    bar.fix = AUDITED
+                    if not bar.exact:  # a gap cast doubt on it meanwhile: it is the exchange's
+                        bar.exact = True
+                        self._republish(series, bar)
+                    continue
+                self.stats.audit_mismatched += 1
             old_close = bar.close
             bar.replace_with(row)
             self._republish(series, bar)
@@ -508,45 +906,68 @@ class KlineAggregator:
             published += 1
             if self.fill_empty and bar.close != old_close:
                 self._carry_forward(series, position, bar.close)
-        for row in sorted(by_open.values(), key=lambda r: r.open_time):
-            if row.count and (series.bar is None or row.open_time < series.bar.open_time):
-                # A bar we never made (empty bars off): the exchange had trades in it.
-                interval = series.interval
-                bar = Bar(row.open_time, interval.next_open(row.open_time) - 1, 0)
-                bar.replace_with(row)
-                position = sum(1 for b in closed if b.open_time < row.open_time)
-                closed.insert(position, bar)
-                self.stats.closed += 1
-                self.stats.repaired += 1
-                self._out.append(series.publish(bar, closed=True))
-                published += 1
-        self._answer(state, request)
+        if not audit:
+            for row in sorted(by_open.values(), key=lambda r: r.open_time):
+                if row.count and (series.bar is None or row.open_time < series.bar.open_time):
+                    if any(bar.open_time == row.open_time for bar in closed):
+                        continue  # a bar we have and did not ask about
+                    # A bar we never made (empty bars off): the exchange had trades in it.
+                    interval = series.interval
+                    bar = Bar(row.open_time, interval.next_open(row.open_time) - 1, 0)
+                    bar.replace_with(row)
+                    position = sum(1 for b in closed if b.open_time < row.open_time)
+                    closed.insert(position, bar)
+                    self.stats.closed += 1
+                    self.stats.repaired += 1
+                    self._out.append(series.publish(bar, closed=True))
+                    published += 1
+        self._release(state)
         return published
 
     def abandon_repair(self, request: RepairRequest) -> None:
-        """Give up repairing ``request`` (the exchange cannot answer); counted."""
-        self.stats.repairs_failed += 1
+        """Give up ``request`` (the exchange cannot answer): its bars stay as published; a
+        repair is counted as failed."""
+        if request.reason != "audit":
+            self.stats.repairs_failed += 1
         state = self._symbols.get(request.symbol)
-        if state is not None:
-            self._answer(state, request)
-
-    def _answer(self, state: _Symbol, request: RepairRequest) -> None:
-        request.gap.requested.discard(request.index)
-        request.gap.pending.discard(request.index)
+        if state is None:
+            return
+        for bar in state.series[request.index].closed:
+            if request.start <= bar.open_time <= request.end and bar.fix == FIX_REQUESTED:
+                bar.fix = NO_FIX
         self._release(state)
 
     def _release(self, state: _Symbol) -> None:
-        """Drop finished gaps and recompute what each series must keep."""
-        before = len(state.gaps)
-        state.gaps = [gap for gap in state.gaps if gap.open]
-        self._open_gaps -= before - len(state.gaps)
-        for index, series in enumerate(state.series):
-            holds = [
-                series.interval.open_time(gap.start)
-                for gap in state.gaps
-                if index in gap.pending or index in gap.requested
-            ]
-            series.hold = min(holds, default=_NEVER)
+        """Recompute what each series must keep; forget what no longer casts doubt."""
+        busy = state.seed is not None
+        oldest_forming = _NEVER
+        for series in state.series:
+            hold = _NEVER
+            for bar in series.closed:
+                if bar.fix > NO_FIX:
+                    hold = bar.open_time
+                    busy = True
+                    break
+            series.hold = hold
+            if series.bar is not None:
+                own = max(series.bar.open_time, series.bar.seeded_at)
+                oldest_forming = min(oldest_forming, own)
+        # A gap before every forming bar's own trades can touch no bar still to be made.
+        kept = [g for g in state.gaps if g.end >= oldest_forming or self._holds(state, g)]
+        if len(kept) != len(state.gaps):
+            state.gaps[:] = kept
+            state.recompute_doubt()
+        if not busy:
+            self._fixing.pop(state.series[0].symbol, None)
+
+    @staticmethod
+    def _holds(state: _Symbol, gap: Gap) -> bool:
+        """Whether a closed bar touched by ``gap`` still awaits the exchange's kline."""
+        return any(
+            bar.fix > NO_FIX and gap.start <= bar.close_time and gap.end >= bar.open_time
+            for series in state.series
+            for bar in series.closed
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -567,7 +988,7 @@ class KlineAggregator:
         interval = series.interval
         target_open = interval.open_time(t)
         if bar is None:
-            series.bar = Bar(target_open, interval.next_open(target_open) - 1, 0)
+            series.bar = self._new_bar(series, target_open, 0)
             self._note_due(index, series.bar)
             return
         self._close(series, bar)
@@ -575,7 +996,7 @@ class KlineAggregator:
             if until_threshold:
                 series.bar = None
             else:
-                series.bar = Bar(target_open, interval.next_open(target_open) - 1, 0)
+                series.bar = self._new_bar(series, target_open, 0)
                 self._note_due(index, series.bar)
             return
         carry = bar.close
@@ -596,8 +1017,16 @@ class KlineAggregator:
             self.stats.empty_bars += 1
             made += 1
             open_time = close_time + 1
-        series.bar = Bar(target_open, interval.next_open(target_open) - 1, carry)
+        series.bar = self._new_bar(series, target_open, carry)
         self._note_due(index, series.bar)
+
+    @staticmethod
+    def _new_bar(series: _Series, open_time: int, carry: int) -> Bar:
+        bar = Bar(open_time, series.interval.next_open(open_time) - 1, carry)
+        owner = series.owner
+        if open_time <= owner.doubt_until and owner.doubtful(bar):
+            bar.exact = False
+        return bar
 
     def _note_due(self, index: int, bar: Bar) -> None:
         self.version += 1
@@ -611,9 +1040,16 @@ class KlineAggregator:
     def _close(self, series: _Series, bar: Bar) -> None:
         if not bar.count and not self.calendar.overlaps_session(bar.open_time, bar.close_time):
             return  # no trading then (a night, a lunch break): no bar at all
+        owner = series.owner
+        if bar.exact and owner.doubtful(bar):
+            bar.exact = False
         series.closed.append(bar)
         self._dirty.pop(id(series), None)
         self.stats.closed += 1
+        if not bar.exact:
+            self.stats.inexact_closed += 1
+            if owner.provable:
+                self._want(owner, series, bar)
         self._out.append(series.publish(bar, closed=True))
 
     def _revise(
@@ -644,12 +1080,13 @@ class KlineAggregator:
             return
         # No bar holds t: only possible without fill_empty (a gap that had no trades). The
         # bar is new, so it is published closed at revision 0.
-        interval = series.interval
-        open_time = interval.open_time(t)
-        bar = Bar(open_time, interval.next_open(open_time) - 1, 0)
+        bar = self._new_bar(series, series.interval.open_time(t), 0)
         bar.apply(price, qty, quote, buy, t, order, trade)
         closed.insert(position + 1, bar)
         self.stats.closed += 1
+        if not bar.exact:
+            self.stats.inexact_closed += 1
+            self._want(series.owner, series, bar)
         self._out.append(series.publish(bar, closed=True))
 
     def _republish(self, series: _Series, bar: Bar) -> None:

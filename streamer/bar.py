@@ -13,7 +13,23 @@ from typing import Any
 from streamer.numbers import PRODUCT_DIGITS, SCALE, format_scaled, parse_scaled
 from streamer.records import Kline, Trade
 
-__all__ = ["Bar", "ExchangeKline", "parse_exchange_kline"]
+__all__ = [
+    "AUDITED",
+    "FIX_REQUESTED",
+    "FIX_WANTED",
+    "NO_FIX",
+    "Bar",
+    "ExchangeKline",
+    "parse_exchange_kline",
+]
+
+# Bar.fix: where a closed bar stands with the exchange's klines (> NO_FIX: kept until answered).
+UNKNOWN_ID = -1  # Bar.first_id of a bar whose first trades came from the exchange's klines
+
+AUDITED = -1  # compared with the exchange's and found equal: not audited again
+NO_FIX = 0  # nothing to ask (exact, or given up)
+FIX_WANTED = 1  # not exact: ask for the exchange's kline once it is final
+FIX_REQUESTED = 2  # asked (a repair or an audit); kept until answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +72,9 @@ class Bar:
         "close_t",
         "close_time",
         "count",
+        "exact",
         "first_id",
+        "fix",
         "high",
         "last_id",
         "low",
@@ -67,12 +85,13 @@ class Bar:
         "quote",
         "repaired",
         "revision",
+        "seeded_at",
         "taker_quote",
         "taker_volume",
         "volume",
     )
 
-    def __init__(self, open_time: int, close_time: int, carry: int) -> None:
+    def __init__(self, open_time: int, close_time: int, carry: int, exact: bool = True) -> None:
         self.open_time = open_time
         self.close_time = close_time
         self.open = self.high = self.low = self.close = carry
@@ -83,6 +102,9 @@ class Bar:
         self.open_t = self.open_order = self.close_t = self.close_order = 0
         self.revision = 0
         self.repaired = False
+        self.exact = exact  # False: trades may be missing (see Kline.exact)
+        self.fix = NO_FIX  # closed and not exact: wants (or awaits) the exchange's kline
+        self.seeded_at = 0  # > 0: everything before this instant is the exchange's (a seed)
 
     def apply(
         self, price: int, qty: int, quote: int, buy: bool, t: int, order: int, trade: Trade
@@ -175,6 +197,48 @@ class Bar:
         self.taker_volume, self.taker_quote = row.taker_volume, row.taker_quote
         self.first_id = self.last_id = None
         self.repaired = True
+        self.exact = True
+
+    @classmethod
+    def seeded(
+        cls,
+        open_time: int,
+        close_time: int,
+        part: ExchangeKline | None,
+        at: int,
+        carry: int,
+        next_id: int | None,
+    ) -> Bar:
+        """A bar starting from the exchange's kline ``part`` of the span ``[open_time, at)``
+        (None: nothing traded then, the price was ``carry``), as if its trades had been
+        applied: every trade added afterwards must be at or after ``at``.
+
+        ``next_id`` is the id of the first trade at or after ``at`` if known: with consecutive
+        trade ids, the part's trades are the ``part.count`` ids before it. Otherwise the bar's
+        first trade id stays unknown (published as null)."""
+        bar = cls(open_time, close_time, carry if part is None else part.close)
+        bar.seeded_at = at
+        if part is not None and part.count:
+            bar.open, bar.high, bar.low = part.open, part.high, part.low
+            bar.volume, bar.quote, bar.count = part.volume, part.quote, part.count
+            bar.taker_volume, bar.taker_quote = part.taker_volume, part.taker_quote
+            bar.open_t, bar.close_t = open_time, at - 1
+            bar.open_order = bar.close_order = -1
+            if next_id is not None:
+                bar.first_id, bar.last_id = next_id - part.count, next_id - 1
+            else:
+                bar.first_id = UNKNOWN_ID  # below every id: no trade added later replaces it
+        return bar
+
+    def same_as(self, row: ExchangeKline) -> bool:
+        """Whether ``row`` (the exchange's kline) has exactly this bar's values."""
+        return (
+            self.open, self.high, self.low, self.close, self.volume, self.quote, self.count,
+            self.taker_volume, self.taker_quote,
+        ) == (
+            row.open, row.high, row.low, row.close, row.volume, row.quote, row.count,
+            row.taker_volume, row.taker_quote,
+        )  # fmt: skip
 
     def to_kline(
         self,
@@ -187,6 +251,7 @@ class Bar:
         """The published record. ``price_text`` formats the four prices (a
         :class:`~streamer.numbers.PriceText` remembers recurring ones)."""
         fmt = format_scaled
+        first_id = self.first_id
         # Prices often coincide (a quiet bar, an empty one: all four): spell each value once.
         open_, high, low, close = self.open, self.high, self.low, self.close
         open_text = price_text(open_)
@@ -224,9 +289,10 @@ class Bar:
             self.count,
             taker_text,
             taker_quote_text,
-            self.first_id,
+            None if first_id is not None and first_id < 0 else first_id,
             self.last_id,
             closed,
             self.revision,
             self.repaired,
+            self.exact,
         )

@@ -1,25 +1,41 @@
-"""A small JSON-over-HTTP GET for exchange REST endpoints (symbol lists, kline backfill).
+"""A small JSON-over-HTTP GET for exchange REST endpoints (symbol lists, klines), and the
+request-weight budget that paces them.
 
-It uses the standard library in a worker thread: the service makes a handful of REST calls at
-start-up and on rare repairs, which does not justify another HTTP client dependency. Every call
-has a timeout and a response-size limit; failures raise :class:`HttpError`, which carries the
-status and the server's ``Retry-After`` (seconds) when it sent one (Binance does on 429/418).
+It uses the standard library in a worker thread: the service makes REST calls at start-up
+(symbols, history) and on repairs, a few per second at most, which does not justify another
+HTTP client dependency. The JSON is decoded, and optionally turned into records, in that thread
+too, off the event loop. Every call has a timeout and a response-size limit; failures raise
+:class:`HttpError`, which carries the status and the server's ``Retry-After`` (seconds) when it
+sent one (Binance does on 429/418).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from streamer import __version__
 
-__all__ = ["MAX_RESPONSE_BYTES", "HttpError", "WeightBudget", "get_json"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "HttpError",
+    "JsonReply",
+    "Priority",
+    "WeightBudget",
+    "get_json",
+    "get_json_reply",
+]
+
+T = TypeVar("T")
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -36,13 +52,22 @@ class HttpError(Exception):
         self.retry_after = retry_after
 
 
-def _get(url: str, timeout: float) -> Any:
+@dataclass(frozen=True, slots=True)
+class JsonReply(Generic[T]):
+    """A decoded body (``parse`` applied) and the response headers, names in lower case."""
+
+    body: T
+    headers: Mapping[str, str]
+
+
+def _get(url: str, timeout: float, parse: Callable[[Any], Any] | None) -> JsonReply[Any]:
     request = urllib.request.Request(
         url, headers={"Accept": "application/json", "User-Agent": f"streamer/{__version__}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read(MAX_RESPONSE_BYTES + 1)
+            headers = {name.lower(): value for name, value in response.headers.items()}
     except urllib.error.HTTPError as exc:
         retry_after = exc.headers.get("Retry-After") if exc.headers else None
         detail = exc.read(2000).decode("utf-8", "replace").strip()
@@ -58,9 +83,10 @@ def _get(url: str, timeout: float) -> Any:
     if len(body) > MAX_RESPONSE_BYTES:
         raise HttpError(url, f"response larger than {MAX_RESPONSE_BYTES} bytes")
     try:
-        return orjson.loads(body)
+        decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise HttpError(url, f"invalid JSON: {exc}") from None
+    return JsonReply(decoded if parse is None else parse(decoded), headers)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -74,34 +100,102 @@ def _seconds(value: str | None) -> float | None:
 
 async def get_json(url: str, *, timeout: float) -> Any:
     """GET ``url`` and decode its JSON body, in a worker thread, within ``timeout`` seconds."""
-    return await asyncio.to_thread(_get, url, timeout)
+    return (await asyncio.to_thread(_get, url, timeout, None)).body
+
+
+async def get_json_reply(
+    url: str, *, timeout: float, parse: Callable[[Any], T] | None = None
+) -> JsonReply[T]:
+    """GET ``url``: its JSON body, turned into what ``parse`` makes of it (in the worker
+    thread, off the event loop), and its headers."""
+    return await asyncio.to_thread(_get, url, timeout, parse)
+
+
+class Priority:
+    """Who goes first when REST weight is short (lower first)."""
+
+    LIVE = 0  # repairs and seeds of the bars being published now
+    ON_DEMAND = 1  # a client waiting for history (HTTP, WebSocket)
+    AUDIT = 2  # comparing published bars with the exchange's
+    BACKFILL = 3  # start-up history: never ahead of the live work
 
 
 class WeightBudget:
     """A token bucket of request weight (or calls): ``per_minute`` refilled continuously.
 
-    Used for Binance's REST weight and vnstock's call quota."""
+    Used for Binance's REST weight and vnstock's call quota. Waiters are served by
+    :class:`Priority`, then in order of arrival. :meth:`observe` takes the exchange's own count
+    of the weight this IP used in the current minute (Binance's ``X-MBX-USED-WEIGHT-1M``):
+    past ``share`` of the exchange's ``limit`` (other tools on the same IP spend it too), no
+    request goes out until the next minute starts."""
 
     def __init__(
         self,
         per_minute: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        *,
+        wall: Callable[[], float] = time.time,
+        share: float = 0.8,
     ) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.tokens = self.capacity
+        self.share = share
+        self.spent = 0  # weight spent since start
+        self.paused = 0  # times the exchange's count made us wait for the next minute
         self._clock = clock
         self._sleep = sleep
+        self._wall = wall
         self._updated = clock()
+        self._paused_until = 0.0  # monotonic
+        self._waiting: list[tuple[int, int]] = []  # heap of (priority, arrival)
+        self._arrivals = itertools.count()
+        self._turn = asyncio.Event()
 
-    async def spend(self, weight: int) -> None:
-        """Wait until ``weight`` is available, then take it."""
-        while True:
-            now = self._clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            if self.tokens >= weight:
-                self.tokens -= weight
-                return
-            await self._sleep((weight - self.tokens) / self.rate)
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for weight."""
+        return len(self._waiting)
+
+    async def spend(self, weight: int, priority: int = Priority.LIVE) -> None:
+        """Wait until ``weight`` is available and no more urgent request waits, then take it."""
+        entry = (priority, next(self._arrivals))
+        heapq.heappush(self._waiting, entry)
+        try:
+            while True:
+                now = self._clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if self._waiting[0] != entry:
+                    turn = self._turn
+                    await turn.wait()  # set whenever the head of the queue leaves
+                    continue
+                delay = max((weight - self.tokens) / self.rate, self._paused_until - now)
+                if delay <= 0:
+                    self.tokens -= weight
+                    self.spent += weight
+                    return
+                await self._sleep(delay)
+        finally:
+            self._leave(entry)
+
+    def _leave(self, entry: tuple[int, int]) -> None:
+        was_head = self._waiting and self._waiting[0] == entry
+        self._waiting.remove(entry)
+        heapq.heapify(self._waiting)
+        if was_head or not self._waiting:
+            self._turn.set()
+            self._turn = asyncio.Event()
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the exchange said so: 429 or 418 with Retry-After)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self.paused += 1
+
+    def observe(self, used: int, limit: int) -> None:
+        """The exchange says this IP used ``used`` of its ``limit`` this minute."""
+        if used >= self.share * limit:
+            wall = self._wall()
+            self._paused_until = self._clock() + (60.0 - wall % 60.0) + 0.5
+            self.paused += 1

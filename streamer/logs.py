@@ -92,6 +92,10 @@ class RateLimitedLog:
         self._logger.log(level, message, *args, exc_info=exc_info)
         return True
 
+    def info(self, key: str, message: str, *args: object) -> bool:
+        """:meth:`log` at INFO."""
+        return self.log(logging.INFO, key, message, *args)
+
     def warning(self, key: str, message: str, *args: object) -> bool:
         """:meth:`log` at WARNING."""
         return self.log(logging.WARNING, key, message, *args)

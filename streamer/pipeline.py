@@ -8,22 +8,27 @@ timer for the next bar deadline; a late or missed timer is harmless because
 :meth:`~streamer.aggregator.KlineAggregator.advance` catches up on everything due.
 
 A trade id seen before (two connections overlap while one replaces the other) is published
-once. A gap in trade ids is announced with a ``gap`` status; once its bars have closed they are
-repaired from the exchange's klines (:mod:`streamer.repair`) and the outcome announced with a
-``repaired`` or ``repair_failed`` status.
+once. A gap in trade ids is announced with a ``gap`` status; its closed bars are repaired from
+the exchange's klines (:mod:`streamer.repair`) and the outcome announced with a ``repaired`` or
+``repair_failed`` status; its forming bars are rebuilt (seeded) from them. The first bars after
+start-up are completed the same way, silently unless it fails. Every
+``STREAMER_AUDIT_INTERVAL_SECONDS`` a sample of closed bars is compared with the exchange's; a
+difference is repaired and announced (``audit_mismatch``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import ExchangeClock, wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines
 from streamer.logs import RateLimitedLog
 from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trade
-from streamer.repair import KlineSource, RepairWorker
+from streamer.repair import RepairWorker, Request
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
 __all__ = ["CLOSE_BUDGET", "MAX_FUTURE_MS", "Pipeline"]
@@ -51,6 +56,10 @@ class Pipeline:
         clock: ExchangeClock | None = None,
         publish_trades: bool = True,
         updates_interval_ms: int = 0,
+        klines: ExchangeKlines | None = None,
+        audit_interval_s: float = 0.0,
+        audit_sample: int = 20,
+        rng: random.Random | None = None,
     ) -> None:
         self.exchange = exchange
         self.channel = channel
@@ -74,7 +83,11 @@ class Pipeline:
         self._log = RateLimitedLog(logger)
         self.rejected_future = 0
         self.duplicates = 0
-        self.kline_source: KlineSource | None = None  # set by the service from the connector
+        self.klines = klines  # the exchange's own klines (repairs, seeds, audits), if any
+        self.audit_interval_s = audit_interval_s
+        self.audit_sample = audit_sample
+        self._rng = rng or random.Random()
+        self._audit: asyncio.TimerHandle | None = None
         self.repairs: RepairWorker | None = None
         # Without an aggregator, duplicates are recognised here (with one, it does it).
         self._ids: dict[str, TradeIdSet] | None = {} if aggregator is None else None
@@ -114,7 +127,7 @@ class Pipeline:
             self.broadcaster.publish(self._trades_key, trade)
         if aggregator.has_output:
             self.broadcaster.wake()  # klines are collected once per batch, by _collect
-        if aggregator._new_gaps:
+        if aggregator.has_gaps:
             self._announce_gaps(aggregator.drain_gaps())
         if aggregator.version != self._version:
             self._version = aggregator.version
@@ -156,37 +169,72 @@ class Pipeline:
         return True
 
     def _announce_gaps(self, gaps: list[Gap]) -> None:
+        outcome = (
+            "affected bars will be repaired"
+            if self.repairs is not None
+            else "affected bars are marked exact: false"
+        )
         for gap in gaps:
             self._log.warning(
                 f"gap:{gap.symbol}",
-                "%s %s: %s trade ids %d..%d never arrived; their bars will be repaired",
-                self.exchange, self.channel, gap.symbol, gap.first_id, gap.last_id,
+                "%s %s: %s trade ids %d..%d never arrived; %s",
+                self.exchange, self.channel, gap.symbol, gap.first_id, gap.last_id, outcome,
             )  # fmt: skip
             self.on_status(
                 "gap",
                 message=f"trade ids {gap.first_id}..{gap.last_id} missing between "
-                f"{gap.start} and {gap.end} (exchange ms); affected bars will be repaired",
+                f"{gap.start} and {gap.end} (exchange ms); {outcome}",
                 symbols=[gap.symbol],
             )
 
-    def _repaired(self, request: RepairRequest, published: int, error: str | None) -> None:
-        """A repair finished (or was given up): publish its klines and say so."""
+    def _repaired(self, request: Request, published: int, error: str | None) -> None:
+        """A request to the exchange finished (or was given up): publish what it changed and
+        say what downstream must know."""
         if self.aggregator is not None:
             self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
-        interval = request.interval.name
+        if not isinstance(request, RepairRequest):  # a seed: its bars tell
+            if error is not None:
+                self._log.info(
+                    f"seed:{request.symbol}",
+                    "%s %s: %s forming bars not rebuilt (%s); they are repaired once closed",
+                    self.exchange, self.channel, request.symbol, error,
+                )  # fmt: skip
+            return
+        interval, reason = request.interval.name, request.reason
+        span = f"{interval} bars {request.start}..{request.end}"
+        if reason == "audit":
+            if error is None and published:
+                self._log.warning(
+                    f"audit:{request.symbol}",
+                    "%s %s: %s %s differed from the exchange's kline; repaired",
+                    self.exchange, self.channel, request.symbol, span,
+                )  # fmt: skip
+                self.on_status(
+                    "audit_mismatch",
+                    message=f"{span} differed from the exchange's kline; published again "
+                    "from it (repaired: true)",
+                    symbols=[request.symbol],
+                )
+            return
         if error is None:
-            self.on_status(
-                "repaired",
-                message=f"{interval} bars {request.start}..{request.end}: {published} published "
-                "again from the exchange's klines (repaired: true)",
-                symbols=[request.symbol],
-            )
-        else:
-            self.on_status(
-                "repair_failed",
-                message=f"{interval} bars {request.start}..{request.end} not repaired: {error}",
-                symbols=[request.symbol],
-            )
+            if reason == "gap":
+                self.on_status(
+                    "repaired",
+                    message=f"{span}: {published} published again from the exchange's klines "
+                    "(repaired: true)",
+                    symbols=[request.symbol],
+                )
+            return
+        self._log.warning(
+            f"repair:{request.symbol}", "%s %s: %s %s not repaired: %s",
+            self.exchange, self.channel, request.symbol, span, error,
+        )  # fmt: skip
+        what = "" if reason == "gap" else " (the first bars after start-up)"
+        self.on_status(
+            "repair_failed",
+            message=f"{span}{what} not repaired: {error}; they stay exact: false",
+            symbols=[request.symbol],
+        )
 
     def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
         """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
@@ -219,9 +267,11 @@ class Pipeline:
         aggregator = self.aggregator
         if aggregator is not None:
             self.broadcaster.add_source(self._collect)
-            if aggregator.repairs and self.kline_source is not None:
-                self.repairs = RepairWorker(aggregator, self.kline_source, self._repaired)
+            if aggregator.repairs and self.klines is not None:
+                self.repairs = RepairWorker(aggregator, self.klines, self._repaired)
                 self.repairs.start()
+                if self.audit_interval_s > 0:
+                    self._audit = self._loop.call_later(self.audit_interval_s, self._run_audit)
             self._schedule(aggregator.next_deadline())
             if self.updates_interval_ms > 0:
                 self._updates = self._loop.call_later(
@@ -230,10 +280,10 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Stop the timers and repairs. Forming bars are dropped, never published as closed."""
-        for handle in (self._timer, self._updates):
+        for handle in (self._timer, self._updates, self._audit):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._updates = None
+        self._timer = self._updates = self._audit = None
         self._deadline = None
         self._loop = None
         if self.repairs is not None:
@@ -258,20 +308,31 @@ class Pipeline:
             now = self.clock.now_ms()
             self._closing = not aggregator.advance(now, CLOSE_BUDGET)
             self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+            seeds = aggregator.due_seeds(now)  # before the repairs: their bars may close
             ready, abandoned = aggregator.due_repairs(now)
             for request in abandoned:
                 self._repaired(request, 0, "gave up: too old to repair")
-            if ready:
-                if self.repairs is not None:
-                    self.repairs.submit(ready)
-                else:
-                    for request in ready:
-                        aggregator.abandon_repair(request)
-                        self._repaired(request, 0, "this exchange offers no klines to repair from")
+            if self.repairs is not None:
+                self.repairs.submit([*seeds, *ready])
+            else:
+                for seed in seeds:
+                    aggregator.abandon_seed(seed)
+                for request in ready:
+                    aggregator.abandon_repair(request)
+                    self._repaired(request, 0, "this exchange offers no klines to repair from")
         finally:
             # Whatever happened, the next bar must still close.
             self._version = aggregator.version
             self._schedule(aggregator.next_deadline())
+
+    def _run_audit(self) -> None:
+        aggregator, repairs, loop = self.aggregator, self.repairs, self._loop
+        if aggregator is None or repairs is None or loop is None:
+            return
+        try:
+            repairs.submit(aggregator.audit(self.clock.now_ms(), self.audit_sample, self._rng))
+        finally:
+            self._audit = loop.call_later(self.audit_interval_s, self._run_audit)
 
     def _publish_updates(self) -> None:
         aggregator = self.aggregator

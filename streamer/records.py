@@ -122,6 +122,12 @@ class Kline:
     (replaced by the exchange's own REST kline after a gap in the trade ids; such a bar has null
     trade ids, since REST klines carry none). An interval without trades has ``trade_count`` 0,
     zero volumes, open = high = low = close = the previous close, and null trade ids.
+
+    ``exact`` is false when the bar may be missing trades: the first bar of a series after
+    start-up (trades before ours went unseen), a bar touched by a gap in trade ids, or a source
+    whose trades carry no ids to prove anything. Such a closed bar is completed from the
+    exchange's klines and published again, ``exact`` true. ``backfill`` is true for bars loaded
+    from the exchange's history rather than built from live trades.
     """
 
     symbol: str
@@ -143,6 +149,8 @@ class Kline:
     is_closed: bool
     revision: int
     repaired: bool = False
+    exact: bool = True
+    backfill: bool = False
 
 
 @dataclass(slots=True)

@@ -27,7 +27,9 @@ from streamer.aggregator import KlineAggregator
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.base import BaseConsumer
 from streamer.consumers.manager import ConsumerManager
+from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges import Connector, connector_for
+from streamer.intervals import Interval
 from streamer.logs import RateLimitedLog
 from streamer.monitor import HealthServer
 from streamer.pipeline import Pipeline
@@ -130,11 +132,12 @@ class Service:
         cls = connector_for(settings)
         cls.validate(settings)
         channels = cls.channels(settings)
-        self.pipelines = {channel: self._pipeline(channel, cls) for channel in channels}
+        sources = cls.kline_sources(settings)
+        self.pipelines = {
+            channel: self._pipeline(channel, cls, sources.get(channel)) for channel in channels
+        }
         factory = self._connector_factory or cls
         self.connector = factory(settings, self.pipelines)
-        for channel, pipeline in self.pipelines.items():
-            pipeline.kline_source = self.connector.kline_source(channel)
         if not await self._unless_stopped(self.connector.prepare()):
             return None
         for pipeline in self.pipelines.values():
@@ -150,19 +153,23 @@ class Service:
         )
         return self.connector
 
-    def _pipeline(self, channel: str, connector: type[Connector]) -> Pipeline:
+    def _pipeline(
+        self, channel: str, connector: type[Connector], klines: ExchangeKlines | None
+    ) -> Pipeline:
         settings = self.settings
         aggregator = None
         if settings.enable_klines_stream:
             offset = connector.utc_offset_ms
+            repairs = settings.aggregator_repairs_enabled and klines is not None
             aggregator = KlineAggregator(
                 [interval.with_offset(-offset) for interval in settings.intervals],
                 waiter_latency_ms=settings.waiter_latency_ms,
                 late_window_ms=settings.aggregator_late_window_ms,
                 fill_empty=settings.aggregator_empty_bars_enabled,
                 track_updates=settings.kline_updates_interval_ms > 0,
-                repairs=settings.aggregator_repairs_enabled,
+                repairs=repairs,
                 repair_delay_ms=settings.aggregator_repair_delay_ms,
+                seed_step=None if klines is None else min(klines.served, key=_length),
                 calendar=connector.calendar(settings),
             )
         assert self.broadcaster is not None
@@ -173,6 +180,9 @@ class Service:
             aggregator=aggregator,
             publish_trades=settings.enable_trades_stream,
             updates_interval_ms=settings.kline_updates_interval_ms,
+            klines=klines,
+            audit_interval_s=settings.audit_interval_seconds,
+            audit_sample=settings.audit_sample,
         )
 
     async def _unless_stopped(self, work: Any) -> bool:
@@ -261,6 +271,10 @@ class Service:
             "connector": self.connector.health() if self.connector else {},
             "consumers": consumers,
         }
+
+
+def _length(interval: Interval) -> int:
+    return interval.length_ms or 1 << 62
 
 
 def _find(error: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -9,7 +9,7 @@ reordering that fills itself a moment later (two connections overlapping during 
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["MAX_ID_RANGES", "SEEN", "Gap", "TradeIdSet"]
 
@@ -22,20 +22,15 @@ SEEN = -1
 @dataclass(slots=True)
 class Gap:
     """Trade ids ``first_id``..``last_id`` of ``symbol`` never arrived; they were traded between
-    the exchange times ``start`` and ``end`` (the neighbouring trades' times)."""
+    the exchange times ``start`` and ``end`` (the neighbouring trades' times). ``filled`` once
+    they all arrived after all (a reordering, not a loss)."""
 
     symbol: str
     first_id: int
     last_id: int
     start: int
     end: int
-    pending: set[int] = field(default_factory=set)  # interval indexes not yet asked for
-    requested: set[int] = field(default_factory=set)  # asked for, not yet answered
-
-    @property
-    def open(self) -> bool:
-        """Whether some interval still waits for its repair."""
-        return bool(self.pending or self.requested)
+    filled: bool = False
 
 
 class TradeIdSet:
@@ -105,6 +100,22 @@ class TradeIdSet:
         """Whether every id in ``first_id``..``last_id`` has been seen (a gap that filled)."""
         if last_id <= self.floor:
             return True
+        i = bisect_right(self._lo, first_id) - 1
+        return i >= 0 and self._hi[i] >= last_id
+
+    def seen(self, trade_id: int) -> bool:
+        """Whether ``trade_id`` was recorded (ids forgotten since count as seen)."""
+        if trade_id <= self.floor:
+            return True
+        i = bisect_right(self._lo, trade_id) - 1
+        return i >= 0 and self._hi[i] >= trade_id
+
+    def saw(self, first_id: int, last_id: int) -> bool:
+        """Whether every id in ``first_id``..``last_id`` actually arrived. Unlike
+        :meth:`covers`, ids forgotten since do not count: a gap they leave is never taken for
+        filled."""
+        if first_id <= self.floor:
+            return False
         i = bisect_right(self._lo, first_id) - 1
         return i >= 0 and self._hi[i] >= last_id
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,12 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator
+from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator, SeedRequest
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.intervals import Interval, parse_interval, parse_intervals
 from streamer.records import Kline, Trade
+from streamer.spans import merge_rows, plan_covers, rows_for
 from streamer.trade_ids import TradeIdSet
 from tests.conftest import load_reference_klines, load_trades
+from tests.fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
@@ -569,25 +573,29 @@ def rest_row(
 
 def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() -> None:
     agg = aggregator("1m", "5m", repairs=True, repair_delay_ms=1000)
-    agg.add_trade(trade(1, T0 + 1000, "100"))
-    agg.add_trade(trade(2, T0 + 2000, "100"))
-    agg.add_trade(trade(6, T0 + MIN + 5000, "100"))  # 3, 4 and 5 were lost
+    agg.add_trade(trade(0, T0 + 1000, "100"))  # id 0: the symbol's first ever, nothing before
+    agg.add_trade(trade(1, T0 + 2000, "100"))
+    agg.add_trade(trade(5, T0 + MIN + 5000, "100"))  # 2, 3 and 4 were lost
     (gap,) = agg.drain_gaps()
-    assert (gap.first_id, gap.last_id, gap.start, gap.end) == (3, 5, T0 + 2000, T0 + MIN + 5000)
+    assert (gap.first_id, gap.last_id, gap.start, gap.end) == (2, 4, T0 + 2000, T0 + MIN + 5000)
     first = by_key(agg.drain())
     assert first[("1m", T0)].trade_count == 2
-    assert agg.due_repairs(T0 + 2 * MIN + 80 + 999) == ([], [])  # not before bar end + delay
-    agg.advance(T0 + 2 * MIN + 80)
-    ready, abandoned = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    assert not first[("1m", T0)].exact  # published at once, but visibly in doubt
+    assert agg.due_repairs(T0 + MIN + 80 + 999) == ([], [])  # not before bar end + delay
+    (minute,), abandoned = agg.due_repairs(T0 + MIN + 80 + 1000)
     assert abandoned == []
-    assert [(r.interval.name, r.start, r.end) for r in ready] == [("1m", T0, T0 + MIN)]
+    assert (minute.interval.name, minute.start, minute.end, minute.reason) == ("1m", T0, T0, "gap")
+    agg.advance(T0 + 2 * MIN + 80)
+    (second,), _ = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    assert (second.start, second.end) == (T0 + MIN, T0 + MIN)
     assert agg.next_deadline() == T0 + 3 * MIN + 80  # the forming 1m bar closes first
-    published = agg.apply_repair(ready[0], [rest_row(T0, MIN, "100", "5", 5),
-                                            rest_row(T0 + MIN, MIN, "100", "1", 1)])  # fmt: skip
-    assert published == 2
+    assert agg.apply_repair(minute, [rest_row(T0, MIN, "100", "5", 5)]) == 1
+    assert agg.apply_repair(second, [rest_row(T0 + MIN, MIN, "100", "1", 1)]) == 1
     repaired = by_key(agg.drain())
     bar = repaired[("1m", T0)]
-    assert (bar.trade_count, bar.volume, bar.revision, bar.repaired) == (5, "5", 1, True)
+    assert (bar.trade_count, bar.volume, bar.revision, bar.repaired, bar.exact) == (
+        5, "5", 1, True, True
+    )  # fmt: skip
     assert (bar.first_trade_id, bar.last_trade_id) == (None, None)
     agg.advance(T0 + 5 * MIN + 80)
     (five,) = agg.due_repairs(T0 + 5 * MIN + 80 + 1000)[0]
@@ -600,13 +608,16 @@ def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() ->
 def test_a_gap_that_fills_itself_needs_no_repair() -> None:
     """Two connections overlapping during a rotation can deliver ids out of order."""
     agg = aggregator("1m", repairs=True)
-    agg.add_trade(trade(1, T0 + 1000))
-    agg.add_trade(trade(3, T0 + 3000))
-    agg.add_trade(trade(2, T0 + 2000))
+    agg.add_trade(trade(0, T0 + 1000))
+    agg.add_trade(trade(2, T0 + 3000))
+    agg.add_trade(trade(1, T0 + 2000))
     assert len(agg.drain_gaps()) == 1
     agg.advance(T0 + 10 * MIN)
     assert agg.due_repairs(T0 + 10 * MIN) == ([], [])
     assert agg._symbols["BTCUSDT"].series[0].hold > T0 + 10 * MIN  # nothing held any more
+    assert agg.stats.gaps_filled == 1
+    first, again = [k for k in agg.drain() if k.timestamp == T0]
+    assert (first.exact, again.exact, again.revision) == (False, True, 1)  # doubt, then proof
 
 
 def test_bars_waiting_for_a_repair_outlive_the_late_window() -> None:
@@ -623,16 +634,25 @@ def test_bars_waiting_for_a_repair_outlive_the_late_window() -> None:
 
 
 def test_a_repair_that_cannot_be_made_in_time_is_abandoned_and_counted() -> None:
-    agg = aggregator("1m", repairs=True, max_repair_age_ms=10 * MIN)
-    agg.add_trade(trade(1, T0 + 1000))
-    agg.add_trade(trade(5, T0 + 2000))
-    ready, _ = agg.due_repairs(T0 + 2 * MIN)
-    agg.abandon_repair(ready[0])  # say REST kept failing
+    """The age limit counts from the bar's close, not from the gap: a day bar touched by a
+    gap in the morning is still repaired at midnight."""
+    agg = aggregator("1m", "1d", repairs=True, max_repair_age_ms=10 * MIN)
+    agg.add_trade(trade(0, T0 + 1000))
+    agg.add_trade(trade(5, T0 + 2000))  # 1..4 lost
+    agg.advance(T0 + MIN + 80)
+    (minute,), _ = agg.due_repairs(T0 + 2 * MIN)
+    agg.abandon_repair(minute)  # say REST kept failing
     assert agg.stats.repairs_failed == 1
-    agg.add_trade(trade(9, T0 + 3000))
-    _, abandoned = agg.due_repairs(T0 + 20 * MIN)
-    assert len(abandoned) == 1
-    assert agg.stats.repairs_failed == 2
+    agg.add_trade(trade(9, T0 + 2 * MIN + 3000))  # 6..8 lost too
+    agg.advance(T0 + 3 * MIN + 80)
+    ready, abandoned = agg.due_repairs(T0 + 20 * MIN)
+    # The 01:00 and 02:00 minutes (the gap spans both) closed 17 and 18 minutes ago: too old.
+    assert ready == []
+    assert [r.start for r in abandoned] == [T0 + MIN, T0 + 2 * MIN]
+    assert agg.stats.repairs_failed == 3
+    agg.add_trade(trade(10, T0 + 1440 * MIN + 1000))  # the next day: the day bar closes
+    ready, abandoned = agg.due_repairs(T0 + 1440 * MIN + 80 + 1000)
+    assert [(r.interval.name, r.start) for r in ready] == [("1d", T0)]
 
 
 def test_trades_for_a_repaired_bar_are_ignored_there() -> None:
@@ -667,12 +687,164 @@ def test_a_repair_creates_a_bar_we_never_made_when_empty_bars_are_off() -> None:
     )
 
 
-def test_gaps_are_not_tracked_unless_repairs_are_on() -> None:
+def test_without_repairs_gaps_are_still_reported_and_their_bars_marked() -> None:
     agg = aggregator("1m")
-    agg.add_trade(trade(1, T0 + 1000))
+    agg.add_trade(trade(0, T0 + 1000))
     agg.add_trade(trade(9, T0 + 2000))
-    assert agg.drain_gaps() == []
-    assert agg.stats.gaps == 0
+    assert len(agg.drain_gaps()) == 1
+    agg.advance(T0 + MIN + 80)
+    (bar,) = agg.drain()
+    assert not bar.exact
+    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing asked of the exchange
+
+
+# -- exactness: the first bars, seeds, history, audits ------------------------------------------
+
+
+def forming(agg: KlineAggregator) -> dict[str, Kline]:
+    return {k.interval: k for k in agg.forming()}
+
+
+def part(open_time: int, at: int, close: str, volume: str, count: int) -> ExchangeKline:
+    """The exchange's kline of [open_time, at): ``count`` trades, all at ``close``."""
+    return rest_row(open_time, at - open_time, close, volume, count)
+
+
+def test_the_first_bar_after_start_is_in_doubt_until_the_exchange_completes_it() -> None:
+    agg = aggregator("1m", repairs=True, repair_delay_ms=1000)
+    agg.add_trade(trade(10, T0 + 30_000, "100"))  # trades 0..9 happened before we connected
+    assert not forming(agg)["1m"].exact
+    agg.add_trade(trade(11, T0 + 40_000, "101"))
+    agg.add_trade(trade(12, T0 + MIN + 1000, "102"))  # the next bar is proven by ids 11, 12
+    (first,) = agg.drain()
+    assert (first.timestamp, first.exact, first.revision, first.trade_count) == (T0, False, 0, 2)
+    assert forming(agg)["1m"].exact
+    (request,), _ = agg.due_repairs(T0 + MIN + 80 + 1000)
+    assert (request.start, request.end, request.reason) == (T0, T0, "start")
+    agg.apply_repair(request, [rest_row(T0, MIN, "100", "12", 12)])
+    (again,) = agg.drain()
+    assert (again.exact, again.revision, again.repaired, again.trade_count) == (True, 1, True, 12)
+
+
+def test_trade_id_zero_is_a_symbols_very_first_trade_so_its_bar_is_exact() -> None:
+    agg = aggregator("1m", repairs=True)
+    agg.add_trade(trade(0, T0 + 30_000))
+    agg.advance(T0 + MIN + 80)
+    assert [k.exact for k in agg.drain()] == [True]
+    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])
+
+
+def test_trades_without_ids_prove_nothing_and_ask_nothing() -> None:
+    agg = aggregator("1m", repairs=True, seed_step=parse_interval("1s"))
+    for i in range(3):
+        agg.add_trade(trade(None, T0 + i * 25_000))
+    agg.advance(T0 + 3 * MIN)
+    assert {k.exact for k in agg.drain()} == {False}
+    assert agg.due_seeds(T0 + 3 * MIN) == []
+    assert agg.due_repairs(T0 + 3 * MIN) == ([], [])
+
+
+def test_a_forming_bar_in_doubt_is_rebuilt_from_the_exchange_at_the_next_step() -> None:
+    """X is the first 1 s boundary after the first trade: the exchange's klines count every
+    trade before X, ours every trade from X on; the bar is exact from then on."""
+    agg = aggregator("1m", "1h", repairs=True, repair_delay_ms=1000, track_updates=True,
+                     seed_step=parse_interval("1s"))  # fmt: skip
+    agg.add_trade(trade(50, T0 + 30_400, "100", "1"))
+    x = T0 + 31_000
+    agg.add_trade(trade(51, x + 100, "105", "2"))  # after X: ours
+    assert agg.due_seeds(x + 80 + 999) == []
+    (seed,) = agg.due_seeds(x + 80 + 1000)
+    assert seed.at == x
+    assert [(name.name, open_time) for _, name, open_time in seed.spans] == [("1m", T0), ("1h", T0)]
+    agg.add_trade(trade(52, x + 500, "99", "1"))  # still ours, while the exchange answers
+    rebuilt = agg.apply_seed(seed, {0: part(T0, x, "98", "4", 51), 1: part(T0, x, "97", "9", 51)})
+    assert rebuilt == 2
+    bars = forming(agg)
+    minute, hour = bars["1m"], bars["1h"]
+    assert (minute.exact, minute.open, minute.high, minute.low, minute.close) == (
+        True, "98", "105", "98", "99"
+    )  # fmt: skip
+    assert (minute.volume, minute.trade_count) == ("7", 53)  # 51 of theirs, 2 of ours
+    assert (minute.first_trade_id, minute.last_trade_id) == (0, 52)  # 51 ids before id 51
+    assert (hour.exact, hour.open, hour.volume, hour.trade_count) == (True, "97", "12", 53)
+    # A trade before X arriving now is already counted in the exchange's part: ignored.
+    assert not agg.add_trade(trade(49, T0 + 30_100, "1000"))
+    assert agg.stats.after_repair == 1
+    assert forming(agg)["1m"].high == "105"
+    agg.advance(T0 + MIN + 80)
+    closed = [k for k in agg.drain() if k.interval == "1m"]
+    assert [(k.exact, k.revision) for k in closed] == [(True, 0)]
+    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing left to ask
+
+
+def test_a_bar_that_closed_before_its_seed_was_answered_is_repaired_instead() -> None:
+    agg = aggregator("1m", "5m", repairs=True, repair_delay_ms=0,
+                     seed_step=parse_interval("1s"))  # fmt: skip
+    agg.add_trade(trade(50, T0 + 59_500))
+    (seed,) = agg.due_seeds(T0 + MIN + 80)
+    assert [interval.name for _, interval, _ in seed.spans] == ["5m"]  # X ends the minute bar
+    agg.add_trade(trade(51, T0 + 5 * MIN + 1000))  # the 5m bar closes before the answer
+    assert agg.apply_seed(seed, {1: part(T0, T0 + MIN, "100", "1", 50)}) == 0
+    ready, _ = agg.due_repairs(T0 + 6 * MIN)
+    assert sorted((r.interval.name, r.start) for r in ready) == [("1m", T0), ("5m", T0)]
+
+
+def test_a_newer_gap_replaces_the_seed_and_the_older_answer_is_ignored() -> None:
+    agg = aggregator("1h", repairs=True, repair_delay_ms=0, seed_step=parse_interval("1s"))
+    agg.add_trade(trade(50, T0 + 1_000))
+    (old,) = agg.due_seeds(T0 + 3_000)
+    agg.add_trade(trade(60, T0 + 5_500))  # 51..59 lost, after the first seed's X
+    assert agg.apply_seed(old, {0: part(T0, T0 + 2000, "1", "1", 50)}) == 0
+    assert not forming(agg)["1h"].exact
+    (new,) = agg.due_seeds(T0 + 8_000)
+    assert new.at == T0 + 6_000
+    assert agg.apply_seed(new, {0: part(T0, T0 + 6000, "1", "60", 60)}) == 1
+    assert forming(agg)["1h"].exact
+
+
+def test_exchange_klines_that_count_fewer_trades_than_we_saw_are_not_trusted() -> None:
+    agg = aggregator("1m", repairs=True, repair_delay_ms=0, seed_step=parse_interval("1s"))
+    agg.add_trade(trade(50, T0 + 1_000))
+    agg.add_trade(trade(51, T0 + 1_500))
+    (seed,) = agg.due_seeds(T0 + 3_000)
+    assert agg.apply_seed(seed, {0: part(T0, T0 + 2000, "100", "1", 1)}) == 0  # not final yet
+    assert not forming(agg)["1m"].exact  # left to the repair at its close
+
+
+def test_history_primes_the_bars_between_it_and_the_first_trade() -> None:
+    """History held bars up to T0; the first trade comes 3 minutes later: the 3 minutes in
+    between are made (empty, in doubt) and completed from the exchange: no hole."""
+    agg = aggregator("1m", repairs=True, repair_delay_ms=0)
+    agg.prime("BTCUSDT", 0, T0, "95.5")
+    assert agg.first_open("BTCUSDT", 0) is None
+    agg.add_trade(trade(10, T0 + 3 * MIN + 5_000, "100"))
+    assert agg.first_open("BTCUSDT", 0) == T0
+    made = agg.drain()
+    assert [(k.timestamp, k.close, k.exact) for k in made] == [
+        (T0, "95.5", False), (T0 + MIN, "95.5", False), (T0 + 2 * MIN, "95.5", False)
+    ]  # fmt: skip
+    (request,), _ = agg.due_repairs(T0 + 3 * MIN + 80)
+    assert (request.start, request.end, request.reason) == (T0, T0 + 2 * MIN, "start")
+    assert not agg.add_trade(trade(9, T0 - 1))  # before the primed bar: history has it
+
+
+def test_an_audit_repairs_a_recent_bar_that_differs_from_the_exchanges() -> None:
+    agg = aggregator("1m", repairs=True, repair_delay_ms=0)
+    for i in range(3):
+        agg.add_trade(trade(i, T0 + i * MIN + 1_000, "100", side="sell"))
+    agg.drain()
+    rng = random.Random(1)
+    assert agg.audit(T0 + MIN + 79, 5, rng) == []  # nothing final yet
+    (first,) = agg.audit(T0 + 2 * MIN + 80, 5, rng)
+    assert (first.start, first.reason) == (T0 + MIN, "audit")  # the newest final one
+    assert agg.apply_repair(first, [rest_row(T0 + MIN, MIN, "100", "1", 1)]) == 0  # the same
+    assert agg.stats.audit_matched == 1
+    (second,) = agg.audit(T0 + 2 * MIN + 80, 5, rng)
+    assert second.start == T0  # the newer one was just audited
+    assert agg.apply_repair(second, [rest_row(T0, MIN, "100", "2", 2)]) == 1  # it differs
+    (fixed,) = agg.drain()
+    assert (fixed.trade_count, fixed.revision, fixed.repaired, fixed.exact) == (2, 1, True, True)
+    assert agg.stats.audit_mismatched == 1
 
 
 # -- properties ------------------------------------------------------------------------------
@@ -808,3 +980,212 @@ def test_property_hours_add_up_to_days_under_late_and_duplicate_trades(scenario:
 def test_parse_interval_is_used_for_alignment() -> None:
     """Guard: the property tests above rely on the same alignment as production."""
     assert parse_interval("5m").open_time(T0 + 7 * MIN) == T0 + 5 * MIN
+
+
+def test_a_trade_too_late_for_the_window_casts_doubt_on_the_bars_still_held() -> None:
+    """Older than the late window, a trade is not applied; the hour bar it belongs to is still
+    forming: it is marked, then repaired once closed."""
+    agg = aggregator("1m", "1h", repairs=True, late_window_ms=MIN, repair_delay_ms=0)
+    agg.add_trade(trade(0, T0 + 1_000))
+    agg.add_trade(trade(2, T0 + 5 * MIN))  # 1 is on its way
+    agg.advance(T0 + 5 * MIN)
+    agg.drain_gaps()
+    agg.add_trade(trade(1, T0 + 2_000))  # 5 minutes late: too late
+    assert agg.stats.late_dropped == 1
+    assert not forming(agg)["1h"].exact
+    agg.add_trade(trade(3, T0 + 61 * MIN))
+    ready, _ = agg.due_repairs(T0 + 62 * MIN)
+    assert ("1h", T0) in [(r.interval.name, r.start) for r in ready]
+
+
+# -- the exactness promise, as a property ------------------------------------------------------
+
+SERVED = tuple(parse_interval(name) for name in INTERVAL_MS)
+
+
+class Exchange:
+    """The exchange's side of a scenario: every trade it executed, its REST klines."""
+
+    def __init__(self, log: list[LoggedTrade]) -> None:
+        self.log = log
+
+    def rows(self, interval: Interval, first: int, last: int) -> list[ExchangeKline]:
+        return [
+            parse_exchange_kline(row)
+            for row in rest_klines(self.log, interval.name, first, last, 1_000_000)
+        ]
+
+    def spans(self, spans: list[tuple[int, int]]) -> list[ExchangeKline | None]:
+        planned = plan_covers(SERVED, spans)
+        assert planned is not None
+        covers, wanted = planned
+        fetched = {
+            interval: {row.open_time: row for row in self.rows(interval, first, last)}
+            for interval, (first, last) in wanted.items()
+        }
+        return [merge_rows(start, rows_for(cover, fetched))
+                for (start, _), cover in zip(spans, covers, strict=True)]  # fmt: skip
+
+    def bar(self, interval: Interval, open_time: int, until: int | None = None) -> tuple[Any, ...]:
+        """(o, h, l, c, v, q, n, first id, last id) of the exchange's trades in the bar, up to
+        trade id ``until``; prices None when nothing traded."""
+        end = interval.next_open(open_time)
+        inside = sorted(
+            (t for t in self.log if open_time <= t.time < end and (until is None or
+                                                                     t.trade_id <= until)),
+            key=lambda t: (t.time, t.trade_id),
+        )  # fmt: skip
+        if not inside:
+            return (None,) * 4 + (Decimal(0), Decimal(0), 0, None, None)
+        prices = [t.price for t in inside]
+        return (
+            prices[0], max(prices), min(prices), prices[-1],
+            sum((t.quantity for t in inside), Decimal(0)),
+            sum((t.price * t.quantity for t in inside), Decimal(0)),
+            len(inside), inside[0].trade_id, inside[-1].trade_id,
+        )  # fmt: skip
+
+
+def ours(kline: Kline) -> tuple[Any, ...]:
+    values = (Decimal(kline.open), Decimal(kline.high), Decimal(kline.low), Decimal(kline.close))
+    return (
+        *(values if kline.trade_count else (None,) * 4),
+        Decimal(kline.volume), Decimal(kline.quote_volume), kline.trade_count,
+        kline.first_trade_id, kline.last_trade_id,
+    )  # fmt: skip
+
+
+@dataclass
+class Joining:
+    log: list[LoggedTrade]  # every trade the exchange executed
+    arrivals: list[int]  # indexes into log, in arrival order (some lost, some late)
+    ticks: list[int | None]  # after each arrival: advance to this, or not
+    answer_after: list[int]  # per request made: arrivals before its answer comes
+
+
+@st.composite
+def joinings(draw: st.DrawFn) -> Joining:
+    """The service joins a market mid-stream: trades before it are unseen, some later ones are
+    lost (gaps) or held back (reordered), the exchange answers late, ticks jitter."""
+    count = draw(st.integers(2, 45))
+    first_id = draw(st.integers(1, 1000))
+    t = T0 + draw(st.integers(0, 2 * MIN))
+    log = []
+    for i in range(count):
+        t += draw(st.sampled_from([0, 1, 200, 900, 4_000, 20_000, 70_000]))
+        log.append(LoggedTrade(first_id + i, Decimal(draw(st.integers(1, 50))),
+                               Decimal(f"{draw(st.integers(1, 99))}.{i % 7}"), t,
+                               draw(st.booleans())))  # fmt: skip
+    joined = draw(st.integers(0, count - 1))  # the first trade the service receives
+    # Some trades are lost, never the last: a later trade's id is what reveals a loss.
+    lost = set(draw(st.lists(st.integers(joined + 1, count - 2), max_size=4))) if (
+        joined + 2 < count
+    ) else set()  # fmt: skip
+    kept = [i for i in range(joined, count) if i not in lost]
+    delays = draw(st.lists(st.integers(0, 3), min_size=len(kept), max_size=len(kept)))
+    arrivals = [i for _, i in sorted(((p + delays[p], i) for p, i in enumerate(kept)))]
+    ticks: list[int | None] = []
+    newest = 0
+    for i in arrivals:
+        newest = max(newest, log[i].time)
+        jitter = draw(st.one_of(st.none(), st.integers(0, 90_000)))
+        ticks.append(None if jitter is None else newest + jitter)
+    answer_after = draw(st.lists(st.integers(0, 3), max_size=30))
+    return Joining(log, arrivals, ticks, answer_after)
+
+
+def check_joining(scenario: Joining, names: list[str], late_window_ms: int = 10**12) -> None:
+    exchange = Exchange(scenario.log)
+    intervals = parse_intervals(names)
+    agg = KlineAggregator(intervals, repairs=True, repair_delay_ms=0, track_updates=True,
+                          late_window_ms=late_window_ms, max_repair_age_ms=10**12,
+                          seed_step=parse_interval("1s"))  # fmt: skip
+    by_name = {interval.name: interval for interval in intervals}
+    published: list[Kline] = []
+    waiting: list[tuple[int, Any]] = []  # (answer at arrival number, request)
+    answers = iter(scenario.answer_after)
+    newest_id = 0
+    now = 0
+
+    def answer(request: Any) -> None:
+        if isinstance(request, SeedRequest):
+            parts = exchange.spans([(open_time, request.at) for _, _, open_time in request.spans])
+            agg.apply_seed(
+                request, {i: p for (i, _, _), p in zip(request.spans, parts, strict=True)}
+            )
+        else:
+            merged = exchange.spans([
+                (o, request.interval.next_open(o)) for o in opens(request.interval,
+                                                                  request.start, request.end)
+            ])  # fmt: skip
+            agg.apply_repair(request, [row for row in merged if row is not None])
+
+    def check(klines: Sequence[Kline]) -> None:
+        """Exact means: every exchange trade of the bar up to the newest id we have seen is in
+        it, and nothing else (the exchange's klines may add trades still on their way)."""
+        for kline in klines:
+            if kline.exact:
+                interval = by_name[kline.interval]
+                got = ours(kline)
+                if kline.first_trade_id is None:  # the exchange's klines carry no ids
+                    got = got[:7]
+                assert any(
+                    got == exchange.bar(interval, kline.timestamp, until)[: len(got)]
+                    for until in range(newest_id, scenario.log[-1].trade_id + 1)
+                ), kline
+
+    def check_forming() -> None:
+        check(agg.take_updates())
+
+    for step, (arrival, tick) in enumerate(zip(scenario.arrivals, scenario.ticks, strict=True)):
+        logged = scenario.log[arrival]
+        agg.add_trade(trade(logged.trade_id, logged.time, str(logged.price),
+                            str(logged.quantity), "sell" if logged.maker else "buy"))  # fmt: skip
+        newest_id = max(newest_id, logged.trade_id)
+        now = max(now, logged.time, tick or 0)
+        check_forming()
+        if tick is not None:
+            agg.advance(now)
+        for request in [*agg.due_seeds(now), *agg.due_repairs(now)[0]]:
+            waiting.append((step + next(answers, 0), request))
+        for due in [w for w in waiting if w[0] <= step]:
+            waiting.remove(due)
+            answer(due[1])
+        drained = agg.drain()
+        check(drained)
+        published.extend(drained)
+        check_forming()
+    # The end: time passes, every bar closes, the exchange answers everything.
+    now = max(t.time for t in scenario.log) + 2 * 86_400_000
+    for _ in range(4):
+        agg.advance(now)
+        for request in [*agg.due_seeds(now), *agg.due_repairs(now)[0]]:
+            waiting.append((0, request))
+        for _, request in waiting:
+            answer(request)
+        waiting = []
+        drained = agg.drain()
+        check(drained)
+        published.extend(drained)
+    # In the end, every bar is exact, and the exchange's.
+    for (name, open_time), kline in by_key(published).items():
+        assert kline.exact, kline
+        expected = exchange.bar(by_name[name], open_time)
+        assert ours(kline)[:7] == expected[:7]
+
+
+def opens(interval: Interval, start: int, end: int) -> list[int]:
+    out, at = [], start
+    while at <= end:
+        out.append(at)
+        at = interval.next_open(at)
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(joinings())
+def test_property_a_bar_is_published_exact_only_if_it_is_the_exchanges(scenario: Joining) -> None:
+    """Joining mid-stream, with lost and reordered trades, late answers and a jittery clock:
+    no bar, forming or closed, says exact unless it equals the exchange's own, and every closed
+    bar ends up exact."""
+    check_joining(scenario, ["1m", "5m", "2m", "1h"])

@@ -24,7 +24,7 @@ KLINE_KEYS = [
     "symbol", "interval", "interval_ms", "timestamp", "close_time", "open", "high", "low",
     "close", "volume", "quote_volume", "trade_count", "taker_buy_volume",
     "taker_buy_quote_volume", "first_trade_id", "last_trade_id", "is_closed", "revision",
-    "repaired",
+    "repaired", "exact", "backfill",
 ]  # fmt: skip
 TRADE_KEYS = [
     "symbol", "trade_id", "price", "quantity", "side", "timestamp", "received_at",

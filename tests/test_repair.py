@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from streamer.aggregator import KlineAggregator, RepairRequest
-from streamer.bar import ExchangeKline
+from streamer.bar import ExchangeKline, parse_exchange_kline
+from streamer.exchange_klines import ExchangeKlines
 from streamer.intervals import parse_interval
 from streamer.reconnect import RetryAfter
 from streamer.records import Kline, Status, Trade
-from streamer.repair import RepairWorker, Unrepairable
+from streamer.repair import RepairWorker
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance
 from tests.fakes.binance import FakeBinance
 from tests.fakes.klines import rest_klines
@@ -43,18 +44,35 @@ def latest(klines: list[Kline]) -> dict[tuple[str, int], Kline]:
     return out
 
 
-def assert_exchange_klines(fake: FakeBinance, klines: list[Kline], symbol: str = "BTCUSDT") -> None:
-    """Every closed bar's latest revision equals the exchange's kline for the full trade log."""
+def differences(fake: FakeBinance, klines: list[Kline], symbol: str = "BTCUSDT") -> list[str]:
+    """Closed bars whose latest revision is not the exchange's kline for the full trade log,
+    or not marked exact."""
     bars = latest([k for k in klines if k.symbol == symbol])
-    assert bars
+    if not bars:
+        return ["no bars"]
+    out = []
     for (interval, open_time), bar in bars.items():
         (row,) = rest_klines(fake.trade_log[symbol], interval, open_time, open_time, 1)
         ours: list[Any] = [bar.timestamp, bar.open, bar.high, bar.low, bar.close, bar.volume,
                            bar.close_time, bar.quote_volume, bar.trade_count,
                            bar.taker_buy_volume, bar.taker_buy_quote_volume]  # fmt: skip
-        assert [x if isinstance(x, int) else Decimal(x) for x in ours] == [
+        if [x if isinstance(x, int) else Decimal(x) for x in ours] != [
             x if isinstance(x, int) else Decimal(x) for x in row[:11]
-        ], (interval, open_time)
+        ]:
+            out.append(f"{interval} {open_time}: {ours} != {row[:11]}")
+        elif not bar.exact:
+            out.append(f"{interval} {open_time}: equal but not marked exact")
+    return out
+
+
+def assert_exchange_klines(fake: FakeBinance, klines: list[Kline], symbol: str = "BTCUSDT") -> None:
+    """Every closed bar's latest revision equals the exchange's kline and says it is exact."""
+    assert differences(fake, klines, symbol) == []
+
+
+async def settled(running: RunningService, fake: FakeBinance, symbol: str = "BTCUSDT") -> None:
+    """Wait until every closed bar of ``symbol`` is the exchange's, and exact."""
+    await eventually(lambda: not differences(fake, running.collector.klines(), symbol))
 
 
 def events(running: RunningService) -> list[str]:
@@ -75,19 +93,20 @@ async def test_skipped_trade_ids_are_reported_and_their_bars_repaired() -> None:
         await fake.trade("BTCUSDT", "102", "1", T + MIN + 5_000)  # reveals the gap
         await advance_to(fake, T + 5 * MIN + 500)
         collector = running.collector
-        await eventually(lambda: events(running).count("repaired") == 2)
+        await settled(running, fake)
         klines = collector.klines()
         first = [k for k in klines if (k.symbol, k.interval, k.timestamp) == ("BTCUSDT", "1m", T)]
-        assert [(k.revision, k.repaired, k.trade_count) for k in first] == [
-            (0, False, 2),
-            (1, True, 4),
+        assert [(k.revision, k.repaired, k.exact, k.trade_count) for k in first] == [
+            (0, False, False, 2),  # published on time, visibly in doubt
+            (1, True, True, 4),  # then the exchange's own
         ]
-        assert_exchange_klines(fake, klines)
         statuses = [s for s in collector.records("status") if isinstance(s, Status)]
         gap = next(s for s in statuses if s.event == "gap")
         assert gap.symbols == ["BTCUSDT"]
         assert "trade ids 3..4 missing" in gap.message
-        assert [s.event for s in statuses] == ["connected", "gap", "repaired", "repaired"]
+        assert [s.event for s in statuses][:2] == ["connected", "gap"]
+        assert "repaired" in [s.event for s in statuses]
+        assert "repair_failed" not in [s.event for s in statuses]
 
 
 async def test_trades_lost_across_a_dropped_connection_are_repaired() -> None:
@@ -103,8 +122,7 @@ async def test_trades_lost_across_a_dropped_connection_are_repaired() -> None:
         await eventually(running.connected)
         await fake.trade("BTCUSDT", "101", "1", T + 3_000)
         await advance_to(fake, T + 5 * MIN + 500)
-        await eventually(lambda: events(running).count("repaired") == 2)
-        assert_exchange_klines(fake, running.collector.klines())
+        await settled(running, fake)
         assert events(running)[:4] == ["connected", "disconnected", "resubscribed", "gap"]
 
 
@@ -119,11 +137,10 @@ async def test_a_rate_limited_repair_waits_for_retry_after_then_succeeds() -> No
         await fake.trade("BTCUSDT", "101", "1", T + MIN + 1_000)
         started = time.monotonic()
         await advance_to(fake, T + 2 * MIN + 500)
-        await eventually(lambda: "repaired" in events(running))
+        await settled(running, fake)
         assert time.monotonic() - started >= 0.3
         kline_calls = [r for r in fake.rest_requests if "/klines" in r]
-        assert len(kline_calls) == 2  # the 429, then the retry
-        assert_exchange_klines(fake, running.collector.klines())
+        assert len(kline_calls) >= 2  # the 429, then the retries (first bar and gap)
 
 
 async def test_a_silent_feed_is_recycled_and_what_it_missed_repaired() -> None:
@@ -143,8 +160,7 @@ async def test_a_silent_feed_is_recycled_and_what_it_missed_repaired() -> None:
             await eventually(running.connected)
             await fake.trade("BTCUSDT", "101", "1", T + 3_000)
             await advance_to(fake, T + 5 * MIN + 500)
-            await eventually(lambda: events(running).count("repaired") == 2)
-            assert_exchange_klines(fake, running.collector.klines())
+            await settled(running, fake)
             assert events(running)[:5] == [
                 "connected",
                 "stalled",
@@ -210,18 +226,24 @@ async def test_rotation_is_make_before_break_no_trade_lost_none_counted_twice(
             assert "disconnected" not in events(running)
             assert "gap" not in events(running)
             assert events(running).count("resubscribed") >= 1
-            assert_exchange_klines(fake, collector.klines())
-            assert all(k.revision == 0 for k in collector.klines())
+            await settled(running, fake)
+            # Only the first bars, which began before the service saw them, were completed.
+            assert all(k.revision == 0 for k in collector.klines() if k.timestamp != T or k.exact)
 
 
 # -- the worker alone --------------------------------------------------------------------------
 
 
 def _request(agg: KlineAggregator) -> RepairRequest:
-    agg.add_trade(Trade.create("BTCUSDT", 1, "1", "1", "buy", T + 1, T))
+    agg.add_trade(Trade.create("BTCUSDT", 0, "1", "1", "buy", T + 1, T))
     agg.add_trade(Trade.create("BTCUSDT", 5, "1", "1", "buy", T + 2, T))
+    agg.advance(T + 10 * MIN)
     (request,), _ = agg.due_repairs(T + 10 * MIN)
     return request
+
+
+def _source(served: list[str], fetch: Any) -> ExchangeKlines:
+    return ExchangeKlines("test", [parse_interval(name) for name in served], fetch)
 
 
 async def test_the_worker_gives_up_on_what_the_exchange_cannot_provide() -> None:
@@ -229,16 +251,43 @@ async def test_the_worker_gives_up_on_what_the_exchange_cannot_provide() -> None
     request = _request(agg)
     outcomes: list[tuple[int, str | None]] = []
 
-    async def source(*args: Any) -> list[ExchangeKline]:
-        raise Unrepairable("binance spot has no 2m klines")
+    async def fetch(*args: Any) -> list[ExchangeKline]:
+        raise AssertionError("nothing tiles 2m bars with 5m ones: never asked")
 
-    worker = RepairWorker(agg, source, lambda r, n, e: outcomes.append((n, e)))
+    worker = RepairWorker(agg, _source(["5m"], fetch), lambda r, n, e: outcomes.append((n, e)))
     worker.start()
     worker.submit([request])
     await eventually(lambda: outcomes)
     await worker.stop()
-    assert outcomes == [(0, "binance spot has no 2m klines")]
+    assert outcomes == [(0, "test serves no klines that tile these bars (served: 5m)")]
     assert agg.stats.repairs_failed == 1
+
+
+async def test_an_interval_the_exchange_does_not_serve_is_repaired_from_smaller_bars() -> None:
+    agg = KlineAggregator([parse_interval("2m")], repairs=True)
+    request = _request(agg)
+    asked: list[tuple[str, int, int]] = []
+
+    async def fetch(symbol: str, interval: Any, first: int, last: int, priority: int) -> Any:
+        asked.append((interval.name, first, last))
+        return [parse_exchange_kline([T, "1", "3", "1", "2", "2", T + MIN - 1, "3", 2, "1", "1",
+                                      "0"]),
+                parse_exchange_kline([T + MIN, "5", "5", "0.5", "0.5", "1", T + 2 * MIN - 1,
+                                      "0.5", 1, "0", "0", "0"])]  # fmt: skip
+
+    outcomes: list[tuple[int, str | None]] = []
+    worker = RepairWorker(agg, _source(["1m"], fetch), lambda r, n, e: outcomes.append((n, e)))
+    worker.start()
+    worker.submit([request])
+    await eventually(lambda: outcomes)
+    await worker.stop()
+    assert asked == [("1m", T, T + MIN)]
+    assert outcomes == [(1, None)]
+    (bar,) = [k for k in agg.drain() if (k.revision, k.timestamp) == (1, T)]
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.quote_volume) == (
+        "1", "5", "0.5", "0.5", "3", "3.5"
+    )  # fmt: skip
+    assert (bar.trade_count, bar.taker_buy_volume, bar.exact, bar.repaired) == (3, "1", True, True)
 
 
 async def test_the_worker_retries_then_gives_up_and_bounds_its_queue() -> None:
@@ -247,7 +296,7 @@ async def test_the_worker_retries_then_gives_up_and_bounds_its_queue() -> None:
     calls = 0
     outcomes: list[str | None] = []
 
-    async def source(*args: Any) -> list[ExchangeKline]:
+    async def fetch(*args: Any) -> list[ExchangeKline]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -257,10 +306,10 @@ async def test_the_worker_retries_then_gives_up_and_bounds_its_queue() -> None:
     async def no_sleep(delay: float) -> None:
         return None
 
-    worker = RepairWorker(agg, source, lambda r, n, e: outcomes.append(e), max_attempts=3,
-                          max_pending=1, sleep=no_sleep)  # fmt: skip
-    worker.submit([request, request, request])  # one fits; the two oldest are given up at once
-    assert outcomes == ["too many repairs waiting", "too many repairs waiting"]
+    worker = RepairWorker(agg, _source(["1m"], fetch), lambda r, n, e: outcomes.append(e),
+                          max_attempts=3, max_pending=1, sleep=no_sleep)  # fmt: skip
+    worker.submit([request, request, request])  # one fits; the two others are given up at once
+    assert outcomes == ["too many requests waiting", "too many requests waiting"]
     worker.start()
     await eventually(lambda: len(outcomes) == 3)
     await worker.stop()

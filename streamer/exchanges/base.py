@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from streamer.clock import wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines
 from streamer.markets import ALWAYS_OPEN, Calendar
 from streamer.pipeline import Pipeline
-from streamer.repair import KlineSource
 from streamer.settings import Settings
 
 __all__ = ["ConnectionState", "Connector", "StartupError"]
@@ -102,9 +102,18 @@ class Connector(abc.ABC):
     async def run(self) -> None:
         """Stream until cancelled; raise :class:`~streamer.reconnect.FatalError` if hopeless."""
 
-    def kline_source(self, channel: str) -> KlineSource | None:
-        """Where repairs fetch the exchange's own klines for ``channel`` (None: nowhere)."""
-        return None
+    @classmethod
+    def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
+        """The exchange's own klines per channel, for repairs, seeds, audits and history
+        (none: bars that cannot be proven stay ``exact: false``, and history comes only from
+        what consumers hold). Built before the connector, from settings alone."""
+        return {}
+
+    def streamed_symbols(self) -> dict[str, list[str]]:
+        """Channel -> the symbols this replica streams (after :meth:`prepare`)."""
+        return {
+            channel: self.own_symbols(self.settings.exchange_symbols) for channel in self.pipelines
+        }
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop reading: close connections so that frames already received are still handled,

@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, StartupError
 from streamer.exchanges.binance_link import BinanceLink
 from streamer.exchanges.binance_parser import (
@@ -51,12 +52,11 @@ from streamer.exchanges.binance_parser import (
 )
 from streamer.exchanges.binance_rest import BinanceRest
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
-from streamer.http import HttpError, WeightBudget, get_json
+from streamer.http import HttpError, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
 from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
 from streamer.records import Price, Quote, Ticker, Trade
-from streamer.repair import KlineSource
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["BinanceConnector", "ConnectionPlan", "Stalled"]
@@ -71,6 +71,17 @@ WS_OPTIONS = WireOptions(ping_interval=20, ping_timeout=20, open_timeout=10, clo
 _MARKET_TYPES = {Ticker: "ticker", Price: "price", Quote: "quotes"}
 
 GetJson = Callable[..., Awaitable[Any]]
+
+
+def _rest(settings: Settings, channel: str, fetch_json: GetJson) -> BinanceRest:
+    url = settings.binance_spot_rest_url if channel == "spot" else settings.binance_linear_rest_url
+    return BinanceRest(
+        channel,
+        url,
+        fetch_json,
+        timeout=settings.rest_timeout_seconds,
+        budget=WeightBudget(settings.rest_weight_per_minute),
+    )
 
 
 class Stalled(Exception):
@@ -110,7 +121,7 @@ class BinanceConnector(Connector):
         pipelines: Mapping[str, Pipeline],
         *,
         open_wire: OpenWire | None = None,
-        fetch_json: GetJson = get_json,
+        fetch_json: GetJson = get_json_reply,
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -121,18 +132,9 @@ class BinanceConnector(Connector):
         self._sleep = sleep
         self._rng = rng
         self._parsers = {channel: BinanceParser() for channel in self.pipelines}
-        self._rest = {
-            channel: BinanceRest(
-                channel,
-                settings.binance_spot_rest_url
-                if channel == "spot"
-                else settings.binance_linear_rest_url,
-                fetch_json,
-                timeout=settings.rest_timeout_seconds,
-                budget=WeightBudget(settings.rest_weight_per_minute),
-            )
-            for channel in self.pipelines
-        }
+        # exchangeInfo only (every STREAMER_EXCHANGE_SYMBOLS_REFRESH_SECONDS at most); the
+        # klines have a client and budget of their own (kline_sources).
+        self._rest = {channel: _rest(settings, channel, fetch_json) for channel in self.pipelines}
         self._log = RateLimitedLog(logger)
         self.plans: list[ConnectionPlan] = []
         self.symbols: dict[str, list[str]] = {}
@@ -146,8 +148,16 @@ class BinanceConnector(Connector):
     def channels(cls, settings: Settings) -> list[str]:
         return list(settings.exchange_channels)
 
-    def kline_source(self, channel: str) -> KlineSource | None:
-        return self._rest[channel].klines
+    @classmethod
+    def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
+        sources: dict[str, ExchangeKlines] = {}
+        for channel in settings.exchange_channels:
+            rest = _rest(settings, channel, get_json_reply)
+            sources[channel] = ExchangeKlines(f"binance {channel}", rest.served, rest.klines)
+        return sources
+
+    def streamed_symbols(self) -> dict[str, list[str]]:
+        return {channel: list(symbols) for channel, symbols in self.symbols.items()}
 
     # -- start-up ----------------------------------------------------------------------------
 

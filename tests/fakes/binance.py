@@ -14,7 +14,10 @@ WebSocket market streams (one instance serves one market, ``spot`` or ``linear``
 
 REST over HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
 with an optional forced failure status, and ``/api/v3/klines`` (``/fapi/v1/klines``) computed
-from the fake's trade log (:mod:`tests.fakes.klines`). Given a server ``tls`` context, both
+from the fake's trade log (:mod:`tests.fakes.klines`), or given as the exchange's real history
+(:attr:`kline_rows`). Every reply carries ``X-MBX-USED-WEIGHT-1M``, counted as Binance does
+(plus :attr:`other_weight`, what other tools on the IP spend); :attr:`rest_down` drops every
+request. Given a server ``tls`` context, both
 servers speak TLS (``wss://``, ``https://``), as the real endpoints do.
 
 Fault injection, for the resilience scenarios and benchmarks: :meth:`FakeBinance.trade` executes
@@ -183,6 +186,15 @@ class FakeBinance:
         self.connection_count = 0
         self.rest_requests: list[str] = []
         self.rest_fail_status: int | None = None
+        # X-MBX-USED-WEIGHT-1M: weight used by this IP in the current minute, as Binance counts
+        # it; ``other_weight`` is what other tools on the same IP spend.
+        self.other_weight = 0
+        self._weight_minute = 0
+        self._weight_used = 0
+        # Klines served as given instead of computed from the trade log: (symbol, interval) ->
+        # {open time: REST row} (the exchange's real history, from before the log starts).
+        self.kline_rows: dict[tuple[str, str], dict[int, list[Any]]] = {}
+        self.rest_down = False  # every REST request fails at the TCP level (closed at once)
         self.kline_failures: list[tuple[int, float]] = []  # (status, Retry-After) per request
         self.trade_log: dict[str, list[LoggedTrade]] = {}
         self._next_id: dict[str, int] = {}
@@ -507,7 +519,31 @@ class FakeBinance:
             return 400, {"code": -1120, "msg": "Invalid interval."}
         if symbol not in self.symbols:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
-        return 200, rest_klines(self.trade_log.get(symbol, []), interval, start, end, limit)
+        cap = max(1, min(limit, 1000 if self.market == "spot" else 1500))
+        rows = rest_klines(self.trade_log.get(symbol, []), interval, start, end, cap)
+        given = self.kline_rows.get((symbol, interval))
+        if given:
+            by_open = {row[0]: row for row in rows}
+            by_open.update(
+                (open_time, row) for open_time, row in given.items() if start <= open_time <= end
+            )
+            rows = [by_open[key] for key in sorted(by_open)]
+        return 200, rows[:cap]
+
+    def _weigh(self, path: str, query: dict[str, list[str]]) -> int:
+        """The request's weight, added to this minute's count (Binance's rules)."""
+        if path.endswith("exchangeInfo"):
+            weight = 20 if self.market == "spot" else 1
+        elif self.market == "spot":
+            weight = 2
+        else:
+            limit = int(query.get("limit", ["500"])[0] or 500)
+            weight = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+        minute = int(time.time() // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += weight
+        return self._weight_used + self.other_weight
 
     async def _handle_http(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -519,10 +555,14 @@ class FakeBinance:
             parts = request_line.split()
             target = parts[1] if len(parts) >= 2 else "/"
             self.rest_requests.append(target)
+            if self.rest_down:
+                writer.transport.abort()
+                return
             parts_url = urlsplit(target)
             path = parts_url.path
             prefix = "/api/v3" if self.market == "spot" else "/fapi/v1"
-            extra = ""
+            used = self._weigh(path, parse_qs(parts_url.query))
+            extra = f"X-MBX-USED-WEIGHT-1M: {used}\r\n"
             body: Any
             if self.rest_fail_status is not None:
                 status, body = self.rest_fail_status, {"code": -1003, "msg": "Too many requests."}
@@ -531,7 +571,7 @@ class FakeBinance:
             elif path == f"{prefix}/klines" and self.kline_failures:
                 status, retry_after = self.kline_failures.pop(0)
                 body = {"code": -1003, "msg": "Too many requests; current limit is 6000."}
-                extra = f"Retry-After: {retry_after:g}\r\n"
+                extra += f"Retry-After: {retry_after:g}\r\n"
             elif path == f"{prefix}/klines":
                 status, body = self._klines(parse_qs(parts_url.query))
             else:

@@ -35,8 +35,9 @@ The rules, which reproduce Binance's own klines:
 * With ``repairs`` on, a closed bar that is not exact is replaced by the exchange's own kline
   once that is final (its close + ``repair_delay_ms``): :meth:`due_repairs` asks for it,
   :meth:`apply_repair` publishes it again as a revision, ``repaired`` and exact. Trades for a
-  repaired bar are ignored there: the exchange's numbers already count them. A repair is given
-  up ``max_repair_age_ms`` after the bar closed.
+  repaired bar are ignored there: the exchange's numbers already count them. However long
+  ago the doubt began (a gap in the morning, the day bar closing at midnight), the bar is asked
+  for when it closes; only the exchange failing to answer gives a repair up.
 * With ``seed_step`` (the smallest interval the exchange serves) a forming bar in doubt does not
   wait for its close: at the first ``seed_step`` boundary X after the doubt, :meth:`due_seeds`
   asks for the exchange's klines of ``[bar open, X)``, and :meth:`apply_seed` rebuilds the bar
@@ -49,7 +50,7 @@ The rules, which reproduce Binance's own klines:
 * :meth:`audit` picks recently closed exact bars to compare with the exchange's; a difference
   is repaired like a gap.
 * Memory is bounded: per symbol and interval one forming bar plus the closed bars of the late
-  window (and those waiting for a repair, at most ``max_repair_age_ms``), per symbol the
+  window (and those waiting for the exchange's answer), per symbol the
   trade-id ranges of that window and at most :data:`MAX_GAPS_PER_SYMBOL` gaps.
 """
 
@@ -286,7 +287,6 @@ class KlineAggregator:
         track_updates: bool = False,
         repairs: bool = False,
         repair_delay_ms: int = 1_000,
-        max_repair_age_ms: int = 3_600_000,
         seed_step: Interval | None = None,
         calendar: Calendar = ALWAYS_OPEN,
     ) -> None:
@@ -299,7 +299,6 @@ class KlineAggregator:
         self.track_updates = track_updates
         self.repairs = repairs
         self.repair_delay_ms = repair_delay_ms
-        self.max_repair_age_ms = max_repair_age_ms
         self.seed_step = seed_step if repairs else None
         self.calendar = calendar
         self.stats = AggregatorStats()
@@ -786,18 +785,16 @@ class KlineAggregator:
         self.stats.seeds_failed += 1
         self._release(state)
 
-    def due_repairs(self, now_ms: int) -> tuple[list[RepairRequest], list[RepairRequest]]:
-        """(requests ready to fetch, requests abandoned as too old). Each is returned once;
-        answer every ready one with :meth:`apply_repair` or :meth:`abandon_repair`.
+    def due_repairs(self, now_ms: int) -> list[RepairRequest]:
+        """Requests ready to fetch, each returned once: answer every one with
+        :meth:`apply_repair` or :meth:`abandon_repair`.
 
         A closed bar not exact is ready once the exchange's kline is final: its close + waiter
-        latency + repair delay. It is given up ``max_repair_age_ms`` after its close.
-        Consecutive ready bars of a series make one request."""
+        latency + repair delay. Consecutive ready bars of a series make one request."""
         if not self._fixing:
             self._repair_due = _NEVER
-            return [], []
+            return []
         ready: list[RepairRequest] = []
-        abandoned: list[RepairRequest] = []
         next_due = _NEVER
         wait = self.waiter_latency_ms + self.repair_delay_ms
         for state in list(self._fixing.values()):
@@ -806,15 +803,11 @@ class KlineAggregator:
                 run: list[Bar] = []
                 for bar in series.closed:
                     if bar.fix == FIX_WANTED:
-                        end = bar.close_time + 1
-                        if now_ms - end > self.max_repair_age_ms:
-                            bar.fix = NO_FIX
-                            abandoned.append(self._request(state, series, index, [bar]))
-                        elif end + wait <= now_ms:
+                        due = bar.close_time + 1 + wait
+                        if due <= now_ms:
                             run.append(bar)
                             continue
-                        else:
-                            next_due = min(next_due, end + wait)
+                        next_due = min(next_due, due)
                     if run:
                         ready.append(self._request(state, series, index, run))
                         run = []
@@ -824,9 +817,8 @@ class KlineAggregator:
             if seed is not None and not seed.requested:
                 next_due = min(next_due, seed.at + wait)
             self._release(state)
-        self.stats.repairs_failed += len(abandoned)
         self._repair_due = next_due
-        return ready, abandoned
+        return ready
 
     def _request(
         self, state: _Symbol, series: _Series, index: int, bars: list[Bar]

@@ -309,9 +309,7 @@ class Pipeline:
             self._closing = not aggregator.advance(now, CLOSE_BUDGET)
             self.broadcaster.publish_many(self._klines_key, aggregator.drain())
             seeds = aggregator.due_seeds(now)  # before the repairs: their bars may close
-            ready, abandoned = aggregator.due_repairs(now)
-            for request in abandoned:
-                self._repaired(request, 0, "gave up: too old to repair")
+            ready = aggregator.due_repairs(now)
             if self.repairs is not None:
                 self.repairs.submit([*seeds, *ready])
             else:

@@ -581,12 +581,11 @@ def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() ->
     first = by_key(agg.drain())
     assert first[("1m", T0)].trade_count == 2
     assert not first[("1m", T0)].exact  # published at once, but visibly in doubt
-    assert agg.due_repairs(T0 + MIN + 80 + 999) == ([], [])  # not before bar end + delay
-    (minute,), abandoned = agg.due_repairs(T0 + MIN + 80 + 1000)
-    assert abandoned == []
+    assert agg.due_repairs(T0 + MIN + 80 + 999) == []  # not before bar end + delay
+    (minute,) = agg.due_repairs(T0 + MIN + 80 + 1000)
     assert (minute.interval.name, minute.start, minute.end, minute.reason) == ("1m", T0, T0, "gap")
     agg.advance(T0 + 2 * MIN + 80)
-    (second,), _ = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    (second,) = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
     assert (second.start, second.end) == (T0 + MIN, T0 + MIN)
     assert agg.next_deadline() == T0 + 3 * MIN + 80  # the forming 1m bar closes first
     assert agg.apply_repair(minute, [rest_row(T0, MIN, "100", "5", 5)]) == 1
@@ -598,11 +597,11 @@ def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() ->
     )  # fmt: skip
     assert (bar.first_trade_id, bar.last_trade_id) == (None, None)
     agg.advance(T0 + 5 * MIN + 80)
-    (five,) = agg.due_repairs(T0 + 5 * MIN + 80 + 1000)[0]
+    (five,) = agg.due_repairs(T0 + 5 * MIN + 80 + 1000)
     assert (five.interval.name, five.start, five.end) == ("5m", T0, T0)
     agg.apply_repair(five, [rest_row(T0, 5 * MIN, "100", "6", 6)])
     assert agg.stats.repaired == 3
-    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing left
+    assert agg.due_repairs(T0 + 10 * MIN) == []  # nothing left
 
 
 def test_a_gap_that_fills_itself_needs_no_repair() -> None:
@@ -613,7 +612,7 @@ def test_a_gap_that_fills_itself_needs_no_repair() -> None:
     agg.add_trade(trade(1, T0 + 2000))
     assert len(agg.drain_gaps()) == 1
     agg.advance(T0 + 10 * MIN)
-    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])
+    assert agg.due_repairs(T0 + 10 * MIN) == []
     assert agg._symbols["BTCUSDT"].series[0].hold > T0 + 10 * MIN  # nothing held any more
     assert agg.stats.gaps_filled == 1
     first, again = [k for k in agg.drain() if k.timestamp == T0]
@@ -627,32 +626,25 @@ def test_bars_waiting_for_a_repair_outlive_the_late_window() -> None:
     agg.advance(T0 + 30 * MIN)
     series = agg._symbols["BTCUSDT"].series[0]
     assert series.closed[0].open_time == T0  # held, although 29 minutes old
-    (request,), _ = agg.due_repairs(T0 + 30 * MIN)
+    (request,) = agg.due_repairs(T0 + 30 * MIN)
     agg.apply_repair(request, [])  # the exchange returned nothing: still answered
     agg.advance(T0 + 31 * MIN)
     assert series.closed[0].open_time >= T0 + 29 * MIN  # released and evicted
 
 
-def test_a_repair_that_cannot_be_made_in_time_is_abandoned_and_counted() -> None:
-    """The age limit counts from the bar's close, not from the gap: a day bar touched by a
-    gap in the morning is still repaired at midnight."""
-    agg = aggregator("1m", "1d", repairs=True, max_repair_age_ms=10 * MIN)
+def test_a_bar_is_repaired_when_it_closes_however_long_ago_its_doubt_began() -> None:
+    """A day bar touched by a gap in the morning is asked for at midnight; a repair the
+    exchange cannot answer is given up and counted, the bar left as published."""
+    agg = aggregator("1m", "1d", repairs=True)
     agg.add_trade(trade(0, T0 + 1000))
     agg.add_trade(trade(5, T0 + 2000))  # 1..4 lost
     agg.advance(T0 + MIN + 80)
-    (minute,), _ = agg.due_repairs(T0 + 2 * MIN)
+    (minute,) = agg.due_repairs(T0 + 2 * MIN)
     agg.abandon_repair(minute)  # say REST kept failing
     assert agg.stats.repairs_failed == 1
-    agg.add_trade(trade(9, T0 + 2 * MIN + 3000))  # 6..8 lost too
-    agg.advance(T0 + 3 * MIN + 80)
-    ready, abandoned = agg.due_repairs(T0 + 20 * MIN)
-    # The 01:00 and 02:00 minutes (the gap spans both) closed 17 and 18 minutes ago: too old.
-    assert ready == []
-    assert [r.start for r in abandoned] == [T0 + MIN, T0 + 2 * MIN]
-    assert agg.stats.repairs_failed == 3
-    agg.add_trade(trade(10, T0 + 1440 * MIN + 1000))  # the next day: the day bar closes
-    ready, abandoned = agg.due_repairs(T0 + 1440 * MIN + 80 + 1000)
-    assert [(r.interval.name, r.start) for r in ready] == [("1d", T0)]
+    agg.add_trade(trade(6, T0 + 1440 * MIN + 1000))  # the next day: the day bar closes
+    ready = agg.due_repairs(T0 + 1440 * MIN + 80 + 1000)
+    assert [(r.interval.name, r.start, r.reason) for r in ready] == [("1d", T0, "gap")]
 
 
 def test_trades_for_a_repaired_bar_are_ignored_there() -> None:
@@ -660,7 +652,7 @@ def test_trades_for_a_repaired_bar_are_ignored_there() -> None:
     agg.add_trade(trade(1, T0 + 1000))
     agg.add_trade(trade(3, T0 + MIN + 1000))
     agg.advance(T0 + 2 * MIN)
-    ready, _ = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
+    ready = agg.due_repairs(T0 + 2 * MIN + 80 + 1000)
     (minute,) = [r for r in ready if r.interval.name == "1m"]
     agg.apply_repair(minute, [rest_row(T0, MIN, "100", "2", 2)])
     agg.drain()
@@ -675,7 +667,7 @@ def test_a_repair_creates_a_bar_we_never_made_when_empty_bars_are_off() -> None:
     agg.add_trade(trade(5, T0 + 2 * MIN + 1000))
     agg.advance(T0 + 3 * MIN + 80)
     agg.drain()
-    (request,), _ = agg.due_repairs(T0 + 3 * MIN + 80 + 1000)
+    (request,) = agg.due_repairs(T0 + 3 * MIN + 80 + 1000)
     agg.apply_repair(request, [rest_row(T0, MIN, "100", "1", 1),
                                rest_row(T0 + MIN, MIN, "99", "3", 3)])  # fmt: skip
     created = by_key(agg.drain())[("1m", T0 + MIN)]
@@ -695,7 +687,7 @@ def test_without_repairs_gaps_are_still_reported_and_their_bars_marked() -> None
     agg.advance(T0 + MIN + 80)
     (bar,) = agg.drain()
     assert not bar.exact
-    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing asked of the exchange
+    assert agg.due_repairs(T0 + 10 * MIN) == []  # nothing asked of the exchange
 
 
 # -- exactness: the first bars, seeds, history, audits ------------------------------------------
@@ -719,7 +711,7 @@ def test_the_first_bar_after_start_is_in_doubt_until_the_exchange_completes_it()
     (first,) = agg.drain()
     assert (first.timestamp, first.exact, first.revision, first.trade_count) == (T0, False, 0, 2)
     assert forming(agg)["1m"].exact
-    (request,), _ = agg.due_repairs(T0 + MIN + 80 + 1000)
+    (request,) = agg.due_repairs(T0 + MIN + 80 + 1000)
     assert (request.start, request.end, request.reason) == (T0, T0, "start")
     agg.apply_repair(request, [rest_row(T0, MIN, "100", "12", 12)])
     (again,) = agg.drain()
@@ -731,7 +723,7 @@ def test_trade_id_zero_is_a_symbols_very_first_trade_so_its_bar_is_exact() -> No
     agg.add_trade(trade(0, T0 + 30_000))
     agg.advance(T0 + MIN + 80)
     assert [k.exact for k in agg.drain()] == [True]
-    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])
+    assert agg.due_repairs(T0 + 10 * MIN) == []
 
 
 def test_trades_without_ids_prove_nothing_and_ask_nothing() -> None:
@@ -741,7 +733,7 @@ def test_trades_without_ids_prove_nothing_and_ask_nothing() -> None:
     agg.advance(T0 + 3 * MIN)
     assert {k.exact for k in agg.drain()} == {False}
     assert agg.due_seeds(T0 + 3 * MIN) == []
-    assert agg.due_repairs(T0 + 3 * MIN) == ([], [])
+    assert agg.due_repairs(T0 + 3 * MIN) == []
 
 
 def test_a_forming_bar_in_doubt_is_rebuilt_from_the_exchange_at_the_next_step() -> None:
@@ -774,7 +766,7 @@ def test_a_forming_bar_in_doubt_is_rebuilt_from_the_exchange_at_the_next_step() 
     agg.advance(T0 + MIN + 80)
     closed = [k for k in agg.drain() if k.interval == "1m"]
     assert [(k.exact, k.revision) for k in closed] == [(True, 0)]
-    assert agg.due_repairs(T0 + 10 * MIN) == ([], [])  # nothing left to ask
+    assert agg.due_repairs(T0 + 10 * MIN) == []  # nothing left to ask
 
 
 def test_a_bar_that_closed_before_its_seed_was_answered_is_repaired_instead() -> None:
@@ -785,7 +777,7 @@ def test_a_bar_that_closed_before_its_seed_was_answered_is_repaired_instead() ->
     assert [interval.name for _, interval, _ in seed.spans] == ["5m"]  # X ends the minute bar
     agg.add_trade(trade(51, T0 + 5 * MIN + 1000))  # the 5m bar closes before the answer
     assert agg.apply_seed(seed, {1: part(T0, T0 + MIN, "100", "1", 50)}) == 0
-    ready, _ = agg.due_repairs(T0 + 6 * MIN)
+    ready = agg.due_repairs(T0 + 6 * MIN)
     assert sorted((r.interval.name, r.start) for r in ready) == [("1m", T0), ("5m", T0)]
 
 
@@ -823,7 +815,7 @@ def test_history_primes_the_bars_between_it_and_the_first_trade() -> None:
     assert [(k.timestamp, k.close, k.exact) for k in made] == [
         (T0, "95.5", False), (T0 + MIN, "95.5", False), (T0 + 2 * MIN, "95.5", False)
     ]  # fmt: skip
-    (request,), _ = agg.due_repairs(T0 + 3 * MIN + 80)
+    (request,) = agg.due_repairs(T0 + 3 * MIN + 80)
     assert (request.start, request.end, request.reason) == (T0, T0 + 2 * MIN, "start")
     assert not agg.add_trade(trade(9, T0 - 1))  # before the primed bar: history has it
 
@@ -994,7 +986,7 @@ def test_a_trade_too_late_for_the_window_casts_doubt_on_the_bars_still_held() ->
     assert agg.stats.late_dropped == 1
     assert not forming(agg)["1h"].exact
     agg.add_trade(trade(3, T0 + 61 * MIN))
-    ready, _ = agg.due_repairs(T0 + 62 * MIN)
+    ready = agg.due_repairs(T0 + 62 * MIN)
     assert ("1h", T0) in [(r.interval.name, r.start) for r in ready]
 
 
@@ -1098,7 +1090,7 @@ def check_joining(scenario: Joining, names: list[str], late_window_ms: int = 10*
     exchange = Exchange(scenario.log)
     intervals = parse_intervals(names)
     agg = KlineAggregator(intervals, repairs=True, repair_delay_ms=0, track_updates=True,
-                          late_window_ms=late_window_ms, max_repair_age_ms=10**12,
+                          late_window_ms=late_window_ms,
                           seed_step=parse_interval("1s"))  # fmt: skip
     by_name = {interval.name: interval for interval in intervals}
     published: list[Kline] = []
@@ -1146,7 +1138,7 @@ def check_joining(scenario: Joining, names: list[str], late_window_ms: int = 10*
         check_forming()
         if tick is not None:
             agg.advance(now)
-        for request in [*agg.due_seeds(now), *agg.due_repairs(now)[0]]:
+        for request in [*agg.due_seeds(now), *agg.due_repairs(now)]:
             waiting.append((step + next(answers, 0), request))
         for due in [w for w in waiting if w[0] <= step]:
             waiting.remove(due)
@@ -1159,7 +1151,7 @@ def check_joining(scenario: Joining, names: list[str], late_window_ms: int = 10*
     now = max(t.time for t in scenario.log) + 2 * 86_400_000
     for _ in range(4):
         agg.advance(now)
-        for request in [*agg.due_seeds(now), *agg.due_repairs(now)[0]]:
+        for request in [*agg.due_seeds(now), *agg.due_repairs(now)]:
             waiting.append((0, request))
         for _, request in waiting:
             answer(request)

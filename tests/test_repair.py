@@ -6,23 +6,36 @@ closed klines consumers end up with equal the exchange's own.
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.exchange_klines import ExchangeKlines
 from streamer.intervals import parse_interval
+from streamer.numbers import PRODUCT_DIGITS, format_scaled
 from streamer.reconnect import RetryAfter
 from streamer.records import Kline, Status, Trade
 from streamer.repair import RepairWorker
-from tests.conftest import RunningService, eventually, fake_settings, fast_binance
+from streamer.spans import merge_rows
+from tests.conftest import (
+    RunningService,
+    eventually,
+    fake_settings,
+    fast_binance,
+    load_reference_klines,
+)
 from tests.fakes.binance import FakeBinance
 from tests.fakes.klines import rest_klines
 
+REFERENCE = load_reference_klines()
 MIN = 60_000
 T = (int(time.time() * 1000) - 86_400_000) // 3_600_000 * 3_600_000  # an hour start, yesterday
 
@@ -231,6 +244,175 @@ async def test_rotation_is_make_before_break_no_trade_lost_none_counted_twice(
             assert all(k.revision == 0 for k in collector.klines() if k.timestamp != T or k.exact)
 
 
+# -- joining a market mid-stream, with Binance's real trades --------------------------------------
+
+DATA = Path(__file__).parent / "data"
+DAY_START, DAY_END = 1502928000000, 1503014400000  # 2017-08-17 UTC
+
+
+def spot_day() -> list[list[str]]:
+    with (DATA / "binance" / "BTCUSDT-trades-2017-08-17.csv").open() as handle:
+        return list(csv.reader(handle))
+
+
+def seeded(running: RunningService, channel: str = "spot") -> int:
+    aggregator = running.service.pipelines[channel].aggregator
+    assert aggregator is not None
+    return aggregator.stats.seeded
+
+
+def values(kline: Kline) -> list[Any]:
+    fields: list[Any] = [kline.open, kline.high, kline.low, kline.close, kline.volume,
+                         kline.quote_volume, kline.trade_count, kline.taker_buy_volume,
+                         kline.taker_buy_quote_volume]  # fmt: skip
+    return [x if isinstance(x, int) else Decimal(x) for x in fields]
+
+
+def row_values(row: list[Any]) -> list[Any]:
+    return [Decimal(x) if isinstance(x, str) else x for x in (*row[1:6], *row[7:11])]
+
+
+async def test_a_start_mid_day_ends_with_binances_own_day_hour_and_minute() -> None:
+    """The service connects as 2017-08-17's 1,001st BTCUSDT trade happens: the day, hour and
+    minute bars it joins are rebuilt from Binance's klines at once (seeded), every bar ends
+    equal to Binance's, and the day bar is published closed, exact, at revision 0."""
+    trades = spot_day()
+    async with FakeBinance() as fake:
+        for trade_id, price, qty, _, at, maker, _ in trades[:1000]:  # before we connect
+            await fake.trade("BTCUSDT", price, qty, int(at), maker=maker == "True",
+                             trade_id=int(trade_id), deliver=False)  # fmt: skip
+        settings = scenario_settings(fake, kline_intervals=["1m", "1h", "1d"])
+        async with RunningService(settings) as running:
+            for position, (trade_id, price, qty, _, at, maker, _) in enumerate(trades[1000:]):
+                await fake.trade("BTCUSDT", price, qty, int(at), maker=maker == "True",
+                                 trade_id=int(trade_id))  # fmt: skip
+                if position == 5:  # a few seconds of exchange time in: the seed is asked for
+                    await eventually(lambda: seeded(running) >= 2)
+            await advance_to(fake, DAY_END + 1_000)
+            await eventually(lambda: any(k.interval == "1d" for k in running.collector.klines()))
+            await settled(running, fake)
+            klines = running.collector.klines()
+            bars = latest([k for k in klines if k.symbol == "BTCUSDT"])
+            day = bars[("1d", DAY_START)]
+            assert values(day) == row_values(REFERENCE[("1d", DAY_START)])  # Binance's own row
+            assert (day.revision, day.exact, day.repaired) == (0, True, False)
+            hour = bars[("1h", DAY_START + 14 * 3_600_000)]  # the hour the service joined
+            assert (hour.revision, hour.exact) == (0, True)
+
+
+async def test_futures_started_mid_minute_end_with_binances_own_bars() -> None:
+    """Six real minutes of USD-M futures: the recording starts 16 s into 23:54. That minute is
+    published in doubt, then completed from Binance's klines; 23:55..23:59 are exact at once;
+    the custom 2m bar holding the start is rebuilt (seeded) from Binance's 23:54 minute."""
+    with gzip.open(DATA / "binance-usdm" / "BTCUSDT-trade-frames-2024-08-08T2354.jsonl.gz") as f:
+        frames = [orjson.loads(line) for line in f]
+    with (DATA / "binance-usdm" / "BTCUSDT-1m-2024-08-08T2354-0000.kline.csv").open() as handle:
+        rows: list[list[Any]] = [[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), r[9], r[10], "0"]
+                                 for r in list(csv.reader(handle))[1:]]  # fmt: skip
+    binance: dict[int, list[Any]] = {row[0]: row for row in rows}
+    async with FakeBinance("linear") as fake:
+        fake.kline_rows[("BTCUSDT", "1m")] = binance  # what Binance serves, trades before ours
+        settings = scenario_settings(fake, kline_intervals=["1m", "2m"])
+        async with RunningService(settings) as running:
+            for frame in frames:
+                await fake.trade("BTCUSDT", frame["p"], frame["q"], frame["T"], maker=frame["m"],
+                                 trade_id=frame["t"])  # fmt: skip
+                if frame["T"] >= 1723161330000:  # 23:55:30: the 2m bar's seed is due
+                    await eventually(lambda: seeded(running, "linear") >= 1)
+            await advance_to(fake, 1723161600500)
+            minute = 60_000
+            first = 1723161240000
+
+            def done() -> bool:
+                bars = latest([k for k in running.collector.klines() if k.symbol == "BTCUSDT"])
+                return all(bars.get(("1m", first + i * minute)) is not None for i in range(6)) and (
+                    bars[("1m", first)].repaired
+                )
+
+            await eventually(done)
+            klines = [k for k in running.collector.klines() if k.symbol == "BTCUSDT"]
+            bars = latest(klines)
+            for i in range(6):
+                bar = bars[("1m", first + i * minute)]
+                assert values(bar) == row_values(binance[bar.timestamp]), bar.timestamp
+                assert bar.exact
+            published = [(k.revision, k.exact, k.repaired) for k in klines
+                         if (k.interval, k.timestamp) == ("1m", first)]  # fmt: skip
+            assert published == [(0, False, False), (1, True, True)]
+            assert all(bars[("1m", first + i * minute)].revision == 0 for i in range(1, 6))
+            for i in range(3):
+                two = bars[("2m", first + 2 * i * minute)]
+                merged = merge_rows(
+                    two.timestamp,
+                    [
+                        parse_exchange_kline(binance[two.timestamp]),
+                        parse_exchange_kline(binance[two.timestamp + minute]),
+                    ],
+                )
+                assert merged is not None
+                assert values(two) == [*row_values(kline_row(merged))], two.timestamp
+                assert (two.revision, two.exact) == (0, True)
+
+
+H = 3_600_000
+DAY = T - T % 86_400_000  # yesterday 00:00 UTC
+
+
+async def test_a_gap_inside_the_day_and_4h_bars_is_mended_at_once_by_a_seed() -> None:
+    async with FakeBinance() as fake:
+        settings = scenario_settings(fake, kline_intervals=["1m", "4h", "1d"])
+        async with RunningService(settings) as running:
+            at = DAY + 10 * H
+            await fake.trade("BTCUSDT", "100", "1", at, trade_id=0)  # the symbol's first trade
+            for i in range(1, 4):
+                await fake.trade("BTCUSDT", str(100 + i), "2", at + i * 1000, deliver=False)
+            await fake.trade("BTCUSDT", "99", "1", at + 5_000)  # reveals 1..3 missing
+            await fake.trade("BTCUSDT", "98", "1", at + 8_000)  # after X: the seed is due
+            await eventually(lambda: seeded(running) >= 2)  # the 4h and day bars
+            await fake.trade("BTCUSDT", "97", "1", at + 2 * H)
+            await advance_to(fake, DAY + 24 * H + 1_000)
+            await eventually(lambda: any(k.interval == "1d" for k in running.collector.klines()))
+            await settled(running, fake)
+            bars = latest([k for k in running.collector.klines() if k.symbol == "BTCUSDT"])
+            for key, count in ((("1d", DAY), 7), (("4h", DAY + 8 * H), 6)):
+                assert (bars[key].revision, bars[key].exact, bars[key].trade_count) == (
+                    0,
+                    True,
+                    count,
+                )
+
+
+async def test_a_gap_hours_before_the_day_closes_is_repaired_when_it_closes() -> None:
+    """The repair's age counts from the bar's close: the day bar, in doubt since 10:00, is
+    still repaired at midnight (it used to be given up as too old)."""
+    async with FakeBinance() as fake:
+        settings = scenario_settings(fake, kline_intervals=["1m", "4h", "1d"])
+        async with RunningService(settings) as running:
+            at = DAY + 10 * H
+            await fake.trade("BTCUSDT", "100", "1", at, trade_id=0)
+            await fake.trade("BTCUSDT", "101", "2", at + 1_000, deliver=False)
+            await fake.trade("BTCUSDT", "99", "1", at + 5_000)  # reveals the gap
+            await fake.trade("BTCUSDT", "98", "1", DAY + 24 * H + 1_000)  # before any seed
+            await advance_to(fake, DAY + 24 * H + 5_000)
+            await eventually(lambda: "repaired" in events(running))
+            await settled(running, fake)
+            day = ("BTCUSDT", "1d", DAY)
+            published = [(k.revision, k.exact, k.repaired) for k in running.collector.klines()
+                         if (k.symbol, k.interval, k.timestamp) == day]  # fmt: skip
+            assert published == [(0, False, False), (1, True, True)]
+            assert "repair_failed" not in events(running)
+
+
+def kline_row(row: ExchangeKline) -> list[Any]:
+    """An exchange kline as a REST array (decimals as strings)."""
+    prices = (row.open, row.high, row.low, row.close, row.volume)
+    return [
+        row.open_time, *(format_scaled(v) for v in prices), 0,
+        format_scaled(row.quote, PRODUCT_DIGITS), row.count, format_scaled(row.taker_volume),
+        format_scaled(row.taker_quote, PRODUCT_DIGITS),
+    ]  # fmt: skip
+
+
 # -- the worker alone --------------------------------------------------------------------------
 
 
@@ -238,7 +420,7 @@ def _request(agg: KlineAggregator) -> RepairRequest:
     agg.add_trade(Trade.create("BTCUSDT", 0, "1", "1", "buy", T + 1, T))
     agg.add_trade(Trade.create("BTCUSDT", 5, "1", "1", "buy", T + 2, T))
     agg.advance(T + 10 * MIN)
-    (request,), _ = agg.due_repairs(T + 10 * MIN)
+    (request,) = agg.due_repairs(T + 10 * MIN)
     return request
 
 

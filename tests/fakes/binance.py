@@ -406,10 +406,16 @@ class FakeBinance:
         maker: bool = False,
         deliver: bool = True,
         count: int = 1,
+        trade_id: int | None = None,
     ) -> dict[str, Any]:
-        """Execute a trade with the symbol's next id, log it, and deliver it unless told not to
-        (a lost trade). Futures trades are aggregate trades covering ``count`` trades."""
-        trade_id = self._next_id.get(symbol, 1)
+        """Execute a trade with the symbol's next id (or ``trade_id``, for real recorded
+        trades), log it, and deliver it unless told not to (a lost trade, or one from before a
+        client connected). Futures trades are aggregate trades covering ``count`` trades; with
+        a given ``trade_id`` and one trade, its aggregate id is its trade id, as a recorded
+        ``@trade`` fed through the ``@aggTrade`` path."""
+        given = trade_id is not None
+        if trade_id is None:
+            trade_id = self._next_id.get(symbol, 1)
         self._next_id[symbol] = trade_id + 1
         self.trade_log.setdefault(symbol, []).append(
             LoggedTrade(trade_id, Decimal(price), Decimal(qty), time_ms, maker, count)
@@ -417,7 +423,7 @@ class FakeBinance:
         if self.market == "spot":
             payload = spot_trade(symbol, trade_id, price, qty, time_ms, maker)
         else:
-            first = (trade_id - 1) * count + 1
+            first = trade_id if given and count == 1 else (trade_id - 1) * count + 1
             payload = agg_trade(
                 symbol, trade_id, price, qty, first, first + count - 1, time_ms, maker
             )

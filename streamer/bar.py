@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.intervals import Interval
 from streamer.numbers import PRODUCT_DIGITS, SCALE, format_scaled, parse_scaled
 from streamer.records import Kline, Trade
 
@@ -20,6 +21,7 @@ __all__ = [
     "NO_FIX",
     "Bar",
     "ExchangeKline",
+    "exchange_record",
     "parse_exchange_kline",
 ]
 
@@ -46,6 +48,28 @@ class ExchangeKline:
     count: int
     taker_volume: int
     taker_quote: int
+
+
+def exchange_record(
+    row: ExchangeKline,
+    symbol: str,
+    interval: Interval,
+    *,
+    revision: int = 0,
+    backfill: bool = True,
+) -> Kline:
+    """The published record of the exchange's own closed bar ``row`` (no trade ids: its
+    klines carry none), exact by definition; ``backfill`` for history."""
+    close_time = interval.next_open(row.open_time) - 1
+    quote, taker_quote = row.quote, row.taker_quote
+    return Kline(
+        symbol, interval.name, close_time + 1 - row.open_time, row.open_time, close_time,
+        format_scaled(row.open), format_scaled(row.high), format_scaled(row.low),
+        format_scaled(row.close), format_scaled(row.volume),
+        format_scaled(quote, PRODUCT_DIGITS) if quote else "0", row.count,
+        format_scaled(row.taker_volume), format_scaled(taker_quote, PRODUCT_DIGITS)
+        if taker_quote else "0", None, None, True, revision, False, True, backfill,
+    )  # fmt: skip
 
 
 def parse_exchange_kline(row: Any) -> ExchangeKline:

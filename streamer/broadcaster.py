@@ -224,10 +224,18 @@ def _latest_values(
 
 
 class Broadcaster:
-    """Collects published records and hands one :class:`Batch` per loop turn to every runner."""
+    """Collects published records and hands one :class:`Batch` per loop turn to every runner.
 
-    def __init__(self, runners: Sequence[ConsumerRunner]) -> None:
+    ``taps`` see every batch first, synchronously (the history store): they must be quick and
+    never wait; an exception in one is logged and counted, and the batch goes on."""
+
+    def __init__(
+        self, runners: Sequence[ConsumerRunner], taps: Sequence[Callable[[Batch], None]] = ()
+    ) -> None:
         self.runners = list(runners)
+        self.taps = list(taps)
+        self.tap_errors = 0
+        self._log = RateLimitedLog(logger)
         self._sources: list[Callable[[], None]] = []
         self._pending: dict[StreamKey, list[Record]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,15 +290,22 @@ class Broadcaster:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        self.batches += 1
         batch = Batch(
             [
                 Envelope(exchange, channel, data_type, records)
                 for (exchange, channel, data_type), records in pending.items()
-            ]
+            ],
+            self.batches,
         )
-        self.batches += 1
         self.events += batch.size
         self._observe_latency(batch)
+        for tap in self.taps:
+            try:
+                tap(batch)
+            except Exception:
+                self.tap_errors += 1
+                self._log.log(logging.ERROR, "tap", "a batch tap failed", exc_info=True)
         for runner in self.runners:
             runner.offer(batch)
 

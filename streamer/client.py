@@ -1,16 +1,21 @@
 """A small async client for streamer's WebSocket server.
 
 It connects, authenticates, subscribes, yields decoded envelopes (dicts), and reconnects with
-backoff when the connection drops, subscribing again each time::
+backoff when the connection drops, subscribing again each time. Closed klines resume where they
+stopped: after a reconnect (the server restarted, the network dropped) it asks for every bar
+since the newest one it yielded per kline channel, and yields each bar once per revision: no
+gap, no duplicate. ``history={"limit": 300}`` (or ``{"since": ms}``) asks for past bars of its
+kline channels on the first connection too::
 
     from streamer.client import StreamerClient
 
     client = StreamerClient(
-        "ws://localhost:9500/", user="alice", key="secret", channels=["klines:1m:BTCUSDT"]
+        "ws://localhost:9500/", user="alice", key="secret", channels=["klines:1m:BTCUSDT"],
+        history={"limit": 300},
     )
     async for envelope in client:
         for kline in envelope["data"]:
-            print(kline["symbol"], kline["close"], envelope.get("snapshot", False))
+            print(kline["symbol"], kline["close"], envelope.get("history", False))
 
 Wrong credentials raise :class:`AuthenticationError` (retrying would not help); a refused
 subscription raises :class:`SubscriptionError`.
@@ -37,6 +42,9 @@ __all__ = ["AuthenticationError", "StreamerClient", "SubscriptionError"]
 logger = logging.getLogger(__name__)
 
 _AUTH_CLOSE_CODES = {4401, 4408}
+#: Closed bars remembered per kline channel to recognise repeats (the server sends at most
+#: 1000 bars of history per channel).
+RESUME_KEEP = 2000
 
 
 class AuthenticationError(Exception):
@@ -62,6 +70,7 @@ class StreamerClient:
         key: str | None = None,
         auth: Literal["message", "bearer", "basic"] = "message",
         channels: Sequence[str] | None = None,
+        history: dict[str, Any] | None = None,
         use_gzip: bool = False,
         ssl: ssl_module.SSLContext | None = None,
         backoff: Backoff | None = None,
@@ -72,7 +81,11 @@ class StreamerClient:
         self.key = key
         self.auth = auth
         self.channels = list(channels) if channels else None
+        self.history = history
         self.use_gzip = use_gzip
+        # Closed bars yielded, per (exchange channel, kline channel): open time -> revision,
+        # the newest RESUME_KEEP of them.
+        self._yielded: dict[tuple[str, str], dict[int, int]] = {}
         self.ssl = ssl
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
@@ -107,6 +120,8 @@ class StreamerClient:
                     async for message in ws:
                         envelope = _decode(message)
                         if "data_type" in envelope:
+                            if envelope["data_type"] == "klines" and not self._first_time(envelope):
+                                continue
                             yield envelope
                         elif "error" in envelope:
                             logger.warning("streamer server: %s", envelope["error"])
@@ -133,7 +148,10 @@ class StreamerClient:
         if reply.get("status") != "authenticated":
             raise AuthenticationError(str(reply.get("error", reply)))
         if self.channels:
-            request = {"op": "subscribe", "channels": self.channels}
+            request: dict[str, Any] = {"op": "subscribe", "channels": self.channels}
+            history = self._resume() if self.connections else self.history
+            if history is not None:
+                request["history"] = history
             await ws.send(orjson.dumps(request), text=True)
             while True:  # everything sent before the ack was for "all channels": skip it
                 reply = _decode(await ws.recv())
@@ -144,6 +162,41 @@ class StreamerClient:
         self.connections += 1
         self.backoff.reset()
         self.connected.set()
+
+    def _first_time(self, envelope: dict[str, Any]) -> bool:
+        """Drop the closed bars already yielded at this revision or a higher one (history and
+        live overlap after a resume); remember the others. False: nothing left to yield."""
+        data = envelope.get("data")
+        if not isinstance(data, list):
+            return True
+        kept = []
+        for kline in data:
+            if not isinstance(kline, dict) or not kline.get("is_closed"):
+                kept.append(kline)
+                continue
+            key = (str(envelope.get("channel")), f"klines:{kline['interval']}:{kline['symbol']}")
+            seen = self._yielded.get(key)
+            if seen is None:
+                seen = self._yielded[key] = {}
+            revision = int(kline.get("revision", 0))
+            if revision <= seen.get(kline["timestamp"], -1):
+                continue
+            seen[kline["timestamp"]] = revision
+            if len(seen) > RESUME_KEEP:
+                del seen[min(seen)]
+            kept.append(kline)
+        envelope["data"] = kept
+        return bool(kept)
+
+    def _resume(self) -> dict[str, Any] | None:
+        """The history to ask for on a reconnect: every bar since the newest yielded, per kline
+        channel subscribed by name."""
+        since: dict[str, int] = {}
+        for (_, channel), seen in self._yielded.items():
+            if seen and channel in (self.channels or ()):
+                newest = max(seen)
+                since[channel] = min(since.get(channel, newest), newest)
+        return {"since": since} if since else self.history
 
     async def _wait(self, error: BaseException) -> None:
         delay = self.backoff.next_delay()

@@ -1,4 +1,5 @@
-"""``GET /health`` and ``GET /metrics`` on ``STREAMER_HTTP_HOST``:``STREAMER_HTTP_PORT`` (8100).
+"""``GET /health``, ``GET /metrics`` and the ``/v1/`` history endpoints (:mod:`streamer.api`) on
+``STREAMER_HTTP_HOST``:``STREAMER_HTTP_PORT`` (8100).
 
 The listener runs whatever consumers are enabled (port 0 turns it off). It is served by the
 websockets library's HTTP handshake hook, which already parses requests with bounded sizes, so no
@@ -37,6 +38,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from streamer import api
 from streamer.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -339,7 +341,7 @@ class HealthServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _respond(self, connection: ServerConnection, request: Request) -> Response:
+    async def _respond(self, connection: ServerConnection, request: Request) -> Response:
         path = request.path.partition("?")[0]
         if path == "/health":
             code, body = health_status(self.service)
@@ -348,7 +350,10 @@ class HealthServer:
             )
         if path == "/metrics":
             return _response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-        return _response(404, b"Not found: try /health or /metrics\n", "text/plain")
+        if path.startswith("/v1/"):
+            code, data = await api.respond(self.service, request.path)
+            return _response(code, data, "application/json")
+        return _response(404, b"Not found: try /health, /metrics or /v1/symbols\n", "text/plain")
 
 
 async def _never(connection: ServerConnection) -> None:

@@ -236,6 +236,54 @@ class Pipeline:
             symbols=[request.symbol],
         )
 
+    def on_backfill(
+        self, symbol: str, index: int, klines: list[Kline], publish_from: int
+    ) -> tuple[list[Kline], list[Kline]]:
+        """Closed bars of ``symbol`` at interval ``index`` from the exchange's history, oldest
+        first: those live trades have not built (before the first live bar) are kept; those
+        opening at or after ``publish_from`` are published (``backfill: true``). Before the
+        symbol's first trade, the aggregator learns where history ends, so that no bar between
+        it and the first trade goes missing. Returns (published, kept unpublished)."""
+        aggregator = self.aggregator
+        if aggregator is None:
+            return [], []
+        first = aggregator.first_open(symbol, index)
+        if first is not None:
+            klines = [kline for kline in klines if kline.timestamp < first]
+        elif klines:
+            last = klines[-1]
+            aggregator.prime(symbol, index, last.close_time + 1, last.close)
+        published = [kline for kline in klines if kline.timestamp >= publish_from]
+        self.broadcaster.publish_many(self._klines_key, published)
+        return published, [kline for kline in klines if kline.timestamp < publish_from]
+
+    def exactness(self) -> dict[str, object]:
+        """How well bars are proven and completed, for ``/health``."""
+        aggregator = self.aggregator
+        if aggregator is None:
+            return {}
+        stats = aggregator.stats
+        out: dict[str, object] = {
+            "closed": stats.closed,
+            "closed_not_exact": stats.inexact_closed,
+            "gaps": stats.gaps,
+            "gaps_filled": stats.gaps_filled,
+            "seeded": stats.seeded,
+            "seeds_failed": stats.seeds_failed,
+            "repaired": stats.repaired,
+            "repairs_failed": stats.repairs_failed,
+            "audited": stats.audit_matched + stats.audit_mismatched,
+            "audit_mismatches": stats.audit_mismatched,
+        }
+        if self.repairs is not None:
+            out["requests_waiting"] = self.repairs.pending
+            out["requests_in_flight"] = self.repairs.in_flight
+        return out
+
+    def forming(self, symbol: str) -> list[Kline]:
+        """The symbol's forming bars now (``is_closed`` false), one per interval."""
+        return [] if self.aggregator is None else self.aggregator.forming([symbol])
+
     def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
         """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
         timestamp = record.timestamp

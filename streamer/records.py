@@ -378,12 +378,14 @@ class Envelope:
 
 class Batch:
     """What the broadcaster hands every consumer: the envelopes of one event-loop turn, or of
-    several when the consumer had fallen behind (see :meth:`merge`)."""
+    several when the consumer had fallen behind (see :meth:`merge`). ``seq`` numbers the
+    broadcaster's batches from 1 (a merged batch has its newest one's)."""
 
-    __slots__ = ("envelopes", "size")
+    __slots__ = ("envelopes", "seq", "size")
 
-    def __init__(self, envelopes: Sequence[Envelope]) -> None:
+    def __init__(self, envelopes: Sequence[Envelope], seq: int = 0) -> None:
         self.envelopes = envelopes
+        self.seq = seq
         self.size = sum(len(envelope.data) for envelope in envelopes)
 
     def __iter__(self) -> Iterator[Envelope]:
@@ -399,7 +401,10 @@ class Batch:
             for envelope in batch.envelopes:
                 key = (envelope.exchange, envelope.channel, envelope.data_type)
                 streams.setdefault(key, []).append(envelope)
-        return cls([
-            envelopes[0] if len(envelopes) == 1 else Envelope.merged(envelopes)
-            for envelopes in streams.values()
-        ])  # fmt: skip
+        return cls(
+            [
+                envelopes[0] if len(envelopes) == 1 else Envelope.merged(envelopes)
+                for envelopes in streams.values()
+            ],
+            max(batch.seq for batch in batches),
+        )

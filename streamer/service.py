@@ -1,10 +1,11 @@
 """The one object that owns a streamer process: start-up, then shutdown in a fixed order.
 
-Start-up: consumers (validate, setup, start) -> broadcaster -> pipelines -> connector (resolve
-symbols, connect). Shutdown, on SIGTERM/SIGINT or a fatal connector error, within
+Start-up: history store -> consumers (validate, setup, start) -> broadcaster -> pipelines ->
+connector (resolve symbols) -> backfill planned from what consumers hold -> connect (the
+backfill runs beside live data). Shutdown, on SIGTERM/SIGINT or a fatal connector error, within
 ``STREAMER_SHUTDOWN_TIMEOUT_SECONDS``:
 
-1. the connector stops reading (nothing new comes in);
+1. the connector stops reading (nothing new comes in), the backfill stops;
 2. the pipelines stop their bar timers (forming bars are dropped, never published as closed);
 3. everything already published is drained into every consumer's queue and consumed;
 4. the consumers stop (the file consumer flushes and fsyncs).
@@ -24,17 +25,22 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.aggregator import KlineAggregator
+from streamer.backfill import Backfill, BackfillJob, plan_backfill
 from streamer.broadcaster import Broadcaster, ConsumerRunner
-from streamer.consumers.base import BaseConsumer
+from streamer.clock import wall_clock_ms
+from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges import Connector, connector_for
+from streamer.history import Held, History, HistoryHolder
 from streamer.intervals import Interval
 from streamer.logs import RateLimitedLog
 from streamer.monitor import HealthServer
 from streamer.pipeline import Pipeline
 from streamer.reconnect import FatalError
+from streamer.records import Kline, serialise
 from streamer.settings import Settings
+from streamer.store import HistoryStore
 
 __all__ = ["Service"]
 
@@ -64,6 +70,9 @@ class Service:
         self.broadcaster: Broadcaster | None = None
         self.pipelines: dict[str, Pipeline] = {}
         self.connector: Connector | None = None
+        self.store: HistoryStore | None = None
+        self.history: History | None = None
+        self.backfill: Backfill | None = None
         self.health_server: HealthServer | None = None
         self.ready = asyncio.Event()
 
@@ -107,7 +116,23 @@ class Service:
 
     async def _start(self) -> Connector | None:
         settings = self.settings
-        self.consumers = self.consumer_manager.create(settings)
+        cls = connector_for(settings)
+        cls.validate(settings)
+        channels = cls.channels(settings)
+        sources = cls.kline_sources(settings)
+        self.store = HistoryStore(settings.history_memory_bytes)
+        intervals = [i.with_offset(-cls.utc_offset_ms) for i in settings.intervals]
+        self.history = History(
+            settings.exchange,
+            self.store,
+            {interval.name: interval for interval in intervals},
+            holders=lambda: [c for c in self.consumers if isinstance(c, HistoryHolder)],
+            symbols=lambda: self.connector.streamed_symbols() if self.connector else {},
+            sources=sources,
+        )
+        self.consumers = self.consumer_manager.create(
+            settings, ConsumerContext(history=self.history)
+        )
         if settings.http_port:
             # First, so that /health answers "starting" while the rest comes up.
             self.health_server = HealthServer(self, settings.http_host, settings.http_port)
@@ -122,17 +147,13 @@ class Service:
             )
             for consumer in self.consumers
         ]
-        self.broadcaster = Broadcaster(runners)
+        self.broadcaster = Broadcaster(runners, taps=[self.store.record_batch])
         for consumer in self.consumers:
             await consumer.setup()
         for consumer in self.consumers:
             await consumer.start()
         self.broadcaster.start()
 
-        cls = connector_for(settings)
-        cls.validate(settings)
-        channels = cls.channels(settings)
-        sources = cls.kline_sources(settings)
         self.pipelines = {
             channel: self._pipeline(channel, cls, sources.get(channel)) for channel in channels
         }
@@ -142,6 +163,8 @@ class Service:
             return None
         for pipeline in self.pipelines.values():
             pipeline.start()
+        self.backfill = await self._backfill(sources)
+        self.backfill.start()
         shard = settings.symbol_shard
         logger.info(
             "streaming %s %s%s: intervals %s, consumers %s",
@@ -152,6 +175,48 @@ class Service:
             ",".join(consumer.name for consumer in self.consumers),
         )
         return self.connector
+
+    async def _backfill(self, sources: dict[str, ExchangeKlines]) -> Backfill:
+        """Plan the start-up backfill: each channel's series, from what consumers hold."""
+        settings = self.settings
+        assert self.connector is not None
+        assert self.history is not None
+        holders = self.history.holders()
+        keep = settings.redis_history_limit if holders else 0
+        jobs: list[BackfillJob] = []
+        for channel, symbols in self.connector.streamed_symbols().items():
+            aggregator = self.pipelines[channel].aggregator
+            if aggregator is None or channel not in sources:
+                continue
+            intervals = aggregator.intervals
+            series = [(symbol, interval.name) for symbol in symbols for interval in intervals]
+            held: dict[tuple[str, str], Held] = {}
+            for holder in holders:
+                try:
+                    found = await asyncio.wait_for(
+                        holder.newest_held(settings.exchange, channel, series),
+                        settings.rest_timeout_seconds,
+                    )
+                except Exception as exc:  # Redis down: backfill as if it held nothing
+                    logger.warning("backfill: cannot read what %s holds: %s",
+                                   type(holder).__name__, exc)  # fmt: skip
+                    continue
+                for key, bar in found.items():
+                    if key not in held or bar.open_time > held[key].open_time:
+                        held[key] = bar
+            jobs += plan_backfill(
+                channel, symbols, intervals, now_ms=wall_clock_ms(),
+                bars=settings.history_bars, held=held, keep=keep,
+            )  # fmt: skip
+        return Backfill(jobs, sources, self._deliver_backfill)
+
+    def _deliver_backfill(self, job: BackfillJob, klines: list[Kline]) -> int:
+        pipeline = self.pipelines[job.channel]
+        published, kept = pipeline.on_backfill(job.symbol, job.index, klines, job.publish_from)
+        assert self.store is not None
+        for kline, line in zip(kept, serialise(kept), strict=True):
+            self.store.put(self.settings.exchange, job.channel, kline, line)
+        return len(published)
 
     def _pipeline(
         self, channel: str, connector: type[Connector], klines: ExchangeKlines | None
@@ -229,6 +294,8 @@ class Service:
                 if not task.done():
                     task.cancel()
             await asyncio.wait({connector_task, closing}, timeout=remaining())
+        if self.backfill is not None:
+            await self.backfill.stop()
         for pipeline in self.pipelines.values():
             await pipeline.stop()
         if self.broadcaster is not None:
@@ -267,10 +334,19 @@ class Service:
                     "errors": runner.errors,
                     **runner.consumer.health(),
                 }
-        return {
+        out: dict[str, object] = {
             "connector": self.connector.health() if self.connector else {},
             "consumers": consumers,
         }
+        if self.backfill is not None:
+            out["backfill"] = self.backfill.health()
+        exactness: dict[str, object] = {}
+        for channel, pipeline in self.pipelines.items():
+            if pipeline.aggregator is not None:
+                exactness[channel] = pipeline.exactness()
+        if exactness:
+            out["exactness"] = exactness
+        return out
 
 
 def _length(interval: Interval) -> int:

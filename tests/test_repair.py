@@ -281,7 +281,8 @@ async def test_a_start_mid_day_ends_with_binances_own_day_hour_and_minute() -> N
         for trade_id, price, qty, _, at, maker, _ in trades[:1000]:  # before we connect
             await fake.trade("BTCUSDT", price, qty, int(at), maker=maker == "True",
                              trade_id=int(trade_id), deliver=False)  # fmt: skip
-        settings = scenario_settings(fake, kline_intervals=["1m", "1h", "1d"])
+        # Replayed 2017 time: no start-up history from today's clock (history_bars=0).
+        settings = scenario_settings(fake, kline_intervals=["1m", "1h", "1d"], history_bars=0)
         async with RunningService(settings) as running:
             for position, (trade_id, price, qty, _, at, maker, _) in enumerate(trades[1000:]):
                 await fake.trade("BTCUSDT", price, qty, int(at), maker=maker == "True",
@@ -312,7 +313,7 @@ async def test_futures_started_mid_minute_end_with_binances_own_bars() -> None:
     binance: dict[int, list[Any]] = {row[0]: row for row in rows}
     async with FakeBinance("linear") as fake:
         fake.kline_rows[("BTCUSDT", "1m")] = binance  # what Binance serves, trades before ours
-        settings = scenario_settings(fake, kline_intervals=["1m", "2m"])
+        settings = scenario_settings(fake, kline_intervals=["1m", "2m"], history_bars=0)
         async with RunningService(settings) as running:
             for frame in frames:
                 await fake.trade("BTCUSDT", frame["p"], frame["q"], frame["T"], maker=frame["m"],

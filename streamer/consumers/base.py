@@ -28,11 +28,25 @@ from __future__ import annotations
 
 import abc
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.records import Batch
 from streamer.settings import Settings
 
-__all__ = ["BaseConsumer"]
+if TYPE_CHECKING:
+    from streamer.history import History
+
+__all__ = ["BaseConsumer", "ConsumerContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerContext:
+    """What the service offers consumers besides settings: ``history``, closed bars on demand
+    (:class:`streamer.history.History`). A consumer whose ``__init__`` takes a ``context``
+    keyword gets it."""
+
+    history: History | None = None
 
 
 class BaseConsumer(abc.ABC):
@@ -42,9 +56,12 @@ class BaseConsumer(abc.ABC):
     keeps receiving the following batches; it never reaches the exchange connection.
     """
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(
+        self, settings: Settings, name: str, *, context: ConsumerContext | None = None
+    ) -> None:
         self.settings = settings
         self.name = name
+        self.context = context or ConsumerContext()
         self.logger = logging.getLogger(f"streamer.consumers.{name}")
 
     def validate(self) -> None:  # noqa: B027 - optional hook

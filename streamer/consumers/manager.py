@@ -13,7 +13,9 @@ An unknown name is a configuration error that lists the names known.
 
 from __future__ import annotations
 
-from streamer.consumers.base import BaseConsumer
+import inspect
+
+from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.plugins import entry_point_names, import_attr, load_class, load_entry_point
 from streamer.settings import ConfigError, Settings
 
@@ -72,11 +74,19 @@ class ConsumerManager:
             f"{', '.join(self.known())} (or a dotted path such as mypkg.sinks:MyConsumer)"
         )
 
-    def create(self, settings: Settings) -> list[BaseConsumer]:
-        """Instantiate and validate every enabled consumer, in the configured order."""
+    def create(
+        self, settings: Settings, context: ConsumerContext | None = None
+    ) -> list[BaseConsumer]:
+        """Instantiate and validate every enabled consumer, in the configured order. Those
+        whose ``__init__`` takes a ``context`` keyword (as :class:`BaseConsumer`'s does) get
+        ``context``; plugins written without it still work."""
         consumers = []
         for name in settings.enabled_consumers:
-            consumer = self.resolve(name)(settings, name)
+            cls = self.resolve(name)
+            if context is not None and "context" in inspect.signature(cls).parameters:
+                consumer = cls(settings, name, context=context)
+            else:
+                consumer = cls(settings, name)
             consumer.validate()
             consumers.append(consumer)
         return consumers

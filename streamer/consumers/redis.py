@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -42,6 +43,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.consumers.remote import RemoteConsumer
+from streamer.history import Held
 from streamer.records import Batch, Kline, Price, Quote, Record, Ticker
 from streamer.settings import ConfigError, Settings
 
@@ -215,6 +217,46 @@ class RedisConsumer(RemoteConsumer[Writes]):
         await super().stop()
         if self.client is not None:
             await self.client.aclose()
+
+    # -- the history it keeps (streamer.history.HistoryHolder) ---------------------------------
+
+    async def held_bars(
+        self,
+        exchange: str,
+        channel: str,
+        symbol: str,
+        interval: str,
+        start: int,
+        end: int,
+        limit: int,
+    ) -> list[bytes]:
+        """Closed bars of the history ZSET opening in ``[start, end]``, oldest first, the
+        newest ``limit`` of them."""
+        assert self.client is not None
+        prefix = f"{self.main_key}:{exchange}:{channel}"
+        key, _ = self._kline_keys(prefix, interval, symbol)
+        members: list[bytes] = await self.client.zrangebyscore(key, start, end)  # type: ignore[assignment]
+        return members[-limit:]
+
+    async def newest_held(
+        self, exchange: str, channel: str, series: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Held]:
+        """The newest closed bar of each (symbol, interval) history ZSET, in one round trip.
+        Bars published before ``exact`` existed count as exact."""
+        assert self.client is not None
+        prefix = f"{self.main_key}:{exchange}:{channel}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            for symbol, interval in series:
+                pipe.zrange(self._kline_keys(prefix, interval, symbol)[0], -1, -1)
+            replies = await pipe.execute()
+        held: dict[tuple[str, str], Held] = {}
+        for (symbol, interval), reply in zip(series, replies, strict=True):
+            if reply:
+                bar = orjson.loads(reply[0])
+                held[(symbol, interval)] = Held(
+                    int(bar["timestamp"]), int(bar.get("revision", 0)), bool(bar.get("exact", True))
+                )
+        return held
 
     def commands(self, batch: Batch) -> Writes:
         """The writes for one batch (public for tests and benchmarks)."""

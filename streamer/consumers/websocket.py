@@ -50,8 +50,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 
-from streamer.consumers.base import BaseConsumer
+from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.history import MAX_LIMIT, History
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
 from streamer.settings import ConfigError, Settings
@@ -70,17 +71,21 @@ CLOSE_TOO_SLOW = 1013  # "try again later"
 CLOSE_RATE_LIMITED = 1008  # policy violation
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 200
+MAX_HISTORY_CHANNELS = 100  # kline channels one subscription may ask history for
+HISTORY_TIMEOUT_S = 30.0  # history that takes longer is given up (an error message instead)
 _PATTERN_HEADS = {"*", *DATA_TYPES}
 _SYMBOL = attrgetter("symbol")
 
 
 class Frame:
-    """One outgoing message, shared by every client that gets it; gzipped at most once."""
+    """One outgoing message, shared by every client that gets it; gzipped at most once.
+    ``size`` is what it counts against a client's byte limit."""
 
-    __slots__ = ("_gzip", "data")
+    __slots__ = ("_gzip", "data", "size")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.size = len(data)
         self._gzip: bytes | None = None
 
     @classmethod
@@ -93,6 +98,24 @@ class Frame:
         if self._gzip is None:
             self._gzip = gzip.compress(self.data, compresslevel=5, mtime=0)
         return self._gzip
+
+
+class Pending(Frame):
+    """Messages whose bytes come later (history fetched from Redis or the exchange): the
+    client's sender waits for them, so what follows in the queue (live data) stays behind.
+    They count nothing against the byte limit: history is bounded by its own limit."""
+
+    __slots__ = ("messages", "ready")
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+        self.messages: list[bytes] = []
+        self.ready = asyncio.Event()
+
+    def fill(self, messages: list[bytes]) -> None:
+        """Set the messages and let the sender go on."""
+        self.messages = messages
+        self.ready.set()
 
 
 class Subscription:
@@ -181,7 +204,7 @@ class Client:
     def offer(self, frame: Frame, limit: int) -> bool:
         """Queue a message; False if the queue is full, in messages (``limit``) or bytes: the
         client cannot keep up."""
-        size = len(frame.data)
+        size = frame.size
         if len(self.queue) >= limit or (self.queue and self.queued_bytes + size > self.bytes_limit):
             return False
         self.queue.append(frame)
@@ -206,7 +229,15 @@ class Client:
                 await self._wakeup.wait()
                 continue
             frame = queue.popleft()
-            self.queued_bytes -= len(frame.data)
+            self.queued_bytes -= frame.size
+            if isinstance(frame, Pending):
+                await frame.ready.wait()  # its filler always fills it, error or not
+                for message in frame.messages:
+                    if self.gzip:
+                        await ws.send(gzip.compress(message, compresslevel=5, mtime=0))
+                    else:
+                        await ws.send(message, text=True)
+                continue
             if self.gzip:
                 await ws.send(frame.gzipped())
             else:
@@ -222,9 +253,13 @@ class _Handshake:
 class WebSocketConsumer(BaseConsumer):
     """Serves every batch to authenticated WebSocket clients. See the module docstring."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
-        super().__init__(settings, name)
+    def __init__(
+        self, settings: Settings, name: str, *, context: ConsumerContext | None = None
+    ) -> None:
+        super().__init__(settings, name, context=context)
         self.path = settings.websocket_path
+        self._seq = 0  # the last batch handed to clients (history requests stop there)
+        self._history_tasks: set[asyncio.Task[None]] = set()
         self.queue_limit = settings.websocket_client_queue_size
         self.rate_limit = settings.websocket_client_max_messages_per_second
         self.credentials: Credentials | None = None
@@ -444,6 +479,9 @@ class WebSocketConsumer(BaseConsumer):
                 pong["id"] = request["id"]
             return [Frame.json(pong)]
         if op in ("subscribe", "unsubscribe"):
+            history = request.get("history")
+            if history is not None and op == "subscribe":
+                return self._subscribe_with_history(client, request.get("channels"), history)
             return self._subscribe(client, op, request.get("channels"))
         if op == "set":
             compression = request.get("compression")
@@ -487,6 +525,54 @@ class WebSocketConsumer(BaseConsumer):
             Frame.json({"status": "unsubscribed", "channels": sorted(subscription.patterns or ())})
         ]
 
+    def _subscribe_with_history(self, client: Client, channels: Any, spec: Any) -> list[Frame]:
+        """Subscribe, then the closed bars each kline channel asks for, before live data:
+        ``{"limit": N}`` (the last N) or ``{"since": ms}`` / ``{"since": {channel: ms}}`` (from
+        that open time on). Bars the live stream has not sent yet come live, not twice."""
+        history = self.context.history
+        if history is None:
+            return [_error("history is not available on this server", "subscribe")]
+        plan = _history_plan(channels, spec)
+        if isinstance(plan, str):
+            return [_error(plan, "subscribe")]
+        frames = self._subscribe(client, "subscribe", channels)
+        if not frames or b'"status":"subscribed"' not in frames[0].data:
+            return frames  # refused: the error says why
+        # The snapshot's last closed bar is in the history: keep only other streams' state.
+        frames = [frames[0], *(f for f in frames[1:] if b'"data_type":"klines"' not in f.data)]
+        upto = self._seq  # every bar of batches up to here has been queued for live clients
+        pending = Pending()
+        self._history_tasks.add(
+            task := asyncio.get_running_loop().create_task(
+                self._fill_history(history, plan, upto, pending)
+            )
+        )
+        task.add_done_callback(self._history_tasks.discard)
+        return [frames[0], pending, *frames[1:]]
+
+    async def _fill_history(
+        self,
+        history: History,
+        plan: list[tuple[str, str, int | None, int]],
+        upto: int,
+        pending: Pending,
+    ) -> None:
+        """Fetch the planned history and put it where the client's queue waits for it."""
+        parts: list[bytes] = []
+        try:
+            async with asyncio.timeout(HISTORY_TIMEOUT_S):
+                for interval, symbol, since, limit in plan:
+                    for channel in history.channels_of(symbol):
+                        lines = await history.closed(
+                            channel, symbol, interval, start=since, limit=limit, upto=upto
+                        )
+                        envelope = Envelope(history.exchange, channel, "klines", [])
+                        parts.append(envelope.wrap(lines, history=True))
+        except Exception as exc:  # the exchange or Redis failing: say so, the stream goes on
+            self._log.warning("history", "websocket history failed: %s", exc)
+            parts.append(_error(f"history unavailable: {exc}", "subscribe").data)
+        pending.fill(parts)
+
     def _snapshot(self, patterns: list[str]) -> list[Frame]:
         """The latest state of every channel matching ``patterns``, one envelope per stream."""
         if not patterns:
@@ -510,6 +596,7 @@ class WebSocketConsumer(BaseConsumer):
     # -- fan-out -----------------------------------------------------------------------------
 
     async def consume(self, batch: Batch) -> None:
+        self._seq = batch.seq
         for envelope in batch:
             self._remember(envelope)
         if not self.clients:
@@ -594,6 +681,8 @@ class WebSocketConsumer(BaseConsumer):
         asyncio.get_running_loop().create_task(client.ws.close(code, reason))
 
     async def stop(self) -> None:
+        for task in list(self._history_tasks):
+            task.cancel()
         if self.server is not None:
             self.server.close()  # closes every connection with 1001 (going away)
             await self.server.wait_closed()
@@ -623,6 +712,43 @@ def _valid_pattern(pattern: object) -> bool:
         and pattern.split(":", 1)[0] in _PATTERN_HEADS
         and not any(char.isspace() for char in pattern)
     )
+
+
+def _history_plan(channels: Any, spec: Any) -> list[tuple[str, str, int | None, int]] | str:
+    """(interval, symbol, since, limit) per kline channel of a subscription with history, or
+    what is wrong with the request."""
+    if not isinstance(spec, dict) or set(spec) - {"limit", "since"} or len(spec) != 1:
+        return '"history" must be {"limit": N} or {"since": ms} or {"since": {channel: ms}}'
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        return '"channels" must be a non-empty list of strings'
+    # History is for whole kline channels; patterns with wildcards subscribe live data only.
+    wanted = [c for c in channels if c.startswith("klines:") and "*" not in c and c.count(":") == 2]
+    if not wanted:
+        return "history needs whole kline channels, such as klines:1m:BTCUSDT (no wildcards)"
+    if len(wanted) > MAX_HISTORY_CHANNELS:
+        return f"history for at most {MAX_HISTORY_CHANNELS} channels per request"
+    limit, since = spec.get("limit"), spec.get("since")
+    if limit is not None and not (_whole(limit) and 1 <= limit <= MAX_LIMIT):
+        return f'"limit" must be a whole number from 1 to {MAX_LIMIT}'
+    per_channel: dict[str, int] = {}
+    if isinstance(since, dict):
+        if not all(c in wanted and _whole(t) and t >= 0 for c, t in since.items()):
+            return '"since" must map channels of this subscription to open times in ms'
+        per_channel = since
+    elif since is not None and not (_whole(since) and since >= 0):
+        return '"since" must be an open time in ms'
+    plan = []
+    for channel in wanted:
+        _, interval, symbol = channel.split(":")
+        start = per_channel.get(channel) if per_channel else since
+        if per_channel and start is None:
+            continue  # a channel without a resume point: live only
+        plan.append((interval, symbol, start, MAX_LIMIT if limit is None else limit))
+    return plan
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _error(message: str, op: object = None) -> Frame:

@@ -1,0 +1,267 @@
+"""Start-up backfill: the last bars of every series, and every bar since the newest one a
+consumer already holds, so that history has no hole across restarts.
+
+:func:`plan_backfill` (pure) decides, per symbol and interval, which closed bars to load:
+
+* the last ``STREAMER_HISTORY_BARS`` (a warm-up for strategies, served by ``/v1/klines`` and
+  WebSocket history), and
+* every bar after the newest one a consumer holds (the redis consumer's history), at most as
+  many as it keeps; the newest held bar itself again if it was published not exact.
+
+Bars a consumer already holds are only put in memory; the others are published to every
+consumer, ``backfill: true``, so a live consumer can tell them apart. Series with a hole to
+fill go first.
+
+:class:`Backfill` fetches them from the exchange at the lowest priority of its REST weight
+budget (repairs, seeds, audits and clients' history requests go first), a few at a time, and
+hands each series to its pipeline (:meth:`~streamer.pipeline.Pipeline.on_backfill`), which
+keeps what live trades already built and tells the aggregator where history ends. A failing
+request is retried with backoff until the exchange answers or the service stops; live data
+flows meanwhile. Progress goes to the log and to ``/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from streamer.bar import exchange_record
+from streamer.clock import wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines, Unrepairable
+from streamer.history import Held
+from streamer.http import Priority
+from streamer.intervals import Interval
+from streamer.logs import RateLimitedLog
+from streamer.reconnect import Backoff, RetryAfter
+from streamer.records import Kline
+
+__all__ = ["Backfill", "BackfillJob", "plan_backfill"]
+
+logger = logging.getLogger(__name__)
+
+#: How often progress is logged while the backfill runs (seconds).
+PROGRESS_EVERY_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillJob:
+    """Load the closed bars of ``symbol`` at interval ``index`` from ``load_from`` on; publish
+    those from ``publish_from`` (older ones a consumer holds: memory only). ``again`` is a held
+    bar published again (it was not exact), at revision ``revision``."""
+
+    channel: str
+    symbol: str
+    index: int
+    interval: Interval
+    load_from: int
+    publish_from: int
+    again: int | None = None
+    revision: int = 0
+    hole: bool = False  # a consumer holds older bars: these fill the gap since
+
+
+def last_closed_open(interval: Interval, now_ms: int) -> int:
+    """Open time of the newest bar of ``interval`` closed at ``now_ms``."""
+    return interval.open_time(interval.open_time(now_ms) - 1)
+
+
+def bars_back(interval: Interval, open_time: int, bars: int) -> int:
+    """The open time ``bars`` bars before ``open_time``'s."""
+    if interval.length_ms:
+        return open_time - bars * interval.length_ms
+    for _ in range(bars):
+        open_time = interval.open_time(open_time - 1)
+    return open_time
+
+
+def plan_backfill(
+    channel: str,
+    symbols: Sequence[str],
+    intervals: Sequence[Interval],
+    *,
+    now_ms: int,
+    bars: int,
+    held: Mapping[tuple[str, str], Held],
+    keep: int,
+) -> list[BackfillJob]:
+    """The jobs for one channel, holes first. ``held``: (symbol, interval name) -> the newest
+    bar a consumer holds; ``keep``: how many bars such a consumer keeps at most."""
+    holes: list[BackfillJob] = []
+    warm: list[BackfillJob] = []
+    for symbol in symbols:
+        for index, interval in enumerate(intervals):
+            last = last_closed_open(interval, now_ms)
+            warm_from = bars_back(interval, last, bars - 1) if bars > 0 else None
+            newest = held.get((symbol, interval.name))
+            again, revision = None, 0
+            if newest is None:
+                if warm_from is None:
+                    continue
+                publish_from = warm_from
+            else:
+                publish_from = interval.next_open(newest.open_time)
+                if not newest.exact:
+                    publish_from, again, revision = (
+                        newest.open_time,
+                        newest.open_time,
+                        (newest.revision + 1),
+                    )
+                publish_from = max(publish_from, bars_back(interval, last, keep - 1))
+            load_from = publish_from if warm_from is None else min(warm_from, publish_from)
+            if load_from > last:
+                continue
+            hole = newest is not None and publish_from <= last
+            job = BackfillJob(channel, symbol, index, interval, load_from, publish_from, again,
+                              revision, hole)  # fmt: skip
+            (holes if hole else warm).append(job)
+    return holes + warm
+
+
+Deliver = Callable[[BackfillJob, list[Kline]], int]
+"""Hand a job's bars to its pipeline; returns how many were published."""
+
+
+class Backfill:
+    """Runs the planned jobs against the exchange. See the module docstring."""
+
+    def __init__(
+        self,
+        jobs: Sequence[BackfillJob],
+        sources: Mapping[str, ExchangeKlines],
+        deliver: Deliver,
+        *,
+        concurrency: int = 4,
+        backoff: Callable[[], Backoff] = lambda: Backoff(1.0, 60.0),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self._jobs = list(jobs)
+        self.total = len(self._jobs)
+        self.sources = dict(sources)
+        self.deliver = deliver
+        self.concurrency = concurrency
+        self._backoff = backoff
+        self._sleep = sleep
+        self._now = now
+        self._log = RateLimitedLog(logger, PROGRESS_EVERY_S)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.done = 0
+        self.skipped = 0  # series the exchange cannot serve
+        self.bars = 0  # bars loaded
+        self.published = 0  # of which published (the others held by a consumer already)
+        self.failures = 0  # failed attempts, retried
+        self.retrying = 0  # jobs waiting to try again now
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``running``, ``retrying`` (the exchange does not answer; live data flows), ``done``."""
+        if self.finished is not None:
+            return "done"
+        return "retrying" if self.retrying else "running"
+
+    def start(self) -> None:
+        """Start the tasks (nothing to do: done at once)."""
+        if not self._jobs:
+            self.finished = time.monotonic()
+            return
+        logger.info("backfill: %d series to load", self.total)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name=f"backfill-{i}")
+            for i in range(min(self.concurrency, len(self._jobs)))
+        ]
+
+    async def stop(self) -> None:
+        """Stop; what is not loaded yet stays unloaded."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def wait(self) -> None:
+        """Return once every job is done (tests)."""
+        await asyncio.gather(*self._tasks)
+
+    async def _run(self) -> None:
+        while self._jobs:
+            job = self._jobs.pop(0)
+            await self._load(job)
+            self.done += 1
+            self._log.info(
+                "progress", "backfill: %d of %d series, %d bars (%d published), %d retries",
+                self.done, self.total, self.bars, self.published, self.failures,
+            )  # fmt: skip
+        if self.done == self.total and self.finished is None:
+            self.finished = time.monotonic()
+            logger.info(
+                "backfill done in %.1f s: %d series, %d bars (%d published), %d skipped, "
+                "%d retries",
+                self.finished - self.started, self.total, self.bars, self.published,
+                self.skipped, self.failures,
+            )  # fmt: skip
+
+    async def _load(self, job: BackfillJob) -> None:
+        source = self.sources[job.channel]
+        backoff = self._backoff()
+        while True:
+            end = last_closed_open(job.interval, self._now())
+            try:
+                rows = await source.bars(
+                    job.symbol, job.interval, job.load_from, end, Priority.BACKFILL
+                )
+            except asyncio.CancelledError:
+                raise
+            except Unrepairable as exc:
+                self.skipped += 1
+                self._log.warning("skip", "backfill: %s %s skipped: %s", job.symbol,
+                                  job.interval.name, exc)  # fmt: skip
+                return
+            except Exception as exc:  # network, 5xx, 429: the exchange will answer later
+                self.failures += 1
+                self.last_error = str(exc)
+                delay = exc.delay if isinstance(exc, RetryAfter) else backoff.next_delay()
+                self._log.warning(
+                    "retry", "backfill: %s %s failed (%s); retrying in %.1f s",
+                    job.symbol, job.interval.name, exc, delay,
+                )  # fmt: skip
+                self.retrying += 1
+                try:
+                    await self._sleep(delay)
+                finally:
+                    self.retrying -= 1
+                continue
+            again, revision = job.again, job.revision
+            records = [
+                exchange_record(
+                    row,
+                    job.symbol,
+                    job.interval,
+                    revision=revision if row.open_time == again else 0,
+                )
+                for row in rows
+                if row.open_time >= job.load_from
+            ]
+            self.bars += len(records)
+            self.published += self.deliver(job, records)
+            return
+
+    def health(self) -> dict[str, object]:
+        """Progress, for ``/health``."""
+        end = self.finished if self.finished is not None else time.monotonic()
+        return {
+            "state": self.state,
+            "series": self.total,
+            "done": self.done,
+            "bars": self.bars,
+            "published": self.published,
+            "skipped": self.skipped,
+            "retries": self.failures,
+            "seconds": round(end - self.started, 1),
+            "last_error": self.last_error,
+        }

@@ -1,16 +1,18 @@
-"""streamer.client: authenticate, subscribe, decode, reconnect."""
+"""streamer.client: authenticate, subscribe, decode, reconnect, resume without gap or repeat."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from streamer.client import AuthenticationError, StreamerClient, SubscriptionError
 from streamer.reconnect import Backoff
-from tests.conftest import eventually
+from tests.conftest import RunningService, eventually, fake_settings, free_port
 from tests.consumers.test_websocket import Server, batch, kline, url
+from tests.fakes.binance import FakeBinance
 
 
 def fast() -> Backoff:
@@ -92,3 +94,49 @@ async def test_a_refused_subscription_raises() -> None:
         client = StreamerClient(url(server), user="alice", key="s3cret", channels=["bogus"])
         with pytest.raises(SubscriptionError, match="invalid channels"):
             await take(client, 1)
+
+
+async def test_a_client_resumes_across_a_server_restart_with_no_gap_and_no_duplicate() -> None:
+    """One-second bars in real time. The service stops for two seconds while the market
+    trades; the new one backfills from the exchange, and the client, reconnecting, asks for
+    every bar since the newest it had: it yields each bar once, with none missing."""
+    second = 1000
+    ws_port = free_port()
+    yielded: list[tuple[int, int]] = []  # (open time, revision) of closed bars, as yielded
+
+    async def trade_each_second(fake: FakeBinance, count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(1 - time.time() % 1 + 0.05)
+            await fake.trade("BTCUSDT", str(100 + int(time.time()) % 7), "1",
+                             int(time.time() * 1000))  # fmt: skip
+
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, enabled_consumers=["collect", "websocket"], websocket_port=ws_port,
+            websocket_host="127.0.0.1", wss_auth_user="alice", wss_auth_key="s3cret",
+            kline_intervals=["1s"], history_bars=30, exchange_symbols=["BTCUSDT", "ETHUSDT"],
+        )  # fmt: skip
+        client = StreamerClient(f"ws://127.0.0.1:{ws_port}/", user="alice", key="s3cret",
+                                channels=["klines:1s:BTCUSDT"], backoff=fast())  # fmt: skip
+
+        async def read() -> None:
+            async for envelope in client:
+                for kline in envelope["data"]:
+                    if kline["is_closed"]:
+                        yielded.append((kline["timestamp"], kline["revision"]))
+
+        async with RunningService(settings):
+            reading = asyncio.create_task(read())
+            await client.connected.wait()
+            await trade_each_second(fake, 3)
+            await eventually(lambda: len(yielded) >= 2)
+        down_since = len(yielded)
+        await trade_each_second(fake, 2)  # nobody is connected: missed by us
+        async with RunningService(settings):
+            await eventually(lambda: client.connections == 2, timeout=10)
+            await trade_each_second(fake, 3)
+            await eventually(lambda: len({t for t, _ in yielded}) >= down_since + 5)
+        reading.cancel()
+    assert len(yielded) == len(set(yielded))  # nothing twice
+    opens = sorted({t for t, _ in yielded})
+    assert opens == list(range(opens[0], opens[-1] + 1, second))  # nothing missing

@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.redis import RedisConsumer
+from streamer.history import Held, HistoryHolder
 from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff
 from streamer.records import Batch, Envelope, Kline, Price, Quote, Record, Status, Ticker, Trade
@@ -206,6 +207,24 @@ async def test_a_refused_command_is_reported_and_the_rest_of_the_batch_stands(
     assert await client.ping()  # and the connection still serves the next batch
     await redis.consume(Batch([Envelope("binance", "spot", "klines", [kline(1)])]))
     await client.aclose()
+    await redis.stop()
+
+
+async def test_it_tells_what_history_it_holds_for_backfill_and_history_requests(
+    prefix: str,
+) -> None:
+    redis = consumer(prefix)
+    await redis.setup()
+    assert isinstance(redis, HistoryHolder)
+    inexact = kline(2)
+    inexact.exact = False
+    await redis.consume(batch("klines", kline(0), kline(1, revision=1), inexact))
+    held = await redis.newest_held("binance", "spot", [("BTCUSDT", "1m"), ("ETHUSDT", "1m")])
+    assert held == {("BTCUSDT", "1m"): Held(T + 2 * 60_000, 0, False)}  # none for ETHUSDT
+    bars = await redis.held_bars("binance", "spot", "BTCUSDT", "1m", T, T + 60_000, 10)
+    assert [(orjson.loads(b)["timestamp"] - T) // 60_000 for b in bars] == [0, 1]
+    newest = await redis.held_bars("binance", "spot", "BTCUSDT", "1m", T, T + 10**9, 1)
+    assert [orjson.loads(b)["exact"] for b in newest] == [False]
     await redis.stop()
 
 

@@ -1,4 +1,5 @@
-"""The WebSocket server: authentication, subscriptions, snapshots, bad clients, slow clients."""
+"""The WebSocket server: authentication, subscriptions, snapshots, history, bad clients, slow
+clients."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from streamer.bar import parse_exchange_kline
 from streamer.broadcaster import Broadcaster, ConsumerRunner
+from streamer.consumers.base import ConsumerContext
 from streamer.consumers.websocket import Client, Frame, Subscription, WebSocketConsumer
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.exchange_klines import ExchangeKlines
+from streamer.history import History
+from streamer.intervals import parse_interval
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch, Envelope, Kline, Price, Record, Trade
 from streamer.settings import ConfigError
+from streamer.store import HistoryStore
 from tests.conftest import eventually, make_settings
 
 TLS = Path(__file__).parent.parent / "data" / "tls"
@@ -469,3 +476,104 @@ async def test_a_client_queue_is_bounded_in_bytes_as_well_as_in_messages() -> No
     assert client.queued_bytes == 80_000
     alone = Client(None, "bob", "127.0.0.1", False, bytes_limit=100_000)  # type: ignore[arg-type]
     assert alone.offer(Frame(b"x" * 500_000), 1000)  # one oversized message still goes out
+
+
+# -- history with a subscription ----------------------------------------------------------------
+
+
+class HistoryServer(Server):
+    """A server whose History holds what its own batches carried, and an exchange that
+    answers slowly with bars 0..1 (older than any batch)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.store = HistoryStore(1 << 20)
+        self.release = asyncio.Event()
+        interval = parse_interval("1m")
+
+        async def exchange(symbol: str, _: Any, first: int, last: int, __: int) -> list[Any]:
+            await self.release.wait()
+            rows = [[t, "9", "9", "9", "9", "1", t + 59_999, "9", 1, "0", "0", "0"]
+                    for t in range(first, last + 1, 60_000)]  # fmt: skip
+            return [parse_exchange_kline(row) for row in rows]
+
+        history = History(
+            "binance", self.store, {"1m": interval}, symbols=lambda: {"spot": ["BTCUSDT"]},
+            sources={"spot": ExchangeKlines("test", [interval], exchange)},
+            now=lambda: T + 10 * 60_000,
+        )  # fmt: skip
+        settings = self.consumer.settings
+        self.consumer = WebSocketConsumer(settings, "websocket",
+                                          context=ConsumerContext(history=history))  # fmt: skip
+
+    async def consume(self, *klines: Kline) -> None:
+        """What the broadcaster does: the store sees the batch first, then the consumer."""
+        self.seq = getattr(self, "seq", 0) + 1
+        published = Batch([Envelope("binance", "spot", "klines", list(klines))], self.seq)
+        self.store.record_batch(published)
+        await self.consumer.consume(published)
+
+
+async def test_history_comes_after_the_ack_and_before_live_bars_each_bar_once() -> None:
+    """Bars 2..4 were passed on before the subscription: they are history. Bar 5 is in the
+    store already but not yet sent to clients: it comes live, once. Older bars 0..1 come from
+    the exchange; while they are fetched, live bars wait behind them."""
+    server = HistoryServer()
+    async with server as consumer, connect(url(consumer)) as ws:
+        await login(ws)
+        await ws.send(orjson.dumps({"op": "subscribe", "channels": ["status"]}).decode())
+        await receive(ws)  # subscribed to status only: no klines yet
+        await server.consume(kline(2), kline(3), kline(4))
+        await ws.send(orjson.dumps({"op": "subscribe", "channels": ["klines:1m:BTCUSDT"],
+                                    "history": {"since": T}}).decode())  # fmt: skip
+        ack = await receive(ws)
+        assert ack.get("status") == "subscribed", ack
+        server.store.record_batch(Batch([Envelope("binance", "spot", "klines", [kline(5)])], 2))
+        await consumer.consume(Batch([Envelope("binance", "spot", "klines", [kline(5)])], 2))
+        with pytest.raises(TimeoutError):
+            await receive(ws, timeout=0.2)  # the live bar waits behind the history
+        server.release.set()
+        history = await receive(ws)
+        assert history["history"] is True
+        assert [(k["timestamp"] - T) // 60_000 for k in history["data"]] == [0, 1, 2, 3, 4]
+        assert [k["backfill"] for k in history["data"]] == [True, True, False, False, False]
+        live = await receive(ws)
+        assert [(k["timestamp"] - T) // 60_000 for k in live["data"]] == [5]
+
+
+@pytest.mark.parametrize(
+    ("request_", "says"),
+    [
+        ({"channels": ["klines:1m:*"], "history": {"limit": 5}}, "history needs whole kline"),
+        ({"channels": ["klines:1m:BTCUSDT"], "history": {"limit": 0}}, '"limit" must be'),
+        (
+            {"channels": ["klines:1m:BTCUSDT"], "history": {"limit": 1, "since": 1}},
+            '"history" must be',
+        ),
+        (
+            {"channels": ["klines:1m:BTCUSDT"], "history": {"since": {"klines:1m:X": 1}}},
+            '"since" must map channels of this subscription',
+        ),
+        ({"channels": ["klines:1m:BTCUSDT"], "history": {"since": -1}}, '"since" must be'),
+    ],
+)
+async def test_a_bad_history_request_gets_an_error_and_subscribes_nothing(
+    request_: dict[str, Any], says: str
+) -> None:
+    server = HistoryServer()
+    async with server as consumer, connect(url(consumer)) as ws:
+        await login(ws)
+        await ws.send(orjson.dumps({"op": "subscribe", **request_}).decode())
+        reply = await receive(ws)
+        assert says in reply["error"]
+        assert reply["op"] == "subscribe"
+        (client,) = consumer.clients
+        assert client.subscription.patterns is None
+
+
+async def test_a_server_without_history_says_so() -> None:
+    async with Server() as consumer, connect(url(consumer)) as ws:
+        await login(ws)
+        await ws.send(orjson.dumps({"op": "subscribe", "channels": ["klines:1m:BTCUSDT"],
+                                    "history": {"limit": 5}}).decode())  # fmt: skip
+        assert (await receive(ws))["error"] == "history is not available on this server"

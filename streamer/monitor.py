@@ -208,6 +208,7 @@ class ServiceCollector(Collector):
         yield revised
         yield late
         yield duplicates
+        yield from self._exactness_metrics()
 
         queued = GaugeMetricFamily(
             "streamer_consumer_queued_events", "Events waiting per consumer", labels=["consumer"]
@@ -264,6 +265,90 @@ class ServiceCollector(Collector):
                 family = HistogramMetricFamily(name, help_text)
                 family.add_metric([], histogram.cumulative(), histogram.total)
                 yield family
+
+    def _exactness_metrics(self) -> Iterator[Metric]:
+        """Bars not proven, and how they were completed; the audit; the backfill; history."""
+        service = self.service
+        exchange = service.settings.exchange
+        labels = ["exchange", "channel"]
+        inexact = CounterMetricFamily(
+            "streamer_klines_not_exact",
+            "Klines published closed with exact false (trades could not be proven complete)",
+            labels=labels,
+        )
+        gaps = CounterMetricFamily(
+            "streamer_gaps", "Jumps in trade ids, by outcome", labels=[*labels, "outcome"]
+        )
+        repaired = CounterMetricFamily(
+            "streamer_klines_repaired",
+            "Closed klines replaced by the exchange's own (repaired: true)",
+            labels=labels,
+        )
+        repairs_failed = CounterMetricFamily(
+            "streamer_repairs_failed",
+            "Repairs the exchange did not answer (their bars stay exact: false)",
+            labels=labels,
+        )
+        seeds = CounterMetricFamily(
+            "streamer_seeds",
+            "Forming bars rebuilt from the exchange's klines and our trades, by outcome",
+            labels=[*labels, "outcome"],
+        )
+        audit = CounterMetricFamily(
+            "streamer_audit_bars",
+            "Closed bars compared with the exchange's, by outcome (a mismatch is repaired)",
+            labels=[*labels, "outcome"],
+        )
+        for channel, pipeline in service.pipelines.items():
+            if pipeline.aggregator is None:
+                continue
+            stats = pipeline.aggregator.stats
+            values = [exchange, channel]
+            inexact.add_metric(values, stats.inexact_closed)
+            gaps.add_metric([*values, "found"], stats.gaps)
+            gaps.add_metric([*values, "filled"], stats.gaps_filled)
+            repaired.add_metric(values, stats.repaired)
+            repairs_failed.add_metric(values, stats.repairs_failed)
+            seeds.add_metric([*values, "rebuilt"], stats.seeded)
+            seeds.add_metric([*values, "failed"], stats.seeds_failed)
+            audit.add_metric([*values, "matched"], stats.audit_matched)
+            audit.add_metric([*values, "mismatched"], stats.audit_mismatched)
+        yield from (inexact, gaps, repaired, repairs_failed, seeds, audit)
+
+        backfill = service.backfill
+        if backfill is not None:
+            series = GaugeMetricFamily(
+                "streamer_backfill_series", "Series of the start-up backfill", labels=["state"]
+            )
+            series.add_metric(["done"], backfill.done)
+            series.add_metric(["total"], backfill.total)
+            bars = CounterMetricFamily(
+                "streamer_backfill_bars",
+                "Bars loaded by the start-up backfill, published or held already",
+                labels=["outcome"],
+            )
+            bars.add_metric(["published"], backfill.published)
+            bars.add_metric(["held"], backfill.bars - backfill.published)
+            retries = CounterMetricFamily(
+                "streamer_backfill_retries", "Backfill requests retried (the exchange failed)"
+            )
+            retries.add_metric([], backfill.failures)
+            yield from (series, bars, retries)
+
+        history = service.history
+        if history is not None:
+            served = CounterMetricFamily(
+                "streamer_history_bars_served",
+                "Bars served on demand (HTTP, WebSocket), by where they came from",
+                labels=["source"],
+            )
+            for source, count in history.stats().items():
+                served.add_metric([source], count)
+            memory = GaugeMetricFamily(
+                "streamer_history_memory_bytes", "Bytes of closed bars held in memory"
+            )
+            memory.add_metric([], history.store.size)
+            yield from (served, memory)
 
     def _consumer_metrics(self) -> Iterator[Metric]:
         from streamer.consumers.redis import RedisConsumer

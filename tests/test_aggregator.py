@@ -1174,7 +1174,7 @@ def opens(interval: Interval, start: int, end: int) -> list[int]:
     return out
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(joinings())
 def test_property_a_bar_is_published_exact_only_if_it_is_the_exchanges(scenario: Joining) -> None:
     """Joining mid-stream, with lost and reordered trades, late answers and a jittery clock:

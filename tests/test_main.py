@@ -122,8 +122,9 @@ async def test_a_newcomer_sees_klines_on_the_console_with_nothing_but_the_exchan
 ) -> None:
     """STREAMER_EXCHANGE=binance python -m streamer (URLs aimed at the local fake)."""
     async with FakeBinance() as fake, streamer(fake, tmp_path) as process:
-        await fake.publish(spot_trade("BTCUSDT", 1, "4261.48", "0.1", 1502942428322))
-        await fake.publish(spot_trade("BTCUSDT", 2, "4261.50", "0.2", 1502942488322))
+        # BTCUSDT's very first trades (id 0 has nothing before it): exact bars at once.
+        await fake.publish(spot_trade("BTCUSDT", 0, "4261.48", "0.1", 1502942428322))
+        await fake.publish(spot_trade("BTCUSDT", 1, "4261.50", "0.2", 1502942488322))
         await fake.connections[0].ws.ping()
         status, _ = await stop(process, signal.SIGINT)
         stdout = (await process.stdout.read()).decode() if process.stdout else ""

@@ -404,6 +404,30 @@ async def test_a_gap_hours_before_the_day_closes_is_repaired_when_it_closes() ->
             assert "repair_failed" not in events(running)
 
 
+async def test_an_audit_finds_a_bar_that_differs_from_binances_repairs_and_announces_it() -> None:
+    """A trade the feed never delivered and no later id revealed: only comparing with the
+    exchange can tell. The audit does, every STREAMER_AUDIT_INTERVAL_SECONDS."""
+    async with FakeBinance() as fake:
+        settings = scenario_settings(fake, kline_intervals=["1m"], audit_interval_seconds=0.2,
+                                     history_bars=0)  # fmt: skip
+        async with RunningService(settings) as running:
+            await fake.trade("BTCUSDT", "100", "1", T + 1_000, trade_id=0)
+            await fake.trade("BTCUSDT", "101", "1", T + MIN + 1_000)  # closes 00:00, exact
+            # What Binance has for 00:00: one more trade than we saw.
+            fake.kline_rows[("BTCUSDT", "1m")] = {
+                T: [T, "100", "100", "99", "99", "3", T + MIN - 1, "298", 2, "1", "100", "0"]
+            }
+            await eventually(lambda: "audit_mismatch" in events(running), timeout=10)
+            bars = [k for k in running.collector.klines() if (k.symbol, k.timestamp) == (
+                "BTCUSDT", T)]  # fmt: skip
+            assert [(k.revision, k.repaired, k.trade_count, k.close) for k in bars] == [
+                (0, False, 1, "100"), (1, True, 2, "99")
+            ]  # fmt: skip
+            aggregator = running.service.pipelines["spot"].aggregator
+            assert aggregator is not None
+            assert aggregator.stats.audit_mismatched == 1
+
+
 def kline_row(row: ExchangeKline) -> list[Any]:
     """An exchange kline as a REST array (decimals as strings)."""
     prices = (row.open, row.high, row.low, row.close, row.volume)

@@ -5,6 +5,13 @@
     2017-08-17T04:00:00Z binance spot kline BTCUSDT 1m O=4261.48 H=4261.48 L=4261.48 C=4261.48 V=1.775183 n=3 closed
     2017-08-17T04:00:28.322Z binance spot trade BTCUSDT sell 0.1 @ 4261.48 id=0
 
+A bar that may miss trades says ``not-exact`` (it is completed from the exchange and printed
+again, ``rev=1 repaired``). Bars loaded from the exchange's history at start-up
+(``backfill``) are summed up in one line per symbol and interval rather than printed one by
+one::
+
+    2026-12-03T19:40:00Z binance spot backfill BTCUSDT 1m: 300 bars 14:41..19:40
+
 ``json`` prints each envelope as one JSON line, exactly as the other consumers receive it.
 ``STREAMER_CONSOLE_DATA_TYPES`` limits the output to some data types (``klines,status``).
 Writes happen in a worker thread, so a slow terminal or pipe never blocks the event loop.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import BinaryIO
 
@@ -40,6 +48,10 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
         state = "closed" if record.is_closed else "forming"
         if record.revision:
             state += f" rev={record.revision}"
+        if record.repaired:
+            state += " repaired"
+        if not record.exact:
+            state += " not-exact"
         return (
             f"{_iso(record.timestamp)} {where} kline {record.symbol} {record.interval} "
             f"O={record.open} H={record.high} L={record.low} C={record.close} "
@@ -67,6 +79,19 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
     return f"{_iso(record.timestamp)} {where} status {record.event}{connection} {record.message}"
 
 
+def _backfill_summaries(exchange: str, channel: str, records: Sequence[Record]) -> list[str]:
+    """One line per symbol and interval for the backfilled bars among ``records``."""
+    groups: dict[tuple[str, str], list[Kline]] = {}
+    for record in records:
+        if isinstance(record, Kline) and record.backfill:
+            groups.setdefault((record.symbol, record.interval), []).append(record)
+    return [
+        f"{_iso(bars[-1].timestamp)} {exchange} {channel} backfill {symbol} {interval}: "
+        f"{len(bars)} bars {_iso(bars[0].timestamp)}..{_iso(bars[-1].timestamp)}"
+        for (symbol, interval), bars in groups.items()
+    ]
+
+
 class ConsoleConsumer(BaseConsumer):
     """Prints events to stdout (or ``stream``, for tests)."""
 
@@ -85,8 +110,15 @@ class ConsoleConsumer(BaseConsumer):
                 chunks.append(envelope.to_json())
             else:
                 exchange, channel = envelope.exchange, envelope.channel
-                text = "\n".join(format_record(exchange, channel, r) for r in envelope.data)
-                chunks.append(text.encode())
+                lines = [
+                    format_record(exchange, channel, r)
+                    for r in envelope.data
+                    if not (isinstance(r, Kline) and r.backfill)
+                ]
+                if envelope.data_type == "klines":
+                    lines += _backfill_summaries(exchange, channel, envelope.data)
+                if lines:
+                    chunks.append("\n".join(lines).encode())
         if chunks:
             chunks.append(b"")
             await asyncio.to_thread(self._write, b"\n".join(chunks))

@@ -29,6 +29,23 @@ def test_a_kline_line_shows_ohlcv_trade_count_and_state() -> None:
     )
     revised = dataclasses.replace(KLINE, revision=2)
     assert format_record("binance", "spot", revised).endswith("closed rev=2")
+    doubtful = dataclasses.replace(KLINE, exact=False)
+    assert format_record("binance", "spot", doubtful).endswith("closed not-exact")
+    repaired = dataclasses.replace(KLINE, revision=1, repaired=True)
+    assert format_record("binance", "spot", repaired).endswith("closed rev=1 repaired")
+
+
+async def test_backfilled_bars_are_summed_up_in_one_line_per_series() -> None:
+    out = io.BytesIO()
+    console = ConsoleConsumer(make_settings(), "console", stream=out)
+    bars = [dataclasses.replace(KLINE, timestamp=KLINE.timestamp + i * 60_000, backfill=True)
+            for i in range(300)]  # fmt: skip
+    await console.consume(Batch([Envelope("binance", "spot", "klines", [*bars, KLINE])]))
+    assert out.getvalue().decode().splitlines() == [
+        format_record("binance", "spot", KLINE),
+        "2017-08-17T08:59:00Z binance spot backfill BTCUSDT 1m: 300 bars "
+        "2017-08-17T04:00:00Z..2017-08-17T08:59:00Z",
+    ]
 
 
 def test_every_record_type_has_a_line() -> None:

@@ -33,9 +33,20 @@ class ExchangeKlines:
     """Klines of one exchange channel: ``served`` intervals fetched by ``fetch``, any other
     merged from them."""
 
-    def __init__(self, name: str, served: Sequence[Interval], fetch: FetchKlines) -> None:
+    def __init__(
+        self,
+        name: str,
+        served: Sequence[Interval],
+        fetch: FetchKlines,
+        *,
+        tiles: Sequence[Interval] | None = None,
+    ) -> None:
+        """``tiles``: the served intervals merges are made of (default: all). A few that
+        divide each other (1s, 1m, 1h, 1d) tile any span in as many requests, where every
+        served interval (8h, 2h, 30m, 3m...) would take one request each."""
         self.name = name
         self.served = tuple(served)
+        self.tiles = tuple(tiles) if tiles is not None else self.served
         self._fetch = fetch
 
     def serves(self, interval: Interval) -> bool:
@@ -68,11 +79,11 @@ class ExchangeKlines:
         """One merged kline per ``[start, end)`` span (opening at ``start``; None where the
         exchange has no bar at all). One request per served interval used, whatever the number
         of spans. :class:`Unrepairable` if a span cannot be tiled."""
-        planned = plan_covers(self.served, spans)
+        planned = plan_covers(self.tiles, spans)
         if planned is None:
             raise Unrepairable(
                 f"{self.name} serves no klines that tile these bars "
-                f"(served: {' '.join(i.name for i in self.served)})"
+                f"(served: {' '.join(i.name for i in self.tiles)})"
             )
         covers, wanted = planned
         fetched: dict[Interval, dict[int, ExchangeKline]] = {}

@@ -153,7 +153,9 @@ class BinanceConnector(Connector):
         sources: dict[str, ExchangeKlines] = {}
         for channel in settings.exchange_channels:
             rest = _rest(settings, channel, get_json_reply)
-            sources[channel] = ExchangeKlines(f"binance {channel}", rest.served, rest.klines)
+            sources[channel] = ExchangeKlines(
+                f"binance {channel}", rest.served, rest.klines, tiles=rest.tiles
+            )
         return sources
 
     def streamed_symbols(self) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from streamer.http import HttpError, JsonReply, Priority, WeightBudget
 from streamer.intervals import BINANCE_INTERVALS, Interval, parse_interval
 from streamer.reconnect import RetryAfter
 
-__all__ = ["WEIGHT_LIMITS", "BinanceRest", "kline_weight", "served_intervals"]
+__all__ = ["TILES", "WEIGHT_LIMITS", "BinanceRest", "kline_weight", "served_intervals"]
 
 GetJsonReply = Callable[..., Awaitable[JsonReply[Any]]]
 
@@ -30,6 +30,9 @@ _PATHS = {
 }
 _KLINE_LIMIT = {"spot": 1000, "linear": 1500}
 _INFO_WEIGHT = {"spot": 20, "linear": 1}
+#: The served intervals merges are made of: each divides the next (weeks and months where
+#: they fit), so any span takes at most one request per rung (a seed of a day bar: 1h, 1m, 1s).
+TILES = ("1s", "1m", "1h", "1d", "1w", "1M")
 #: Binance's REQUEST_WEIGHT per minute and IP, until exchangeInfo says otherwise.
 WEIGHT_LIMITS = {"spot": 6000, "linear": 2400}
 
@@ -75,6 +78,7 @@ class BinanceRest:
         self.timeout = timeout
         self.budget = budget
         self.served = served_intervals(channel)
+        self.tiles = tuple(i for i in self.served if i.name in TILES)
         self.weight_limit = WEIGHT_LIMITS[channel]
         self.requests = 0
         self.failures = 0

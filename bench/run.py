@@ -262,6 +262,7 @@ async def measure(
     latency = rate is not None
     tls_env = {"SSL_CERT_FILE": str(CERT), "REQUESTS_CA_BUNDLE": str(CERT)}
     fake = await FakeBinance("spot", names, tls=_tls()).start()
+    fake.synthetic_history = True  # the streamer's start-up backfill loads real-sized history
     hose = Firehose(fake, names)
     offset = 0
     children: list[Child] = []

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from streamer.bar import exchange_record
+from streamer.bar import ExchangeKline, exchange_record
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
 from streamer.history import Held
@@ -136,8 +136,15 @@ class Backfill:
         concurrency: int = 4,
         backoff: Callable[[], Backoff] = lambda: Backoff(1.0, 60.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        now: Callable[[], int] = wall_clock_ms,
+        now: Callable[[str], int] = lambda channel: wall_clock_ms(),
+        live_from: Callable[[BackfillJob], int | None] = lambda job: None,
+        first: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``now(channel)``: the channel's exchange time, which says which bars have closed
+        (a local clock running ahead must not make a forming bar history). ``live_from(job)``:
+        the open of the series' first bar built from live trades, once there is one.
+        ``first``: awaited before any job (the service waits for the exchange's first events,
+        which set its clock)."""
         self._jobs = list(jobs)
         self.total = len(self._jobs)
         self.sources = dict(sources)
@@ -146,6 +153,8 @@ class Backfill:
         self._backoff = backoff
         self._sleep = sleep
         self._now = now
+        self._live_from = live_from
+        self._first = first
         self._log = RateLimitedLog(logger, PROGRESS_EVERY_S)
         self._tasks: list[asyncio.Task[None]] = []
         self.done = 0
@@ -189,6 +198,8 @@ class Backfill:
         await asyncio.gather(*self._tasks)
 
     async def _run(self) -> None:
+        if self._first is not None:
+            await self._first()
         while self._jobs:
             job = self._jobs.pop(0)
             await self._load(job)
@@ -207,21 +218,53 @@ class Backfill:
             )  # fmt: skip
 
     async def _load(self, job: BackfillJob) -> None:
+        """Load the job's bars up to the last closed one, and, once live trades of the series
+        have begun, up to the bar before the first live one: no hole between the two."""
+        start = job.load_from
+        while True:
+            end = last_closed_open(job.interval, self._now(job.channel))
+            live = self._live_from(job)
+            if live is not None:
+                end = max(end, job.interval.open_time(live - 1))
+            if start > end:
+                return
+            rows = await self._fetch(job, start, end)
+            if rows is None:
+                return  # the exchange cannot serve this series
+            again, revision = job.again, job.revision
+            records = [
+                exchange_record(
+                    row,
+                    job.symbol,
+                    job.interval,
+                    revision=revision if row.open_time == again else 0,
+                )
+                for row in rows
+                if row.open_time >= start
+            ]
+            self.bars += len(records)
+            self.published += self.deliver(job, records)
+            live = self._live_from(job)
+            if live is None or not records:
+                return  # before any live trade the aggregator takes it from there (primed)
+            start = job.interval.next_open(records[-1].timestamp)
+            if start >= live:
+                return
+            # The first live trade came while we fetched: load the bars in between too.
+
+    async def _fetch(self, job: BackfillJob, start: int, end: int) -> list[ExchangeKline] | None:
         source = self.sources[job.channel]
         backoff = self._backoff()
         while True:
-            end = last_closed_open(job.interval, self._now())
             try:
-                rows = await source.bars(
-                    job.symbol, job.interval, job.load_from, end, Priority.BACKFILL
-                )
+                return await source.bars(job.symbol, job.interval, start, end, Priority.BACKFILL)
             except asyncio.CancelledError:
                 raise
             except Unrepairable as exc:
                 self.skipped += 1
                 self._log.warning("skip", "backfill: %s %s skipped: %s", job.symbol,
                                   job.interval.name, exc)  # fmt: skip
-                return
+                return None
             except Exception as exc:  # network, 5xx, 429: the exchange will answer later
                 self.failures += 1
                 self.last_error = str(exc)
@@ -235,21 +278,6 @@ class Backfill:
                     await self._sleep(delay)
                 finally:
                     self.retrying -= 1
-                continue
-            again, revision = job.again, job.revision
-            records = [
-                exchange_record(
-                    row,
-                    job.symbol,
-                    job.interval,
-                    revision=revision if row.open_time == again else 0,
-                )
-                for row in rows
-                if row.open_time >= job.load_from
-            ]
-            self.bars += len(records)
-            self.published += self.deliver(job, records)
-            return
 
     def health(self) -> dict[str, object]:
         """Progress, for ``/health``."""

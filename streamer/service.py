@@ -48,6 +48,12 @@ logger = logging.getLogger(__name__)
 
 ConnectorFactory = Callable[[Settings, dict[str, Pipeline]], Connector]
 
+#: How far ahead of the exchange's the local clock may be before history takes a bar that is
+#: still forming for closed (only until the first exchange event sets the exchange clock).
+LOCAL_CLOCK_MARGIN_MS = 10_000
+#: How long the backfill waits for the exchange's first events before using local time.
+FIRST_EVENT_WAIT_S = 10.0
+
 
 class Service:
     """Runs one exchange's streamer until stopped. ``await Service(settings).run()``."""
@@ -208,7 +214,30 @@ class Service:
                 channel, symbols, intervals, now_ms=wall_clock_ms(),
                 bars=settings.history_bars, held=held, keep=keep,
             )  # fmt: skip
-        return Backfill(jobs, sources, self._deliver_backfill)
+        return Backfill(
+            jobs, sources, self._deliver_backfill, now=self._exchange_now,
+            live_from=self._live_from, first=self._exchange_clocks,
+        )  # fmt: skip
+
+    async def _exchange_clocks(self) -> None:
+        """Wait (at most FIRST_EVENT_WAIT_S) until every channel has seen an exchange event:
+        its time, not ours, says which bars have closed."""
+        deadline = time.monotonic() + FIRST_EVENT_WAIT_S
+        # The clocks are sans-I/O (no event to wait on): a poll, once, for seconds at most.
+        while time.monotonic() < deadline and not all(  # noqa: ASYNC110
+            pipeline.clock.observed for pipeline in self.pipelines.values()
+        ):
+            await asyncio.sleep(0.05)
+
+    def _live_from(self, job: BackfillJob) -> int | None:
+        aggregator = self.pipelines[job.channel].aggregator
+        return None if aggregator is None else aggregator.first_open(job.symbol, job.index)
+
+    def _exchange_now(self, channel: str) -> int:
+        """The channel's exchange time; before any exchange event, local time a little back
+        (a local clock ahead of the exchange must not make a forming bar look closed)."""
+        clock = self.pipelines[channel].clock
+        return clock.now_ms() if clock.observed else wall_clock_ms() - LOCAL_CLOCK_MARGIN_MS
 
     def _deliver_backfill(self, job: BackfillJob, klines: list[Kline]) -> int:
         pipeline = self.pipelines[job.channel]

@@ -32,8 +32,9 @@ async def status_of(port: int, path: str) -> tuple[int | None, str]:
 
 async def test_http_and_websocket_history_give_the_same_bars() -> None:
     """One-second bars, in real time: ten of the exchange's history before the service
-    started (backfilled), then three built live; HTTP and a WebSocket subscription asking for
-    history from the same start return the same bars."""
+    started (backfilled once the first live trade has set the exchange clock), then three built
+    live; HTTP and a WebSocket subscription asking for history from the same start return the
+    same bars, with no hole between history and live."""
     second = 1000
     base = int(time.time() * 1000) // second * second - 15 * second
     http_port, ws_port = free_port(), free_port()
@@ -48,25 +49,39 @@ async def test_http_and_websocket_history_give_the_same_bars() -> None:
             kline_intervals=["1s"], exchange_symbols=["BTCUSDT", "ETHUSDT"],
         )  # fmt: skip
         async with RunningService(settings) as running:
-            await eventually(lambda: running.service.backfill is not None
-                             and running.service.backfill.state == "done")  # fmt: skip
             live = []
             for i in range(4):  # live trades, a second apart: three bars close
                 await asyncio.sleep(1 - time.time() % 1 + 0.05)
                 now = int(time.time() * 1000)
                 live.append(now - now % second)
                 await fake.trade("BTCUSDT", str(200 + i), "1", now)
+            await eventually(lambda: running.service.backfill is not None
+                             and running.service.backfill.state == "done")  # fmt: skip
             await eventually(lambda: any(k.timestamp == live[2] and not k.backfill
                                          for k in running.collector.klines()))  # fmt: skip
-            await asyncio.sleep(1.1)  # so that the last live bar is closed by the clock too
             query = f"/v1/klines/btcusdt?interval=1s&start={base}&end={live[2]}&limit=1000"
-            bars = (await get(http_port, query))["data"]
+            bars: list[dict[str, Any]] = []
+
+            async def settled() -> bool:
+                # Bars between the history and the first live trade are completed from the
+                # exchange a moment after they close.
+                nonlocal bars
+                bars = (await get(http_port, query))["data"]
+                return (
+                    bool(bars)
+                    and bars[-1]["timestamp"] == live[2]
+                    and all(b["exact"] for b in bars)
+                )
+
+            async with asyncio.timeout(10):
+                while not await settled():
+                    await asyncio.sleep(0.1)
             opens = [b["timestamp"] for b in bars]
             assert opens == list(range(base, live[2] + 1, second))  # no hole
             assert [b["close"] for b in bars[:10]] == [str(100 + i) for i in range(10)]
             assert [b["close"] for b in bars if b["timestamp"] in live[:3]] == ["200", "201", "202"]
             assert all(b["is_closed"] and b["exact"] for b in bars)
-            assert all(b["backfill"] for b in bars[:10])
+            assert all(b["backfill"] or b["repaired"] for b in bars[:10])
             assert not any(b["backfill"] for b in bars if b["timestamp"] in live[1:3])
 
             client = StreamerClient(f"ws://127.0.0.1:{ws_port}/", user="alice", key="s3cret",

@@ -109,7 +109,7 @@ async def test_the_worker_retries_until_the_exchange_answers_then_delivers() -> 
     job = BackfillJob("spot", "BTCUSDT", 0, M1, T0 + 57 * MIN, T0 + 58 * MIN, T0 + 58 * MIN, 3)
     backfill = Backfill(
         [job], {"spot": ExchangeKlines("test", [M1], source)}, deliver,
-        backoff=lambda: Backoff(1.0, 60.0, jitter=0.0), sleep=sleep, now=lambda: NOW,
+        backoff=lambda: Backoff(1.0, 60.0, jitter=0.0), sleep=sleep, now=lambda _: NOW,
     )  # fmt: skip
     backfill.start()
     await backfill.wait()
@@ -192,6 +192,8 @@ async def test_a_restart_leaves_no_hole_in_redis_history(redis_key: str) -> None
         for i in range(6, 9):  # the service is down: these trades reach nobody
             await fake.trade("BTCUSDT", str(100 + i), "2", base + i * MIN + 1_000)
         async with RunningService(settings) as second:
+            # The market trades on: its first event sets the exchange clock the backfill uses.
+            await fake.trade("ETHUSDT", "1", "1", int(time.time() * 1000))
             await eventually(lambda: second.service.backfill is not None
                              and second.service.backfill.state == "done")  # fmt: skip
 

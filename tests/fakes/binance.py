@@ -195,6 +195,9 @@ class FakeBinance:
         # {open time: REST row} (the exchange's real history, from before the log starts).
         self.kline_rows: dict[tuple[str, str], dict[int, list[Any]]] = {}
         self.rest_down = False  # every REST request fails at the TCP level (closed at once)
+        # Symbols without a trade log get made-up history (one trade a bar), so a service's
+        # start-up backfill does real work against the fake (benchmarks).
+        self.synthetic_history = False
         self.kline_failures: list[tuple[int, float]] = []  # (status, Retry-After) per request
         self.trade_log: dict[str, list[LoggedTrade]] = {}
         self._next_id: dict[str, int] = {}
@@ -526,6 +529,8 @@ class FakeBinance:
         if symbol not in self.symbols:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         cap = max(1, min(limit, 1000 if self.market == "spot" else 1500))
+        if self.synthetic_history and symbol not in self.trade_log:
+            return 200, _synthetic_rows(interval, start, end, cap)
         rows = rest_klines(self.trade_log.get(symbol, []), interval, start, end, cap)
         given = self.kline_rows.get((symbol, interval))
         if given:
@@ -594,6 +599,19 @@ class FakeBinance:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _synthetic_rows(interval: str, start: int, end: int, limit: int) -> list[list[Any]]:
+    """Made-up klines, one trade each, for bars opening from ``start``'s to ``end``."""
+    length = INTERVAL_MS[interval]
+    rows: list[list[Any]] = []
+    open_time = start - start % length
+    while open_time <= end and len(rows) < limit:
+        price = f"{100 + open_time // length % 97}.00000000"
+        rows.append([open_time, price, price, price, price, "1.00000000", open_time + length - 1,
+                     price, 1, "0.00000000", "0.00000000", "0"])  # fmt: skip
+        open_time += length
+    return rows
 
 
 def _error(request_id: int, code: int, message: str) -> bytes:

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import http.client
 import itertools
+import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -28,6 +33,7 @@ from streamer import __version__
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "HttpError",
+    "JsonClient",
     "JsonReply",
     "Priority",
     "WeightBudget",
@@ -80,6 +86,111 @@ def _get(url: str, timeout: float, parse: Callable[[Any], Any] | None) -> JsonRe
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise HttpError(url, str(reason)) from None
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise HttpError(url, f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(url, f"invalid JSON: {exc}") from None
+    return JsonReply(decoded if parse is None else parse(decoded), headers)
+
+
+class JsonClient:
+    """GETs JSON over persistent connections (HTTP/1.1 keep-alive): one per worker thread and
+    host, and one TLS context for them all, so the handshake and the certificate loading are
+    paid once per connection, not once per request (they cost more than the request). At most
+    ``threads`` requests are in flight; each has ``timeout`` seconds."""
+
+    def __init__(self, threads: int = 4) -> None:
+        self._local = threading.local()
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
+
+    async def get(
+        self, url: str, *, timeout: float, parse: Callable[[Any], T] | None = None
+    ) -> JsonReply[T]:
+        """GET ``url``: its JSON body, turned into what ``parse`` makes of it (in the worker
+        thread, off the event loop), and its headers. :class:`HttpError` if it failed."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._get, url, timeout, parse)
+
+    def _tls(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = ssl.create_default_context()
+            return self._context
+
+    def _connection(self, scheme: str, host: str, port: int | None, timeout: float) -> Any:
+        connections: dict[tuple[str, str, int | None], Any] = self._local.__dict__.setdefault(
+            "connections", {}
+        )
+        key = (scheme, host, port)
+        connection = connections.get(key)
+        if connection is None:
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=self._tls()
+                )
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+            connections[key] = connection
+        elif connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        connection.timeout = timeout
+        return connection
+
+    def _drop(self, scheme: str, host: str, port: int | None) -> None:
+        connection = self._local.__dict__.get("connections", {}).pop((scheme, host, port), None)
+        if connection is not None:
+            connection.close()
+
+    def _get(self, url: str, timeout: float, parse: Callable[[Any], Any] | None) -> JsonReply[Any]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HttpError(url, "not an http(s) URL")
+        scheme, host, port = parts.scheme, parts.hostname, parts.port
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in (1, 2):
+            connection = self._connection(scheme, host, port, timeout)
+            reused = connection.sock is not None
+            try:
+                connection.request("GET", target, headers=_HEADERS)
+                response = connection.getresponse()
+                body = response.read(MAX_RESPONSE_BYTES + 1)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop(scheme, host, port)
+                if reused and attempt == 1:
+                    continue  # the server closed an idle connection: once more, on a new one
+                raise HttpError(url, str(exc)) from None
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self._drop(scheme, host, port)
+                raise HttpError(url, str(getattr(exc, "reason", exc))) from None
+            if response.will_close or len(body) > MAX_RESPONSE_BYTES:
+                self._drop(scheme, host, port)
+            headers = {name.lower(): value for name, value in response.getheaders()}
+            return _reply(url, response.status, headers, body, parse)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+_HEADERS = {"Accept": "application/json", "User-Agent": f"streamer/{__version__}"}
+
+
+def _reply(
+    url: str,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    parse: Callable[[Any], Any] | None,
+) -> JsonReply[Any]:
+    if status >= 400:
+        detail = body[:2000].decode("utf-8", "replace").strip()
+        raise HttpError(
+            url,
+            f"HTTP {status} {detail}".strip(),
+            status=status,
+            retry_after=_seconds(headers.get("retry-after")),
+        )
     if len(body) > MAX_RESPONSE_BYTES:
         raise HttpError(url, f"response larger than {MAX_RESPONSE_BYTES} bytes")
     try:

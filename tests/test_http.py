@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from typing import Any
 
 import pytest
 
-from streamer.http import HttpError, Priority, WeightBudget, get_json, get_json_reply
+from streamer.http import (
+    HttpError,
+    JsonClient,
+    Priority,
+    WeightBudget,
+    get_json,
+    get_json_reply,
+)
 from tests.fakes.binance import FakeBinance
 
 
@@ -94,3 +102,37 @@ async def test_the_exchanges_own_count_holds_requests_until_the_next_minute() ->
     budget.pause(3)  # a 429's Retry-After
     await budget.spend(1)
     assert clock.sleeps[-1] == pytest.approx(3)
+
+
+async def test_the_client_keeps_its_connection_alive_between_requests() -> None:
+    async with FakeBinance() as fake:
+        client = JsonClient(threads=1)
+        opened = 0
+        original = fake._handle_http
+
+        async def counted(reader: Any, writer: Any) -> None:
+            nonlocal opened
+            opened += 1
+            await original(reader, writer)
+
+        assert fake._rest is not None
+        fake._rest.close()
+        await fake._rest.wait_closed()
+        fake._rest = await asyncio.start_server(counted, "127.0.0.1", fake.rest_port)
+        for _ in range(3):
+            reply = await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
+            assert reply.headers["x-mbx-used-weight-1m"]
+        assert opened == 1  # three requests, one connection
+        fake.rest_down = True
+        with pytest.raises(HttpError) as caught:
+            await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
+        assert caught.value.status is None
+        fake.rest_down = False
+        reply = await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
+        # The failed request tried once more on a fresh connection; then a fresh one again.
+        assert opened == 3
+        fake.kline_failures = [(429, 3)]
+        with pytest.raises(HttpError) as caught:
+            await client.get(fake.rest_url + "/api/v3/klines?symbol=BTCUSDT&interval=1m",
+                             timeout=5)  # fmt: skip
+        assert (caught.value.status, caught.value.retry_after) == (429, 3.0)

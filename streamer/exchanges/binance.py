@@ -52,7 +52,7 @@ from streamer.exchanges.binance_parser import (
 )
 from streamer.exchanges.binance_rest import BinanceRest
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
-from streamer.http import HttpError, WeightBudget, get_json_reply
+from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
 from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
@@ -151,8 +151,9 @@ class BinanceConnector(Connector):
     @classmethod
     def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
         sources: dict[str, ExchangeKlines] = {}
+        client = JsonClient()  # kept-alive connections: repairs, seeds, history
         for channel in settings.exchange_channels:
-            rest = _rest(settings, channel, get_json_reply)
+            rest = _rest(settings, channel, client.get)
             sources[channel] = ExchangeKlines(
                 f"binance {channel}", rest.served, rest.klines, tiles=rest.tiles
             )

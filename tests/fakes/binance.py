@@ -559,46 +559,62 @@ class FakeBinance:
     async def _handle_http(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Requests on one connection, kept alive (HTTP/1.1) until the client closes it or asks
+        for ``Connection: close``, as Binance's REST does."""
         try:
-            request_line = (await reader.readline()).decode("latin-1")
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.split()
-            target = parts[1] if len(parts) >= 2 else "/"
-            self.rest_requests.append(target)
-            if self.rest_down:
-                writer.transport.abort()
-                return
-            parts_url = urlsplit(target)
-            path = parts_url.path
-            prefix = "/api/v3" if self.market == "spot" else "/fapi/v1"
-            used = self._weigh(path, parse_qs(parts_url.query))
-            extra = f"X-MBX-USED-WEIGHT-1M: {used}\r\n"
-            body: Any
-            if self.rest_fail_status is not None:
-                status, body = self.rest_fail_status, {"code": -1003, "msg": "Too many requests."}
-            elif path == f"{prefix}/exchangeInfo":
-                status, body = 200, self.exchange_info()
-            elif path == f"{prefix}/klines" and self.kline_failures:
-                status, retry_after = self.kline_failures.pop(0)
-                body = {"code": -1003, "msg": "Too many requests; current limit is 6000."}
-                extra += f"Retry-After: {retry_after:g}\r\n"
-            elif path == f"{prefix}/klines":
-                status, body = self._klines(parse_qs(parts_url.query))
-            else:
-                status, body = 404, {"code": -1, "msg": "Not found"}
-            data = orjson.dumps(body)
-            head = (
-                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                f"Content-Type: application/json;charset=UTF-8\r\n{extra}"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + data)
-            await writer.drain()
+            while True:
+                request_line = (await reader.readline()).decode("latin-1")
+                if not request_line:
+                    return  # the client closed the connection
+                close = False
+                while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = header.decode("latin-1").partition(":")
+                    if name.strip().lower() == "connection" and value.strip().lower() == "close":
+                        close = True
+                parts = request_line.split()
+                target = parts[1] if len(parts) >= 2 else "/"
+                self.rest_requests.append(target)
+                if self.rest_down:
+                    writer.transport.abort()
+                    return
+                writer.write(self._http_reply(target, close))
+                await writer.drain()
+                if close:
+                    return
+        except ConnectionError:
+            return  # the client went away mid-request
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _http_reply(self, target: str, close: bool) -> bytes:
+        parts_url = urlsplit(target)
+        path = parts_url.path
+        prefix = "/api/v3" if self.market == "spot" else "/fapi/v1"
+        used = self._weigh(path, parse_qs(parts_url.query))
+        extra = f"X-MBX-USED-WEIGHT-1M: {used}\r\n"
+        body: Any
+        if self.rest_fail_status is not None:
+            status, body = self.rest_fail_status, {"code": -1003, "msg": "Too many requests."}
+        elif path == f"{prefix}/exchangeInfo":
+            status, body = 200, self.exchange_info()
+        elif path == f"{prefix}/klines" and self.kline_failures:
+            status, retry_after = self.kline_failures.pop(0)
+            body = {"code": -1003, "msg": "Too many requests; current limit is 6000."}
+            extra += f"Retry-After: {retry_after:g}\r\n"
+        elif path == f"{prefix}/klines":
+            status, body = self._klines(parse_qs(parts_url.query))
+        else:
+            status, body = 404, {"code": -1, "msg": "Not found"}
+        data = orjson.dumps(body)
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: application/json;charset=UTF-8\r\n{extra}"
+            f"Content-Length: {len(data)}\r\nConnection: {'close' if close else 'keep-alive'}"
+            "\r\n\r\n"
+        )
+        return head.encode() + data
 
 
 def _synthetic_rows(interval: str, start: int, end: int, limit: int) -> list[list[Any]]:

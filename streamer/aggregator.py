@@ -162,12 +162,11 @@ class _Seed:
     """A symbol's forming bars waiting to be rebuilt at ``at`` (X): the exchange's klines before
     X, plus ``post``, every trade of ours at or after X."""
 
-    __slots__ = ("at", "last_id", "post", "requested")
+    __slots__ = ("at", "post", "requested")
 
-    def __init__(self, at: int, last_id: int) -> None:
+    def __init__(self, at: int) -> None:
         self.at = at
         self.post = Bar(0, 0, 0)
-        self.last_id = last_id  # newest trade id before X: X's first trade follows it
         self.requested = False
 
 
@@ -215,6 +214,7 @@ class _Symbol:
         "ids",
         "lo",
         "pending",
+        "pending_post",
         "provable",
         "seed",
         "seq",
@@ -239,6 +239,7 @@ class _Symbol:
         self.lo = 0
         self.hi = -1
         self.pending: Bar | None = None
+        self.pending_post: Bar | None = None  # the same, for trades of a waiting seed's post
 
     def window(self) -> None:
         """Recompute the time span covered by every forming bar."""
@@ -354,22 +355,26 @@ class KlineAggregator:
         price, qty = trade._price, trade._quantity
         quote = price * qty
         buy = trade.side == "buy"
-        seed = state.seed
-        if seed is not None:
-            if t >= seed.at:
-                seed.post.apply(price, qty, quote, buy, t, order, trade)
-            elif trade.last_trade_id is not None and trade.last_trade_id > seed.last_id:
-                seed.last_id = trade.last_trade_id
         if state.lo <= t <= state.hi and gap is None:
             # The common case: the trade belongs to the forming bar of every interval.
-            pending = state.pending
-            if pending is None:
-                pending = state.pending = Bar(0, 0, 0)
-                self._pending[id(state)] = state
+            seed = state.seed
+            if seed is not None and t >= seed.at:  # a seed waits: also one of its post
+                pending = state.pending_post
+                if pending is None:
+                    pending = state.pending_post = Bar(0, 0, 0)
+                    self._pending[id(state)] = state
+            else:
+                pending = state.pending
+                if pending is None:
+                    pending = state.pending = Bar(0, 0, 0)
+                    self._pending[id(state)] = state
             pending.apply(price, qty, quote, buy, t, order, trade)
             stats.trades += 1
             return True
         self._flush(state)
+        seed = state.seed
+        if seed is not None and t >= seed.at:
+            seed.post.apply(price, qty, quote, buy, t, order, trade)
         late = applied = False
         track = self.track_updates
         for index, series in enumerate(state.series):
@@ -392,7 +397,7 @@ class KlineAggregator:
                 self._dirty[id(series)] = series
         state.window()
         if gap is not None:
-            self._doubt(state, gap.start, gap.end, trade.last_trade_id)
+            self._doubt(state, gap.start, gap.end)
         if not applied:
             stats.after_repair += 1
             return False
@@ -411,7 +416,7 @@ class KlineAggregator:
         if state is None or tid is None or state.ids.seen(tid):
             return
         self._gap(state, trade.symbol, tid, tid, t, t)
-        self._doubt(state, t, t, None)
+        self._doubt(state, t, t)
 
     def _new_symbol(self, trade: Trade) -> _Symbol:
         symbol, t = trade.symbol, trade.timestamp
@@ -439,7 +444,7 @@ class KlineAggregator:
             state.start_at = state.doubt_until = t
             if self.repairs:
                 self._fixing[symbol] = state
-            self._plan_seed(state, t, trade.last_trade_id)
+            self._plan_seed(state, t)
         for index, series in enumerate(state.series):
             prime = primes.get(index)
             if prime is not None:
@@ -468,17 +473,23 @@ class KlineAggregator:
 
     def _flush(self, state: _Symbol) -> None:
         """Merge the symbol's pending trades into its forming bars."""
-        pending = state.pending
-        if pending is None:
-            return
-        state.pending = None
-        track = self.track_updates
-        for series in state.series:
-            bar = series.bar
-            assert bar is not None  # pending trades exist only while every bar does
-            bar.merge(pending)
-            if track:
-                self._dirty[id(series)] = series
+        for pending in (state.pending, state.pending_post):
+            if pending is None:
+                continue
+            if pending is state.pending_post:
+                state.pending_post = None
+                seed = state.seed
+                if seed is not None:  # trades at or after its X: they are its post too
+                    seed.post.merge(pending)
+            else:
+                state.pending = None
+            track = self.track_updates
+            for series in state.series:
+                bar = series.bar
+                assert bar is not None  # pending trades exist only while every bar does
+                bar.merge(pending)
+                if track:
+                    self._dirty[id(series)] = series
 
     def _flush_all(self) -> None:
         """Merge every symbol's pending trades into its forming bars."""
@@ -635,10 +646,9 @@ class KlineAggregator:
             state.doubt_until = end
         return gap
 
-    def _doubt(self, state: _Symbol, start: int, end: int, last_id: int | None) -> None:
+    def _doubt(self, state: _Symbol, start: int, end: int) -> None:
         """Trades between ``start`` and ``end`` may be missing: mark what they touch, ask for
-        the exchange's klines (repairs of closed bars, a seed for the forming ones).
-        ``last_id``: the newest trade id so far."""
+        the exchange's klines (repairs of closed bars, a seed for the forming ones)."""
         for series in state.series:
             bar = series.bar
             if bar is not None and bar.exact and state.doubtful(bar):
@@ -653,17 +663,18 @@ class KlineAggregator:
                     self._want(state, series, closed)
         if self.repairs:
             self._fixing[state.series[0].symbol] = state
-        self._plan_seed(state, end, last_id)
+        self._plan_seed(state, end)
 
-    def _plan_seed(self, state: _Symbol, end: int, last_id: int | None) -> None:
+    def _plan_seed(self, state: _Symbol, end: int) -> None:
         step = self.seed_step
-        if step is None or not state.provable or last_id is None:
+        if step is None or not state.provable:
             return
         seed = state.seed
         if seed is not None and end < seed.at:
             return  # the planned seed's X is still after the doubt: it stands
+        self._flush(state)  # what the fast path summed belongs to the previous seed, if any
         at = step.next_open(step.open_time(end))
-        state.seed = _Seed(at, last_id)
+        state.seed = _Seed(at)
         self._due_at(at + self.waiter_latency_ms + self.repair_delay_ms)
 
     def _due_at(self, when: int) -> None:
@@ -728,6 +739,7 @@ class KlineAggregator:
                 and not series.bar.exact
             )
             if not spans:
+                self._flush(state)
                 state.seed = None  # nothing in doubt any more, or every such bar has closed
                 self._release(state)
                 continue
@@ -744,8 +756,8 @@ class KlineAggregator:
         seed = None if state is None else state.seed
         if state is None or seed is None or seed is not request.token:
             return 0
+        self._flush(state)  # the fast path's trades into the bars and the seed's post
         state.seed = None
-        self._flush(state)
         post = seed.post
         # Without a gap since (it would have replaced this seed), our first trade at or after X
         # follows the exchange's last before X. With none yet, one may still be on its way.
@@ -781,6 +793,7 @@ class KlineAggregator:
         state = self._symbols.get(request.symbol)
         if state is None or state.seed is not request.token:
             return
+        self._flush(state)
         state.seed = None
         self.stats.seeds_failed += 1
         self._release(state)

@@ -37,7 +37,15 @@ class Piece:
 
 
 def _fits(interval: Interval, at: int, end: int) -> bool:
+    length = interval.length_ms
+    if length:  # fixed: arithmetic only
+        return (at - interval.offset_ms) % length == 0 and at + length <= end
+    if (at - interval.offset_ms) % _DAY:  # a month starts at a day's start, at least
+        return False
     return interval.open_time(at) == at and interval.next_open(at) <= end
+
+
+_DAY = 86_400_000
 
 
 def plan_cover(served: Sequence[Interval], start: int, end: int) -> list[Piece] | None:

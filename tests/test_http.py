@@ -120,7 +120,7 @@ async def test_the_client_keeps_its_connection_alive_between_requests() -> None:
         await fake._rest.wait_closed()
         fake._rest = await asyncio.start_server(counted, "127.0.0.1", fake.rest_port)
         for _ in range(3):
-            reply = await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
+            reply: Any = await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
             assert reply.headers["x-mbx-used-weight-1m"]
         assert opened == 1  # three requests, one connection
         fake.rest_down = True
@@ -128,7 +128,7 @@ async def test_the_client_keeps_its_connection_alive_between_requests() -> None:
             await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
         assert caught.value.status is None
         fake.rest_down = False
-        reply = await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
+        await client.get(fake.rest_url + "/api/v3/exchangeInfo", timeout=5)
         # The failed request tried once more on a fresh connection; then a fresh one again.
         assert opened == 3
         fake.kline_failures = [(429, 3)]

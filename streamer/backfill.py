@@ -139,12 +139,14 @@ class Backfill:
         now: Callable[[str], int] = lambda channel: wall_clock_ms(),
         live_from: Callable[[BackfillJob], int | None] = lambda job: None,
         first: Callable[[], Awaitable[None]] | None = None,
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``now(channel)``: the channel's exchange time, which says which bars have closed
         (a local clock running ahead must not make a forming bar history). ``live_from(job)``:
         the open of the series' first bar built from live trades, once there is one.
         ``first``: awaited before any job (the service waits for the exchange's first events,
-        which set its clock)."""
+        which set its clock). ``room``: awaited before handing a series over (the service waits
+        until its consumers have caught up: history never queues ahead of live data)."""
         self._jobs = list(jobs)
         self.total = len(self._jobs)
         self.sources = dict(sources)
@@ -155,6 +157,7 @@ class Backfill:
         self._now = now
         self._live_from = live_from
         self._first = first
+        self._room = room
         self._log = RateLimitedLog(logger, PROGRESS_EVERY_S)
         self._tasks: list[asyncio.Task[None]] = []
         self.done = 0
@@ -243,6 +246,8 @@ class Backfill:
                 if row.open_time >= start
             ]
             self.bars += len(records)
+            if self._room is not None:
+                await self._room()
             self.published += self.deliver(job, records)
             live = self._live_from(job)
             if live is None or not records:

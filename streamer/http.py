@@ -222,6 +222,10 @@ async def get_json_reply(
     return await asyncio.to_thread(_get, url, timeout, parse)
 
 
+#: The share of a weight budget's bucket the backfill leaves to more urgent requests.
+BACKFILL_RESERVE = 0.25
+
+
 class Priority:
     """Who goes first when REST weight is short (lower first)."""
 
@@ -282,7 +286,12 @@ class WeightBudget:
                     turn = self._turn
                     await turn.wait()  # set whenever the head of the queue leaves
                     continue
-                delay = max((weight - self.tokens) / self.rate, self._paused_until - now)
+                # Backfill never spends the last quarter of the bucket: a burst of it must not
+                # leave repairs and seeds waiting.
+                reserve = self.capacity * BACKFILL_RESERVE if priority >= Priority.BACKFILL else 0
+                delay = max(
+                    (weight + reserve - self.tokens) / self.rate, self._paused_until - now
+                )
                 if delay <= 0:
                     self.tokens -= weight
                     self.spent += weight

@@ -53,6 +53,8 @@ ConnectorFactory = Callable[[Settings, dict[str, Pipeline]], Connector]
 LOCAL_CLOCK_MARGIN_MS = 10_000
 #: How long the backfill waits for the exchange's first events before using local time.
 FIRST_EVENT_WAIT_S = 10.0
+#: Events a consumer may have waiting for the backfill to hand it more history.
+BACKFILL_LOW_WATER = 1_000
 
 
 class Service:
@@ -216,8 +218,19 @@ class Service:
             )  # fmt: skip
         return Backfill(
             jobs, sources, self._deliver_backfill, now=self._exchange_now,
-            live_from=self._live_from, first=self._exchange_clocks,
+            live_from=self._live_from, first=self._exchange_clocks, room=self._consumers_room,
         )  # fmt: skip
+
+    async def _consumers_room(self) -> None:
+        """Wait until every consumer has at most BACKFILL_LOW_WATER events waiting: history is
+        handed over only when live data is not queueing (under full load it waits)."""
+        broadcaster = self.broadcaster
+        assert broadcaster is not None
+        # Runners have no event for "below a level": a short poll, only while history waits.
+        while any(  # noqa: ASYNC110
+            runner.queued_events > BACKFILL_LOW_WATER for runner in broadcaster.runners
+        ):
+            await asyncio.sleep(0.02)
 
     async def _exchange_clocks(self) -> None:
         """Wait (at most FIRST_EVENT_WAIT_S) until every channel has seen an exchange event:

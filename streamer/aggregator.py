@@ -719,8 +719,8 @@ class KlineAggregator:
         """Seeds whose X is final at the exchange (X + waiter latency + repair delay is at or
         before ``now_ms``). Each is returned once; answer it with :meth:`apply_seed` or
         :meth:`abandon_seed`."""
-        if self.seed_step is None or not self._fixing:
-            return []
+        if self.seed_step is None or not self._fixing or now_ms < self._repair_due:
+            return []  # (_repair_due: no seed or repair is due before it)
         out: list[SeedRequest] = []
         wait = self.waiter_latency_ms + self.repair_delay_ms
         for state in list(self._fixing.values()):
@@ -807,6 +807,8 @@ class KlineAggregator:
         if not self._fixing:
             self._repair_due = _NEVER
             return []
+        if now_ms < self._repair_due:
+            return []  # nothing is due before it: skip the scan (bar boundaries tick often)
         ready: list[RepairRequest] = []
         next_due = _NEVER
         wait = self.waiter_latency_ms + self.repair_delay_ms

@@ -44,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 #: How often progress is logged while the backfill runs (seconds).
 PROGRESS_EVERY_S = 15.0
+#: History goes to the consumers in pieces of at most this many bars...
+CHUNK_BARS = 50
+#: ... and at most this many bars a second (2,000 symbols x 6 intervals x 300 bars: 30 min,
+#: about as long as the REST weight budget takes to fetch them).
+BARS_PER_SECOND = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,7 @@ class Backfill:
         self._live_from = live_from
         self._first = first
         self._room = room
+        self._next_at = 0.0  # monotonic time the next piece of history may go out
         self._log = RateLimitedLog(logger, PROGRESS_EVERY_S)
         self._tasks: list[asyncio.Task[None]] = []
         self.done = 0
@@ -246,9 +252,9 @@ class Backfill:
                 if row.open_time >= start
             ]
             self.bars += len(records)
-            if self._room is not None:
-                await self._room()
-            self.published += self.deliver(job, records)
+            for chunk in range(0, max(len(records), 1), CHUNK_BARS):
+                await self._pace(min(CHUNK_BARS, len(records) - chunk))
+                self.published += self.deliver(job, records[chunk : chunk + CHUNK_BARS])
             live = self._live_from(job)
             if live is None or not records:
                 return  # before any live trade the aggregator takes it from there (primed)
@@ -256,6 +262,18 @@ class Backfill:
             if start >= live:
                 return
             # The first live trade came while we fetched: load the bars in between too.
+
+    async def _pace(self, bars: int) -> None:
+        """Wait for room: the consumers caught up, and the bars per second under
+        :data:`BARS_PER_SECOND` (shared by the tasks), so history comes in small pieces
+        between live batches instead of long ones that hold them up."""
+        if self._room is not None:
+            await self._room()
+        now = time.monotonic()
+        wait = self._next_at - now
+        self._next_at = max(now, self._next_at) + bars / BARS_PER_SECOND
+        if wait > 0:
+            await self._sleep(wait)
 
     async def _fetch(self, job: BackfillJob, start: int, end: int) -> list[ExchangeKline] | None:
         source = self.sources[job.channel]

@@ -289,9 +289,7 @@ class WeightBudget:
                 # Backfill never spends the last quarter of the bucket: a burst of it must not
                 # leave repairs and seeds waiting.
                 reserve = self.capacity * BACKFILL_RESERVE if priority >= Priority.BACKFILL else 0
-                delay = max(
-                    (weight + reserve - self.tokens) / self.rate, self._paused_until - now
-                )
+                delay = max((weight + reserve - self.tokens) / self.rate, self._paused_until - now)
                 if delay <= 0:
                     self.tokens -= weight
                     self.spent += weight

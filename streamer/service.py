@@ -128,7 +128,9 @@ class Service:
         cls.validate(settings)
         channels = cls.channels(settings)
         sources = cls.kline_sources(settings)
-        self.store = HistoryStore(settings.history_memory_bytes)
+        self.store = HistoryStore(
+            settings.history_memory_bytes, latest_trades=not settings.enable_klines_stream
+        )
         intervals = [i.with_offset(-cls.utc_offset_ms) for i in settings.intervals]
         self.history = History(
             settings.exchange,

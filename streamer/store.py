@@ -89,8 +89,11 @@ class _Series:
 class HistoryStore:
     """Closed bars and latest values, bounded by ``budget`` bytes. See the module docstring."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, *, latest_trades: bool = True) -> None:
+        """``latest_trades``: keep each symbol's last trade (a dict update per trade; with
+        klines on, their forming bars already tell the last price)."""
         self.budget = budget
+        self._latest_types = ("trades", "price", "ticker") if latest_trades else ("price", "ticker")
         self.size = 0
         self._series: dict[SeriesKey, _Series] = {}
         self._latest: dict[tuple[str, str], dict[str, Trade | Price | Ticker]] = {}
@@ -117,7 +120,7 @@ class HistoryStore:
                 for kline, line in zip(envelope.data, lines, strict=True):
                     if isinstance(kline, Kline) and kline.is_closed:
                         self.put(envelope.exchange, envelope.channel, kline, line, seq)
-            elif data_type in ("trades", "price", "ticker"):
+            elif data_type in self._latest_types:
                 stream = (envelope.exchange, envelope.channel)
                 latest = self._latest.get(stream)
                 if latest is None:

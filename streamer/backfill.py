@@ -35,6 +35,7 @@ from streamer.history import Held
 from streamer.http import Priority
 from streamer.intervals import Interval
 from streamer.logs import RateLimitedLog
+from streamer.markets import Calendar
 from streamer.reconnect import Backoff, RetryAfter
 from streamer.records import Kline
 
@@ -73,12 +74,24 @@ def last_closed_open(interval: Interval, now_ms: int) -> int:
     return interval.open_time(interval.open_time(now_ms) - 1)
 
 
-def bars_back(interval: Interval, open_time: int, bars: int) -> int:
-    """The open time ``bars`` bars before ``open_time``'s."""
-    if interval.length_ms:
-        return open_time - bars * interval.length_ms
-    for _ in range(bars):
-        open_time = interval.open_time(open_time - 1)
+#: How far back :func:`bars_back` looks for trading bars (bars, sessions or not): a 1m warm-up
+#: of 300 bars across a long holiday fits; a symbol that never trades does not loop forever.
+MAX_LOOK_BACK_BARS = 50_000
+
+
+def bars_back(
+    interval: Interval, open_time: int, bars: int, calendar: Calendar | None = None
+) -> int:
+    """The open time ``bars`` bars before ``open_time``'s, counting with a ``calendar`` only
+    the bars that overlap a trading session (nights and weekends have none)."""
+    if calendar is None:
+        return interval.shift(open_time, -bars)
+    for _ in range(MAX_LOOK_BACK_BARS):
+        if bars <= 0:
+            break
+        open_time = interval.shift(open_time, -1)
+        if calendar.overlaps_session(open_time, interval.next_open(open_time) - 1):
+            bars -= 1
     return open_time
 
 
@@ -91,15 +104,20 @@ def plan_backfill(
     bars: int,
     held: Mapping[tuple[str, str], Held],
     keep: int,
+    calendar: Calendar | None = None,
+    complete: bool = True,
 ) -> list[BackfillJob]:
     """The jobs for one channel, holes first. ``held``: (symbol, interval name) -> the newest
-    bar a consumer holds; ``keep``: how many bars such a consumer keeps at most."""
+    bar a consumer holds; ``keep``: how many bars such a consumer keeps at most; ``calendar``:
+    the market's sessions (bars are counted within them); ``complete``: whether the exchange's
+    klines carry every field (else a held bar that was not exact is not loaded again: they
+    cannot make it so)."""
     holes: list[BackfillJob] = []
     warm: list[BackfillJob] = []
     for symbol in symbols:
         for index, interval in enumerate(intervals):
             last = last_closed_open(interval, now_ms)
-            warm_from = bars_back(interval, last, bars - 1) if bars > 0 else None
+            warm_from = bars_back(interval, last, bars - 1, calendar) if bars > 0 else None
             newest = held.get((symbol, interval.name))
             again, revision = None, 0
             if newest is None:
@@ -108,13 +126,13 @@ def plan_backfill(
                 publish_from = warm_from
             else:
                 publish_from = interval.next_open(newest.open_time)
-                if not newest.exact:
+                if not newest.exact and complete:
                     publish_from, again, revision = (
                         newest.open_time,
                         newest.open_time,
                         (newest.revision + 1),
                     )
-                publish_from = max(publish_from, bars_back(interval, last, keep - 1))
+                publish_from = max(publish_from, bars_back(interval, last, keep - 1, calendar))
             load_from = publish_from if warm_from is None else min(warm_from, publish_from)
             if load_from > last:
                 continue
@@ -238,6 +256,7 @@ class Backfill:
             if start > end:
                 return
             rows = await self._fetch(job, start, end)
+            source = self.sources[job.channel]
             if rows is None:
                 return  # the exchange cannot serve this series
             again, revision = job.again, job.revision
@@ -247,6 +266,7 @@ class Backfill:
                     job.symbol,
                     job.interval,
                     revision=revision if row.open_time == again else 0,
+                    exact=source.complete,
                 )
                 for row in rows
                 if row.open_time >= start

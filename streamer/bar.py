@@ -57,9 +57,11 @@ def exchange_record(
     *,
     revision: int = 0,
     backfill: bool = True,
+    exact: bool = True,
 ) -> Kline:
     """The published record of the exchange's own closed bar ``row`` (no trade ids: its
-    klines carry none), exact by definition; ``backfill`` for history."""
+    klines carry none); ``backfill`` for history. ``exact`` unless the exchange's klines lack
+    fields (trade counts, quote and taker volumes: published as 0)."""
     close_time = interval.next_open(row.open_time) - 1
     quote, taker_quote = row.quote, row.taker_quote
     return Kline(
@@ -68,7 +70,7 @@ def exchange_record(
         format_scaled(row.close), format_scaled(row.volume),
         format_scaled(quote, PRODUCT_DIGITS) if quote else "0", row.count,
         format_scaled(row.taker_volume), format_scaled(taker_quote, PRODUCT_DIGITS)
-        if taker_quote else "0", None, None, True, revision, False, True, backfill,
+        if taker_quote else "0", None, None, True, revision, False, exact, backfill,
     )  # fmt: skip
 
 

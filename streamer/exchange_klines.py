@@ -40,14 +40,27 @@ class ExchangeKlines:
         fetch: FetchKlines,
         *,
         tiles: Sequence[Interval] | None = None,
+        complete: bool = True,
+        close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``tiles``: the served intervals merges are made of (default: all). A few that
         divide each other (1s, 1m, 1h, 1d) tile any span in as many requests, where every
-        served interval (8h, 2h, 30m, 3m...) would take one request each."""
+        served interval (8h, 2h, 30m, 3m...) would take one request each. ``complete``: the
+        klines carry every field of ours (trade count, quote and taker volumes); klines with
+        only OHLCV (the Vietnamese sources) serve history, but cannot repair, seed or audit
+        a bar, and their bars are published ``exact: false``. ``close``: releases what
+        ``fetch`` holds (a worker process), at shutdown."""
         self.name = name
         self.served = tuple(served)
         self.tiles = tuple(tiles) if tiles is not None else self.served
+        self.complete = complete
         self._fetch = fetch
+        self._close = close
+
+    async def close(self) -> None:
+        """Release what fetching holds (nothing for plain HTTP)."""
+        if self._close is not None:
+            await self._close()
 
     def serves(self, interval: Interval) -> bool:
         """Whether the exchange serves ``interval`` itself (no merging)."""

@@ -127,10 +127,10 @@ class History:
         last = self.last_closed_open(interval)
         hi = last if end is None else min(interval.open_time(end), last)
         if start is None:
-            lo = _back(interval, hi, limit - 1)
+            lo = interval.shift(hi, 1 - limit)
         else:
             lo = interval.open_time(start)
-            hi = min(hi, _forward(interval, lo, limit - 1))
+            hi = min(hi, interval.shift(lo, limit - 1))
         if lo > hi:
             return []
         key = (self.exchange, channel, symbol, interval_name)
@@ -178,7 +178,9 @@ class History:
             return
         rows = await source.bars(symbol, interval, lo, missing_hi, Priority.ON_DEMAND)
         records: list[Kline] = [
-            exchange_record(row, symbol, interval) for row in rows if row.open_time not in found
+            exchange_record(row, symbol, interval, exact=source.complete)
+            for row in rows
+            if row.open_time not in found
         ]
         for record, line in zip(records, serialise(records), strict=True):
             found[record.timestamp] = line
@@ -191,21 +193,3 @@ class History:
             "holders": self.from_holders,
             "exchange": self.from_exchange,
         }
-
-
-def _forward(interval: Interval, open_time: int, bars: int) -> int:
-    """The open time ``bars`` bars after the one opening at ``open_time``."""
-    if interval.length_ms:
-        return open_time + bars * interval.length_ms
-    for _ in range(bars):
-        open_time = interval.next_open(open_time)
-    return open_time
-
-
-def _back(interval: Interval, open_time: int, bars: int) -> int:
-    """The open time ``bars`` bars before the one opening at ``open_time``."""
-    if interval.length_ms:
-        return open_time - bars * interval.length_ms
-    for _ in range(bars):
-        open_time = interval.open_time(open_time - 1)
-    return open_time

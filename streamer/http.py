@@ -108,12 +108,19 @@ class JsonClient:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
 
     async def get(
-        self, url: str, *, timeout: float, parse: Callable[[Any], T] | None = None
+        self,
+        url: str,
+        *,
+        timeout: float,
+        parse: Callable[[Any], T] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JsonReply[T]:
-        """GET ``url``: its JSON body, turned into what ``parse`` makes of it (in the worker
-        thread, off the event loop), and its headers. :class:`HttpError` if it failed."""
+        """GET ``url`` (with extra ``headers``): its JSON body, turned into what ``parse``
+        makes of it (in the worker thread, off the event loop), and its headers.
+        :class:`HttpError` if it failed."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._get, url, timeout, parse)
+        sent = _HEADERS if not headers else {**_HEADERS, **headers}
+        return await loop.run_in_executor(self._executor, self._get, url, timeout, parse, sent)
 
     def _tls(self) -> ssl.SSLContext:
         with self._lock:
@@ -145,7 +152,13 @@ class JsonClient:
         if connection is not None:
             connection.close()
 
-    def _get(self, url: str, timeout: float, parse: Callable[[Any], Any] | None) -> JsonReply[Any]:
+    def _get(
+        self,
+        url: str,
+        timeout: float,
+        parse: Callable[[Any], Any] | None,
+        headers: Mapping[str, str],
+    ) -> JsonReply[Any]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpError(url, "not an http(s) URL")
@@ -155,7 +168,7 @@ class JsonClient:
             connection = self._connection(scheme, host, port, timeout)
             reused = connection.sock is not None
             try:
-                connection.request("GET", target, headers=_HEADERS)
+                connection.request("GET", target, headers=dict(headers))
                 response = connection.getresponse()
                 body = response.read(MAX_RESPONSE_BYTES + 1)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:

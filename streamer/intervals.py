@@ -65,6 +65,17 @@ class Interval:
             return int(start.timestamp()) * 1000 + self.offset_ms
         return open_ms + self.length_ms
 
+    def shift(self, open_ms: int, bars: int) -> int:
+        """Open time of the bar ``bars`` bars after (negative: before) the one opening at
+        ``open_ms``."""
+        if self.length_ms:
+            return open_ms + bars * self.length_ms
+        for _ in range(bars):
+            open_ms = self.next_open(open_ms)
+        for _ in range(-bars):
+            open_ms = self.open_time(open_ms - 1)
+        return open_ms
+
     def with_offset(self, offset_ms: int) -> Interval:
         """The same interval with boundaries shifted by ``offset_ms``."""
         base = _MONDAY_OFFSET_MS if self.name == "1w" else 0

@@ -81,6 +81,7 @@ class Service:
         self.store: HistoryStore | None = None
         self.history: History | None = None
         self.backfill: Backfill | None = None
+        self.sources: dict[str, ExchangeKlines] = {}  # the exchange's klines per channel
         self.health_server: HealthServer | None = None
         self.ready = asyncio.Event()
 
@@ -140,6 +141,7 @@ class Service:
             symbols=lambda: self.connector.streamed_symbols() if self.connector else {},
             sources=sources,
         )
+        self.sources = sources
         self.consumers = self.consumer_manager.create(
             settings, ConsumerContext(history=self.history)
         )
@@ -217,6 +219,7 @@ class Service:
             jobs += plan_backfill(
                 channel, symbols, intervals, now_ms=wall_clock_ms(),
                 bars=settings.history_bars, held=held, keep=keep,
+                calendar=self.connector.calendar(settings), complete=sources[channel].complete,
             )  # fmt: skip
         return Backfill(
             jobs, sources, self._deliver_backfill, now=self._exchange_now,
@@ -269,7 +272,7 @@ class Service:
         aggregator = None
         if settings.enable_klines_stream:
             offset = connector.utc_offset_ms
-            repairs = settings.aggregator_repairs_enabled and klines is not None
+            repairs = settings.aggregator_repairs_enabled and klines is not None and klines.complete
             aggregator = KlineAggregator(
                 [interval.with_offset(-offset) for interval in settings.intervals],
                 waiter_latency_ms=settings.waiter_latency_ms,
@@ -278,7 +281,7 @@ class Service:
                 track_updates=settings.kline_updates_interval_ms > 0,
                 repairs=repairs,
                 repair_delay_ms=settings.aggregator_repair_delay_ms,
-                seed_step=None if klines is None else min(klines.served, key=_length),
+                seed_step=min(klines.served, key=_length) if repairs and klines else None,
                 calendar=connector.calendar(settings),
             )
         assert self.broadcaster is not None
@@ -342,6 +345,11 @@ class Service:
             await self.backfill.stop()
         for pipeline in self.pipelines.values():
             await pipeline.stop()
+        for source in set(self.sources.values()):  # repairs and history are over
+            try:
+                await asyncio.wait_for(source.close(), remaining())
+            except Exception:
+                logger.exception("%s failed to close", source.name)
         if self.broadcaster is not None:
             await self.broadcaster.drain(remaining())
         for consumer in self.consumers:

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     # -- Vietnam: DNSE, vnstock, failover ----------------------------------------------------
     dnse_ws_url: str = "wss://ws-openapi.dnse.com.vn"
+    dnse_rest_url: str = "https://openapi.dnse.com.vn"
     dnse_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("STREAMER_DNSE_API_KEY", "DNSE_API_KEY")
     )
@@ -330,7 +331,7 @@ class Settings(BaseSettings):
     def _dnse_url(cls, value: str) -> str:
         return cls._ws_url(value)
 
-    @field_validator("vnstock_kbs_url", "vnstock_vci_url")
+    @field_validator("vnstock_kbs_url", "vnstock_vci_url", "dnse_rest_url")
     @classmethod
     def _vnstock_urls(cls, value: str) -> str:
         return cls._http_url(value)

@@ -109,10 +109,11 @@ def plan_covers(
 
 def merge_rows(open_time: int, rows: Sequence[ExchangeKline]) -> ExchangeKline | None:
     """One kline opening at ``open_time`` from consecutive ``rows`` in time order; None if
-    there are none. Rows without trades only carry the price forward."""
+    there are none. Rows without trades only carry the price forward (a row with volume has
+    trades even when its source does not count them)."""
     if not rows:
         return None
-    traded = [row for row in rows if row.count]
+    traded = [row for row in rows if row.count or row.volume]
     if not traded:
         carry = rows[-1].close
         return ExchangeKline(open_time, carry, carry, carry, carry, 0, 0, 0, 0, 0)

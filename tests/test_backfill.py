@@ -21,6 +21,7 @@ from streamer.exchange_klines import ExchangeKlines, Unrepairable
 from streamer.history import Held
 from streamer.http import Priority
 from streamer.intervals import Interval, parse_interval
+from streamer.markets import ICT_OFFSET_MS, VietnamCalendar
 from streamer.reconnect import Backoff, RetryAfter
 from streamer.records import Kline
 from tests.conftest import RunningService, eventually, fake_settings
@@ -69,6 +70,24 @@ def test_a_held_bar_that_was_not_exact_is_published_again_as_a_new_revision() ->
 def test_continuity_reaches_back_no_further_than_the_holder_keeps() -> None:
     jobs = plan({("BTCUSDT", "1m"): Held(T0 - 5 * 1440 * MIN, 0, True)}, bars=0, keep=100)
     assert spans(jobs) == [("BTCUSDT", "1m", -40, -40)]
+
+
+def test_with_a_calendar_only_trading_bars_count_a_night_and_weekend_are_skipped() -> None:
+    """A Monday 09:05 ICT start: the last 10 minutes are Monday 09:00-09:04 and Friday's last
+    five (14:55-14:59: HNX and UPCoM trade until 15:00), not Sunday's empty night."""
+    calendar = VietnamCalendar()
+    m1 = M1.with_offset(-ICT_OFFSET_MS)
+    monday_0905 = int(datetime(2026, 11, 16, 2, 5, tzinfo=UTC).timestamp() * 1000)
+    (job,) = plan_backfill("G1", ["ACB"], [m1], now_ms=monday_0905, bars=10, held={},
+                           keep=1000, calendar=calendar)  # fmt: skip
+    friday_1455 = int(datetime(2026, 11, 13, 7, 55, tzinfo=UTC).timestamp() * 1000)
+    assert job.load_from == friday_1455 == job.publish_from
+
+
+def test_sources_without_every_field_never_reload_a_held_bar_they_cannot_make_exact() -> None:
+    held = {("BTCUSDT", "1m"): Held(T0 + 58 * MIN, 2, False)}
+    (job, *_) = plan(held, bars=0, complete=False)
+    assert (job.again, job.publish_from) == (None, T0 + 59 * MIN)
 
 
 def row(open_time: int, close: str = "10") -> ExchangeKline:
@@ -123,6 +142,18 @@ async def test_the_worker_retries_until_the_exchange_answers_then_delivers() -> 
         (T0 + 59 * MIN, 0, True, True),
     ]  # fmt: skip
     assert backfill.health()["bars"] == 3
+
+
+async def test_bars_of_a_source_without_every_field_are_published_not_exact() -> None:
+    delivered: list[Kline] = []
+    job = BackfillJob("spot", "BTCUSDT", 0, M1, T0 + 58 * MIN, T0 + 58 * MIN)
+    source = ExchangeKlines("ohlcv only", [M1], Source([]), complete=False)
+    backfill = Backfill([job], {"spot": source}, lambda j, k: delivered.extend(k) or len(k),
+                        now=lambda _: NOW)  # fmt: skip
+    backfill.start()
+    await backfill.wait()
+    assert [(k.timestamp, k.backfill, k.exact) for k in delivered] == [
+        (T0 + 58 * MIN, True, False), (T0 + 59 * MIN, True, False)]
 
 
 async def test_a_series_the_exchange_cannot_serve_is_skipped() -> None:

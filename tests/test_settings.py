@@ -28,6 +28,7 @@ DEFAULTS = {
     "STREAMER_WATCHDOG_SILENCE_SECONDS": "30.0",
     "STREAMER_WATCHDOG_PROBE_TIMEOUT_SECONDS": "10.0",
     "STREAMER_DNSE_WS_URL": "wss://ws-openapi.dnse.com.vn",
+    "STREAMER_DNSE_REST_URL": "https://openapi.dnse.com.vn",
     "STREAMER_DNSE_API_KEY": "",
     "STREAMER_DNSE_API_SECRET": "",
     "STREAMER_DNSE_BOARDS": "G1",

@@ -37,8 +37,11 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.clock import wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector
 from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError
+from streamer.exchanges.dnse_rest import CALLS_PER_MINUTE, DnseRest
+from streamer.http import JsonClient, WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
 from streamer.pipeline import Pipeline
@@ -191,6 +194,26 @@ class DnseConnector(Connector):
     def calendar(cls, settings: Settings) -> Calendar:
         # A few minutes of grace after each session: DNSE publishes the ATC print at 14:45.
         return VietnamCalendar(settings.holidays, grace_minutes=5)
+
+    @classmethod
+    def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
+        """DNSE's OHLC history (REST, signed with the API key): for backfill and history only,
+        since its bars carry no trade count or quote volume."""
+        if settings.dnse_api_key is None or settings.dnse_api_secret is None:
+            return {}
+        rest = DnseRest(
+            settings.dnse_rest_url,
+            settings.dnse_api_key.get_secret_value(),
+            settings.dnse_api_secret.get_secret_value(),
+            JsonClient(threads=2).get,
+            timeout=settings.rest_timeout_seconds,
+            budget=WeightBudget(CALLS_PER_MINUTE),
+            intervals=DnseRest.aligned(-cls.utc_offset_ms),
+            wall=time.time,
+            price_factor=1000 if settings.vn_price_unit == "vnd" else 1,
+        )
+        source = ExchangeKlines("dnse", rest.served, rest.klines, tiles=rest.tiles, complete=False)
+        return dict.fromkeys(cls.channels(settings), source)
 
     @classmethod
     def validate(cls, settings: Settings) -> None:

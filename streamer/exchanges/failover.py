@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamer.clock import wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import Connector
 from streamer.exchanges.dnse import DnseConnector
 from streamer.exchanges.vnstock import VnstockConnector
@@ -73,6 +74,11 @@ class FailoverConnector(Connector):
     @classmethod
     def calendar(cls, settings: Settings) -> Calendar:
         return DnseConnector.calendar(settings)
+
+    @classmethod
+    def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
+        """DNSE's OHLC history: the exchange's own bars, whichever feed is live."""
+        return DnseConnector.kline_sources(settings)
 
     @classmethod
     def validate(cls, settings: Settings) -> None:

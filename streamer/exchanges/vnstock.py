@@ -40,6 +40,7 @@ import orjson
 
 import streamer
 from streamer.clock import wall_clock_ms
+from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
@@ -116,13 +117,24 @@ class VnstockWorker:
 
     async def price_board(self, source: str, symbols: list[str]) -> list[dict[str, Any]]:
         """One batched price-board call; :class:`WorkerError` if it failed."""
+        return await self._call({"source": source, "symbols": symbols})
+
+    async def history(
+        self, source: str, symbol: str, interval: str, start: str, end: str
+    ) -> list[dict[str, Any]]:
+        """``symbol``'s bars of ``interval`` (``1m`` or ``1D``) between the local dates
+        ``start`` and ``end`` (inclusive); :class:`WorkerError` if it failed."""
+        request = {"source": source, "history": symbol, "interval": interval,
+                   "start": start, "end": end}  # fmt: skip
+        return await self._call(request)
+
+    async def _call(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         process = self.process
         if process is None or process.stdin is None or process.stdout is None:
             raise WorkerError("error", "the vnstock worker is not running")
         async with self._lock:
             self._ids += 1
-            request = {"id": self._ids, "source": source, "symbols": symbols}
-            process.stdin.write(orjson.dumps(request) + b"\n")
+            process.stdin.write(orjson.dumps({"id": self._ids, **request}) + b"\n")
             await process.stdin.drain()
             line = await asyncio.wait_for(process.stdout.readline(), CALL_TIMEOUT_S)
         if not line:
@@ -231,6 +243,15 @@ class VnstockConnector(Connector):
     @classmethod
     def calendar(cls, settings: Settings) -> Calendar:
         return VietnamCalendar(settings.holidays, grace_minutes=5)
+
+    @classmethod
+    def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
+        """vnstock's 1m and daily history, for backfill and history only (OHLCV)."""
+        from streamer.exchanges.vnstock_history import VnstockHistory  # it imports this module
+
+        if importlib.util.find_spec("vnstock") is None:
+            return {}
+        return dict.fromkeys(cls.channels(settings), VnstockHistory(settings).klines())
 
     @classmethod
     def validate(cls, settings: Settings) -> None:

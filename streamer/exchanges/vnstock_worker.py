@@ -14,11 +14,15 @@ with a private temporary HOME and working directory (deleted afterwards) and its
   also stops the telemetry;
 * ``SystemExit`` (quota) and every other error become an error reply; the process goes on.
 
-Protocol: one JSON object per line. Request ``{"id": 1, "source": "KBS", "symbols": [...]}``;
+Protocol: one JSON object per line. Request ``{"id": 1, "source": "KBS", "symbols": [...]}``
+(a price board) or ``{"id": 2, "source": "KBS", "history": "ACB", "interval": "1m" | "1D",
+"start": "2026-11-16", "end": "2026-11-17"}`` (bars of one symbol, local dates inclusive);
 reply ``{"id": 1, "ok": true, "rows": [...]}`` or ``{"id": 1, "ok": false, "kind": "quota" |
-"error", "error": "..."}``. Rows are normalised: ``symbol``, ``time`` (the source's local time text
-or null), ``price``, ``volume`` (accumulated today), ``bid``, ``bid_volume``, ``ask``,
-``ask_volume``; prices in VND as the source gives them.
+"error", "error": "..."}``. Board rows are normalised: ``symbol``, ``time`` (the source's local
+time text or null), ``price``, ``volume`` (accumulated today), ``bid``, ``bid_volume``, ``ask``,
+``ask_volume``; prices in VND as the source gives them. History rows: ``time`` (local
+``YYYY-MM-DD HH:MM:SS``), ``open``, ``high``, ``low``, ``close`` (texts, in VND: vnstock's
+thousands multiplied back, exactly) and ``volume``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from decimal import Decimal
 from typing import Any
 
-__all__ = ["UPSTREAMS", "main", "normalise"]
+__all__ = ["UPSTREAMS", "history_rows", "main", "normalise"]
 
 UPSTREAMS = {"KBS": "https://kbbuddywts.kbsec.com.vn", "VCI": "https://trading.vietcap.com.vn"}
 _COLUMNS: dict[str, dict[str, str | None]] = {
@@ -56,6 +61,36 @@ def normalise(source: str, records: list[dict[str, Any]]) -> list[dict[str, Any]
         {name: (record.get(column) if column else None) for name, column in columns.items()}
         for record in records
     ]
+
+
+def history_rows(records: list[dict[str, Any]], factor: int) -> list[dict[str, Any]]:
+    """vnstock's history rows -> ours: prices times ``factor`` (1000 for stocks, which vnstock
+    divides by 1000), as exact decimal texts."""
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {"time": str(record["time"])[:19], "volume": int(record["volume"])}
+        for key in ("open", "high", "low", "close"):
+            value = Decimal(repr(float(record[key]))) * factor
+            row[key] = format(value.normalize(), "f")
+        rows.append(row)
+    return rows
+
+
+def _history(request: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    from vnstock import Quote
+    from vnstock.core.utils.parser import get_asset_type
+
+    symbol = str(request["history"])
+    try:
+        frame = Quote(symbol=symbol, source=source).history(
+            start=str(request["start"]), end=str(request["end"]),
+            interval=str(request["interval"]), floating=None,
+        )  # fmt: skip
+    except ValueError as exc:  # vnstock's way to say "no bars in that range"
+        print(f"history {symbol}: {exc}", file=sys.stderr)
+        return []
+    factor = 1 if get_asset_type(symbol) in ("derivative", "index") else 1000
+    return history_rows(frame.to_dict("records"), factor)
 
 
 def _guard_http(targets: dict[str, str]) -> None:
@@ -95,12 +130,15 @@ def main() -> int:
             request = json.loads(line)
             request_id = request.get("id")
             source = str(request.get("source", "KBS")).upper()
-            if source not in boards:
-                boards[source] = Trading(source=source)
-            options = {"flatten_columns": True} if source == "VCI" else {}
-            frame = boards[source].price_board(symbols_list=list(request["symbols"]), **options)
-            reply = {"id": request_id, "ok": True,
-                     "rows": normalise(source, frame.to_dict("records"))}  # fmt: skip
+            if "history" in request:
+                rows = _history(request, source)
+            else:
+                if source not in boards:
+                    boards[source] = Trading(source=source)
+                options = {"flatten_columns": True} if source == "VCI" else {}
+                frame = boards[source].price_board(symbols_list=list(request["symbols"]), **options)
+                rows = normalise(source, frame.to_dict("records"))
+            reply = {"id": request_id, "ok": True, "rows": rows}
         except SystemExit as exc:  # vnstock's quota guard exits the process: not here
             reply = {"id": request_id, "ok": False, "kind": "quota", "error": str(exc)}
         except BaseException as exc:

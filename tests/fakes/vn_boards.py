@@ -2,8 +2,10 @@
 
 ``POST /iis-server/investment/stock/iss`` (KBS, body ``{"code": "ACB,FPT"}``) and
 ``POST /api/price/symbols/getList`` (VCI, body ``{"symbols": [...]}``) answer from
-:attr:`FakeBoards.symbols`, in the documented shapes (prices in VND). Every request is recorded,
-so a test can also prove nothing else was called.
+:attr:`FakeBoards.symbols`, in the documented shapes (prices in VND). KBS history
+(``GET /iis-server/investment/stocks/{SYMBOL}/data_1P`` and ``data_day``, ``sdate`` and ``edate``
+as ``DD-MM-YYYY``) answers from :attr:`FakeBoards.history`. Every request is recorded, so a test
+can also prove nothing else was called.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -36,6 +40,8 @@ class FakeBoards:
 
     def __init__(self) -> None:
         self.symbols: dict[str, Board] = {}
+        #: (symbol, "1P" | "day") -> KBS rows {"t": "2026-11-16 09:15", "o": 24000, ...} (VND)
+        self.history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, body)
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -93,6 +99,20 @@ class FakeBoards:
             })  # fmt: skip
         return items
 
+    def _history(self, target: str) -> tuple[int, dict[str, Any]]:
+        parts = urlsplit(target)
+        _, _, tail = parts.path.partition("/stocks/")
+        symbol, _, kind = tail.partition("/data_")
+        query = parse_qs(parts.query)
+        first, last = (
+            datetime.strptime(query[k][0], "%d-%m-%Y").date() for k in ("sdate", "edate")
+        )
+        rows = [
+            row for row in self.history.get((symbol, kind), [])
+            if first <= datetime.strptime(row["t"][:10], "%Y-%m-%d").date() <= last
+        ]  # fmt: skip
+        return 200, {f"data_{kind}": rows}
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -105,6 +125,8 @@ class FakeBoards:
             status, payload = 404, {"error": "not found"}
             if path.endswith("/iis-server/investment/stock/iss") and isinstance(body, dict):
                 status, payload = 200, self.kbs(str(body.get("code", "")).split(","))  # type: ignore[assignment]
+            elif "/iis-server/investment/stocks/" in path and method == "GET":
+                status, payload = self._history(path)  # type: ignore[assignment]
             elif path.endswith("/api/price/symbols/getList") and isinstance(body, dict):
                 status, payload = 200, self.vci(list(body.get("symbols", [])))  # type: ignore[assignment]
             data = orjson.dumps(payload)

@@ -148,12 +148,18 @@ async def test_bars_of_a_source_without_every_field_are_published_not_exact() ->
     delivered: list[Kline] = []
     job = BackfillJob("spot", "BTCUSDT", 0, M1, T0 + 58 * MIN, T0 + 58 * MIN)
     source = ExchangeKlines("ohlcv only", [M1], Source([]), complete=False)
-    backfill = Backfill([job], {"spot": source}, lambda j, k: delivered.extend(k) or len(k),
-                        now=lambda _: NOW)  # fmt: skip
+
+    def deliver(job: BackfillJob, klines: list[Kline]) -> int:
+        delivered.extend(klines)
+        return len(klines)
+
+    backfill = Backfill([job], {"spot": source}, deliver, now=lambda _: NOW)
     backfill.start()
     await backfill.wait()
     assert [(k.timestamp, k.backfill, k.exact) for k in delivered] == [
-        (T0 + 58 * MIN, True, False), (T0 + 59 * MIN, True, False)]
+        (T0 + 58 * MIN, True, False),
+        (T0 + 59 * MIN, True, False),
+    ]
 
 
 async def test_a_series_the_exchange_cannot_serve_is_skipped() -> None:

@@ -25,8 +25,10 @@ T = int(datetime(2026, 11, 16, 2, 10, tzinfo=UTC).timestamp())
 
 
 def rest(fake: FakeDnseRest, client: JsonClient, price_factor: int = 1) -> DnseRest:
-    return DnseRest(fake.url, KEY, SECRET, client.get, timeout=5.0, budget=WeightBudget(600),
-                    intervals=INTERVALS, wall=lambda: T + 5.0, price_factor=price_factor)  # fmt: skip
+    return DnseRest(
+        fake.url, KEY, SECRET, client.get, timeout=5.0, budget=WeightBudget(600),
+        intervals=INTERVALS, wall=lambda: T + 5.0, price_factor=price_factor,
+    )  # fmt: skip
 
 
 def test_the_signature_follows_dnses_documented_signing_string() -> None:
@@ -74,7 +76,7 @@ def test_columns_become_bars_aligned_on_local_days_with_the_live_price_unit() ->
     ],
 )
 def test_a_malformed_or_implausible_answer_is_refused(body: Any) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ohlc|number|negative"):
         parse_ohlc(body, M1)
 
 
@@ -118,7 +120,8 @@ async def test_the_connector_serves_history_but_no_repairs_from_it() -> None:
             dnse_boards=["G1", "G4"], kline_intervals=["10m"],
         )  # fmt: skip
         sources = DnseConnector.kline_sources(settings)
-        assert set(sources) == {"G1", "G4"} and sources["G1"] is sources["G4"]
+        assert set(sources) == {"G1", "G4"}
+        assert sources["G1"] is sources["G4"]
         source = sources["G1"]
         assert not source.complete
         ten = parse_interval("10m").with_offset(-ICT_OFFSET_MS)

@@ -41,7 +41,7 @@ def test_a_row_is_a_bar_at_its_local_time_and_a_bad_row_is_refused() -> None:
     assert day.open_time == ict(2026, 11, 16, 0, 0)
     for bad in ({**row, "high": "1"}, {**row, "volume": -1}, {**row, "time": "yesterday"},
                 {**row, "open": None}):  # fmt: skip
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="vnstock history row"):
             parse_history_row(bad, M1, Decimal(1))
 
 

@@ -66,8 +66,8 @@ class FakeDnseRest:
             return 404, {"status": "error", "message": "not found"}
         if not self._signed(path, headers):
             self.refused += 1
-            return 401, {"status": "error", "code": "OA-400",
-                         "message": "Authorization field missing, malformed or invalid"}  # fmt: skip
+            message = "Authorization field missing, malformed or invalid"
+            return 401, {"status": "error", "code": "OA-400", "message": message}
         self.requests.append(query)
         if self.fail:
             status = self.fail.pop(0)
@@ -95,7 +95,8 @@ class FakeDnseRest:
                 data = orjson.dumps(payload)
                 writer.write(
                     f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                    "Content-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n".encode()
                     + data
                 )
                 await writer.drain()

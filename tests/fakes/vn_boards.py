@@ -126,7 +126,7 @@ class FakeBoards:
             if path.endswith("/iis-server/investment/stock/iss") and isinstance(body, dict):
                 status, payload = 200, self.kbs(str(body.get("code", "")).split(","))  # type: ignore[assignment]
             elif "/iis-server/investment/stocks/" in path and method == "GET":
-                status, payload = self._history(path)  # type: ignore[assignment]
+                status, payload = self._history(path)
             elif path.endswith("/api/price/symbols/getList") and isinstance(body, dict):
                 status, payload = 200, self.vci(list(body.get("symbols", [])))  # type: ignore[assignment]
             data = orjson.dumps(payload)

@@ -9,7 +9,8 @@ first live bar, even after a restart), then follows new bars from Redis pub/sub,
 WebSocket server with ``--websocket``, and prints ``buy`` when the fast simple moving average of
 closes crosses above the slow one and ``sell`` when it crosses below. Prices are exact decimals
 (the records carry them as strings); a corrected bar (a higher revision) replaces the one it
-corrects.
+corrects, and a bar not proven complete (``exact`` false) makes no signal: its exact revision
+will.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Crossover:
             del self.closes[min(self.closes)]
         if len(self.closes) < self.slow or opened != max(self.closes):
             return None  # still warming up, or a correction of an earlier bar: no new signal
+        if not kline.get("exact", True):
+            return None  # it may miss trades: the exchange's own bar follows as a revision
         ordered = [self.closes[t] for t in sorted(self.closes)]
         fast = sum(ordered[-self.fast :], Decimal(0)) / self.fast
         slow = sum(ordered, Decimal(0)) / self.slow

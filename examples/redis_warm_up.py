@@ -3,7 +3,9 @@
     python examples/redis_warm_up.py BTCUSDT 1m
 
 Subscribe first, then read the history, so nothing published in between is missed; a bar seen
-twice is kept at its highest revision. examples/ma_crossover.py builds a trading signal on it.
+twice is kept at its highest revision. A bar with ``exact`` false may miss trades (the first bar
+after the streamer started, or one a gap touched): on Binance a revision from the exchange's own
+kline follows. examples/ma_crossover.py builds a trading signal on it.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ async def _envelopes(pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
 async def main(symbol: str, interval: str) -> None:
     redis = Redis()  # or Redis.from_url("redis://host:6379/0")
     async for kline in closed_klines(redis, symbol, interval):
-        print(kline["timestamp"], kline["close"], kline["volume"], "rev", kline["revision"])
+        flag = "" if kline["exact"] else " (not exact yet)"
+        print(kline["timestamp"], kline["close"], kline["volume"], "rev", kline["revision"], flag)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,16 @@ def test_a_correction_of_an_earlier_bar_updates_the_averages_without_a_signal() 
     assert crossover.on_kline(bar(3, "1")) is not None  # (3+1)/2 < (10+3+1)/3: sell
 
 
+def test_a_bar_not_proven_exact_makes_no_signal_its_exact_revision_does() -> None:
+    crossover = Crossover(2, 3)
+    feed(crossover, ["3", "2", "4", "1"])
+    doubtful = {**bar(4, "1"), "exact": False}
+    assert crossover.on_kline(doubtful) is None  # it would cross: wait for the exchange's bar
+    signal = crossover.on_kline({**bar(4, "1", revision=1), "exact": True, "repaired": True})
+    assert signal is not None
+    assert (signal.side, signal.timestamp) == ("sell", T + 4 * 60_000)
+
+
 def test_fast_must_be_shorter_than_slow() -> None:
     with pytest.raises(ValueError, match="fast < slow"):
         Crossover(5, 5)

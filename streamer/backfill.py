@@ -39,7 +39,7 @@ from streamer.markets import Calendar
 from streamer.reconnect import Backoff, RetryAfter
 from streamer.records import Kline
 
-__all__ = ["Backfill", "BackfillJob", "plan_backfill"]
+__all__ = ["Backfill", "BackfillJob", "CpuShare", "plan_backfill"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,19 @@ def plan_backfill(
     cannot make it so)."""
     holes: list[BackfillJob] = []
     warm: list[BackfillJob] = []
+    lasts = [last_closed_open(interval, now_ms) for interval in intervals]
+    # The same for every symbol (and a walk through the sessions with a calendar): once.
+    warm_froms = [
+        bars_back(interval, last, bars - 1, calendar) if bars > 0 else None
+        for interval, last in zip(intervals, lasts, strict=True)
+    ]
+    keep_froms = [
+        bars_back(interval, last, keep - 1, calendar)
+        for interval, last in zip(intervals, lasts, strict=True)
+    ]
     for symbol in symbols:
         for index, interval in enumerate(intervals):
-            last = last_closed_open(interval, now_ms)
-            warm_from = bars_back(interval, last, bars - 1, calendar) if bars > 0 else None
+            last, warm_from = lasts[index], warm_froms[index]
             newest = held.get((symbol, interval.name))
             again, revision = None, 0
             if newest is None:
@@ -132,7 +141,7 @@ def plan_backfill(
                         newest.open_time,
                         (newest.revision + 1),
                     )
-                publish_from = max(publish_from, bars_back(interval, last, keep - 1, calendar))
+                publish_from = max(publish_from, keep_froms[index])
             load_from = publish_from if warm_from is None else min(warm_from, publish_from)
             if load_from > last:
                 continue
@@ -141,6 +150,31 @@ def plan_backfill(
                               revision, hole)  # fmt: skip
             (holes if hole else warm).append(job)
     return holes + warm
+
+
+class CpuShare:
+    """The share of one core this process used lately (CPU seconds per wall second), from
+    injected clocks; measured over windows of at least ``window`` seconds."""
+
+    def __init__(
+        self,
+        window: float = 1.0,
+        wall: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.process_time,
+    ) -> None:
+        self.window = window
+        self._wall, self._cpu = wall, cpu
+        self._since = (wall(), cpu())
+        self.last = 0.0
+
+    def share(self) -> float:
+        """The share over the last full window (0.0 until one has passed)."""
+        wall, cpu = self._wall(), self._cpu()
+        elapsed = wall - self._since[0]
+        if elapsed >= self.window:
+            self.last = (cpu - self._since[1]) / elapsed
+            self._since = (wall, cpu)
+        return self.last
 
 
 Deliver = Callable[[BackfillJob, list[Kline]], int]
@@ -168,8 +202,9 @@ class Backfill:
         (a local clock running ahead must not make a forming bar history). ``live_from(job)``:
         the open of the series' first bar built from live trades, once there is one.
         ``first``: awaited before any job (the service waits for the exchange's first events,
-        which set its clock). ``room``: awaited before handing a series over (the service waits
-        until its consumers have caught up: history never queues ahead of live data)."""
+        which set its clock). ``room``: awaited before each request and each piece handed over
+        (the service waits until its consumers have caught up and the process has CPU to
+        spare: history never queues ahead of live data, nor takes the CPU live data needs)."""
         self._jobs = list(jobs)
         self.total = len(self._jobs)
         self.sources = dict(sources)
@@ -255,6 +290,8 @@ class Backfill:
                 end = max(end, job.interval.open_time(live - 1))
             if start > end:
                 return
+            if self._room is not None:
+                await self._room()  # parsing the answer costs CPU too
             rows = await self._fetch(job, start, end)
             source = self.sources[job.channel]
             if rows is None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.aggregator import KlineAggregator
-from streamer.backfill import Backfill, BackfillJob, plan_backfill
+from streamer.backfill import Backfill, BackfillJob, CpuShare, plan_backfill
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer, ConsumerContext
@@ -55,6 +55,9 @@ LOCAL_CLOCK_MARGIN_MS = 10_000
 FIRST_EVENT_WAIT_S = 10.0
 #: Events a consumer may have waiting for the backfill to hand it more history.
 BACKFILL_LOW_WATER = 1_000
+#: The share of one core the process may be using for the backfill to go on: history gets only
+#: the CPU live data leaves (a full-speed feed uses most of a core; 20,000 trades/s a fifth).
+BACKFILL_MAX_CPU = 0.5
 
 
 class Service:
@@ -82,6 +85,7 @@ class Service:
         self.history: History | None = None
         self.backfill: Backfill | None = None
         self.sources: dict[str, ExchangeKlines] = {}  # the exchange's klines per channel
+        self._cpu = CpuShare()  # how busy the process is, for the backfill
         self.health_server: HealthServer | None = None
         self.ready = asyncio.Event()
 
@@ -227,15 +231,16 @@ class Service:
         )  # fmt: skip
 
     async def _consumers_room(self) -> None:
-        """Wait until every consumer has at most BACKFILL_LOW_WATER events waiting: history is
-        handed over only when live data is not queueing (under full load it waits)."""
+        """Wait until every consumer has at most BACKFILL_LOW_WATER events waiting and the
+        process uses less than BACKFILL_MAX_CPU of a core: history moves only when live data is
+        neither queueing nor short of CPU (under full load it waits)."""
         broadcaster = self.broadcaster
         assert broadcaster is not None
-        # Runners have no event for "below a level": a short poll, only while history waits.
-        while any(  # noqa: ASYNC110
+        # Neither has an event for "below a level": a short poll, only while history waits.
+        while self._cpu.share() >= BACKFILL_MAX_CPU or any(  # noqa: ASYNC110
             runner.queued_events > BACKFILL_LOW_WATER for runner in broadcaster.runners
         ):
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
 
     async def _exchange_clocks(self) -> None:
         """Wait (at most FIRST_EVENT_WAIT_S) until every channel has seen an exchange event:

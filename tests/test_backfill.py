@@ -15,7 +15,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from streamer.backfill import Backfill, BackfillJob, plan_backfill
+from streamer.backfill import Backfill, BackfillJob, CpuShare, plan_backfill
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
 from streamer.history import Held
@@ -88,6 +88,17 @@ def test_sources_without_every_field_never_reload_a_held_bar_they_cannot_make_ex
     held = {("BTCUSDT", "1m"): Held(T0 + 58 * MIN, 2, False)}
     (job, *_) = plan(held, bars=0, complete=False)
     assert (job.again, job.publish_from) == (None, T0 + 59 * MIN)
+
+
+def test_cpu_share_is_cpu_seconds_per_wall_second_over_whole_windows() -> None:
+    clock = {"wall": 0.0, "cpu": 0.0}
+    share = CpuShare(1.0, wall=lambda: clock["wall"], cpu=lambda: clock["cpu"])
+    clock.update(wall=0.5, cpu=0.5)
+    assert share.share() == 0.0  # no full window yet
+    clock.update(wall=1.0, cpu=0.8)
+    assert share.share() == pytest.approx(0.8)  # a busy process: backfill waits
+    clock.update(wall=3.0, cpu=1.0)
+    assert share.share() == pytest.approx(0.1)  # idle again: backfill goes on
 
 
 def row(open_time: int, close: str = "10") -> ExchangeKline:

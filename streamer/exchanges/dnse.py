@@ -1,6 +1,6 @@
 """DNSE OpenAPI WebSocket: live Vietnamese trades, quotes and indexes.
 
-The flow (exchange-protocols.md section 2.2): connect ``{STREAMER_DNSE_WS_URL}/v1/stream?
+The flow (DNSE's OpenAPI WebSocket guide): connect ``{STREAMER_DNSE_WS_URL}/v1/stream?
 encoding=json`` -> ``welcome`` -> ``auth`` signed with HMAC-SHA256(api secret,
 ``{api_key}:{timestamp}:{nonce}``) -> ``auth_success`` -> ``subscribe`` -> data frames, told apart
 by ``T`` (:mod:`streamer.exchanges.dnse_parser`).

@@ -1,6 +1,6 @@
 """The process that runs vnstock for the ``vnstock-poll`` connector.
 
-vnstock has side effects a service must not have (exchange-protocols.md 3.5): on import and
+vnstock has side effects a service must not have (seen running vnstock 4.0.8): on import and
 first use it writes into the working directory and the home directory, calls pypi.org and its
 vendor's servers, prints banners on stdout, and raises ``SystemExit`` when its quota runs out.
 So it runs here, in a child process started by :class:`~streamer.exchanges.vnstock.VnstockWorker`

@@ -18,7 +18,7 @@ from streamer.exchanges.binance_parser import (
 )
 from streamer.records import Price, Quote, Ticker, Trade
 
-# Official samples: web-socket-streams.md and the USD-M SDK tests (exchange-protocols.md 1.4, 1.5).
+# Official samples: Binance's web-socket-streams.md and the USD-M SDK tests.
 SPOT_TRADE = (
     '{"stream":"bnbbtc@trade","data":{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,'
     '"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}}'

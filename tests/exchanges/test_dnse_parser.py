@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError, parse_time
 from streamer.records import Kline, Quote, Ticker, Trade
 
-# Official examples (exchange-protocols.md 2.3), with the T the SDK dispatches on.
+# Official examples (DNSE's OpenAPI message reference), with the T the SDK dispatches on.
 HPG_TICK = {"T": "t", "marketId": "STO", "boardId": "G1", "isin": "VN000000HPG4", "symbol": "HPG",
             "matchPrice": 24.35, "matchQtty": 40, "totalVolumeTraded": 1184240,
             "grossTradeAmount": 287.17458, "highestPrice": 24.35, "lowestPrice": 24.15,

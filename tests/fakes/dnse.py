@@ -1,6 +1,6 @@
 """A local fake of DNSE's OpenAPI WebSocket (``/v1/stream?encoding=json``), for tests.
 
-It follows the documented flow and rules (exchange-protocols.md section 2.2): ``welcome``, then
+It follows the documented flow and rules (DNSE's OpenAPI WebSocket guide): ``welcome``, then
 an ``auth`` message within ``auth_timeout`` (else ``AUTH_TIMEOUT`` and close 1008) whose
 HMAC-SHA256 signature over ``{api_key}:{timestamp}:{nonce}`` must match, whose timestamp must be
 within 5 minutes and whose nonce must not have been used in the last 10 minutes (else

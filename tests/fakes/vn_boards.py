@@ -1,4 +1,4 @@
-"""A local fake of the price boards vnstock polls: KBS and VCI (exchange-protocols.md 3.2-3.4).
+"""A local fake of the price boards vnstock polls: KBS and VCI, in the shapes vnstock 4.0.8 parses.
 
 ``POST /iis-server/investment/stock/iss`` (KBS, body ``{"code": "ACB,FPT"}``) and
 ``POST /api/price/symbols/getList`` (VCI, body ``{"symbols": [...]}``) answer from

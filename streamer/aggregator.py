@@ -31,7 +31,9 @@ The rules, which reproduce Binance's own klines:
   unseen: ids at 0 excepted, a symbol's very first) and bars touched by a jump in the ids (a
   :class:`~streamer.trade_ids.Gap`, taken with :meth:`drain_gaps`). Trades without ids prove
   nothing: their bars are never exact. A gap whose ids arrive after all (a reordering) no longer
-  casts doubt.
+  casts doubt. A gap is only final ``gap_grace_ms`` of exchange time after the trade that
+  revealed it: until then it is not handed to :meth:`drain_gaps` and nothing is asked of the
+  exchange for it, so a reordering that heals within the grace costs nothing but a counter.
 * With ``repairs`` on, a closed bar that is not exact is replaced by the exchange's own kline
   once that is final (its close + ``repair_delay_ms``): :meth:`due_repairs` asks for it,
   :meth:`apply_repair` publishes it again as a revision, ``repaired`` and exact. Trades for a
@@ -290,6 +292,7 @@ class KlineAggregator:
         repair_delay_ms: int = 1_000,
         seed_step: Interval | None = None,
         calendar: Calendar = ALWAYS_OPEN,
+        gap_grace_ms: int = 3_000,
     ) -> None:
         if not intervals:
             raise ValueError("at least one interval is required")
@@ -300,6 +303,7 @@ class KlineAggregator:
         self.track_updates = track_updates
         self.repairs = repairs
         self.repair_delay_ms = repair_delay_ms
+        self.gap_grace_ms = gap_grace_ms
         self.seed_step = seed_step if repairs else None
         self.calendar = calendar
         self.stats = AggregatorStats()
@@ -312,7 +316,8 @@ class KlineAggregator:
         # of late trades for one bar makes one revision, not one per trade.
         self._revised: dict[int, tuple[_Series, Bar]] = {}
         self._dirty: dict[int, _Series] = {}  # forming bars changed since the last update
-        self._new_gaps: list[Gap] = []
+        self._new_gaps: list[Gap] = []  # gaps not yet announced (``pending``), oldest first
+        self._gaps_due = _NEVER  # exchange time the oldest of them is final
         # Symbols with something to ask the exchange for: closed bars to repair, a seed.
         self._fixing: dict[str, _Symbol] = {}
         self._repair_due = _NEVER  # exchange time of the next repair or seed request
@@ -570,15 +575,38 @@ class KlineAggregator:
         """Whether :meth:`drain` has klines to give."""
         return bool(self._out or self._revised)
 
-    def drain_gaps(self) -> list[Gap]:
-        """Take the gaps found since the last call."""
-        gaps, self._new_gaps = self._new_gaps, []
-        return gaps
+    def drain_gaps(self, now_ms: int | None = None) -> list[Gap]:
+        """Take the gaps that are final at ``now_ms``: their ids still missing
+        ``gap_grace_ms`` after the trade that revealed them (all of them if ``now_ms`` is
+        None). Gaps that filled meanwhile are dropped (counted in ``stats.gaps_filled``)."""
+        pending = self._new_gaps
+        if not pending or (now_ms is not None and now_ms < self._gaps_due):
+            return []
+        limit = _NEVER if now_ms is None else now_ms - self.gap_grace_ms
+        final: list[Gap] = []
+        kept: list[Gap] = []
+        for gap in pending:
+            if gap.end > limit:
+                kept.append(gap)
+                continue
+            gap.pending = False
+            state = self._symbols.get(gap.symbol)
+            if state is None:
+                continue  # the symbol was removed
+            self._check_gaps(state)
+            if not gap.filled:
+                final.append(gap)
+        self._new_gaps = kept
+        self._gaps_due = min((gap.end + self.gap_grace_ms for gap in kept), default=_NEVER)
+        return final
 
-    @property
-    def has_gaps(self) -> bool:
-        """Whether :meth:`drain_gaps` has gaps to give."""
-        return bool(self._new_gaps)
+    def _settling(self, state: _Symbol, now_ms: int) -> int | None:
+        """If one of ``state``'s gaps is still in its grace: when the grace ends."""
+        grace = self.gap_grace_ms
+        if not grace:
+            return None
+        ends = [gap.end + grace for gap in state.gaps if gap.end + grace > now_ms]
+        return max(ends) if ends else None
 
     def take_updates(self) -> list[Kline]:
         """Forming bars changed since the last call (``is_closed`` false), one per series."""
@@ -596,7 +624,7 @@ class KlineAggregator:
     def next_deadline(self) -> int | None:
         """Exchange time at which :meth:`advance`, :meth:`due_repairs` or :meth:`due_seeds`
         has work, if any."""
-        earliest = min(min(self._due) + self.waiter_latency_ms, self._repair_due)
+        earliest = min(min(self._due) + self.waiter_latency_ms, self._repair_due, self._gaps_due)
         return None if earliest >= _NEVER else earliest
 
     def forming(self, symbols: Iterable[str] | None = None) -> list[Kline]:
@@ -641,7 +669,13 @@ class KlineAggregator:
         else:
             gap = Gap(symbol, first, last, start, end)
             gaps.append(gap)
-        self._new_gaps.append(gap)
+        if not gap.pending:
+            gap.pending = True
+            self._new_gaps.append(gap)
+            due = end + self.gap_grace_ms
+            if due < self._gaps_due:
+                self._gaps_due = due
+                self.version += 1
         if end > state.doubt_until:
             state.doubt_until = end
         return gap
@@ -730,6 +764,8 @@ class KlineAggregator:
             if seed.at + wait > now_ms:
                 continue
             self._check_gaps(state)
+            if self._settling(state, now_ms) is not None:
+                continue  # due_repairs keeps the time it is due again
             at = seed.at
             spans = tuple(
                 (index, series.interval, series.bar.open_time)
@@ -814,6 +850,10 @@ class KlineAggregator:
         wait = self.waiter_latency_ms + self.repair_delay_ms
         for state in list(self._fixing.values()):
             self._check_gaps(state)
+            settles = self._settling(state, now_ms)
+            if settles is not None:  # a reordering may still heal: ask nothing yet
+                next_due = min(next_due, settles)
+                continue
             for index, series in enumerate(state.series):
                 run: list[Bar] = []
                 for bar in series.closed:

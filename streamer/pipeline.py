@@ -8,7 +8,8 @@ timer for the next bar deadline; a late or missed timer is harmless because
 :meth:`~streamer.aggregator.KlineAggregator.advance` catches up on everything due.
 
 A trade id seen before (two connections overlap while one replaces the other) is published
-once. A gap in trade ids is announced with a ``gap`` status; its closed bars are repaired from
+once. A gap in trade ids still open after the aggregator's grace (``STREAMER_GAP_GRACE_MS``) is
+announced with a ``gap`` status; its closed bars are repaired from
 the exchange's klines (:mod:`streamer.repair`) and the outcome announced with a ``repaired`` or
 ``repair_failed`` status; its forming bars are rebuilt (seeded) from them. The first bars after
 start-up are completed the same way, silently unless it fails. Every
@@ -24,20 +25,17 @@ import random
 
 from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
-from streamer.clock import ExchangeClock, wall_clock_ms
+from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.logs import RateLimitedLog
 from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trade
 from streamer.repair import RepairWorker, Request
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
-__all__ = ["CLOSE_BUDGET", "MAX_FUTURE_MS", "Pipeline"]
+__all__ = ["CLOSE_BUDGET", "Pipeline"]
 
 logger = logging.getLogger(__name__)
 
-# An exchange time this far ahead of the time we received it is a corrupt message, not a trade:
-# taking it would move the exchange clock into the future and close every bar early.
-MAX_FUTURE_MS = 3_600_000
 # Bars closed per loop turn: a boundary closing a bar for thousands of symbols and intervals is
 # worked through in steps of about a millisecond or two, with trades flowing in between.
 CLOSE_BUDGET = 256
@@ -60,6 +58,7 @@ class Pipeline:
         audit_interval_s: float = 0.0,
         audit_sample: int = 20,
         rng: random.Random | None = None,
+        max_lead_ms: int = MAX_LEAD_MS,
     ) -> None:
         self.exchange = exchange
         self.channel = channel
@@ -81,7 +80,9 @@ class Pipeline:
         self._updates: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._log = RateLimitedLog(logger)
-        self.rejected_future = 0
+        # Trades stamped implausibly far ahead are held, then dropped or (a real jump) applied.
+        self.guard: FutureGuard[Trade] = FutureGuard(self.clock, max_lead_ms=max_lead_ms)
+        self.quarantined = 0
         self.duplicates = 0
         self.klines = klines  # the exchange's own klines (repairs, seeds, audits), if any
         self.audit_interval_s = audit_interval_s
@@ -95,22 +96,52 @@ class Pipeline:
 
     # -- input from the connector ------------------------------------------------------------
 
-    def on_trade(self, trade: Trade) -> None:
-        """A trade from the exchange: publish it and aggregate it."""
-        if trade.timestamp > trade.received_at + MAX_FUTURE_MS:
-            self.rejected_future += 1
-            self._log.error(
-                "future",
-                "%s %s: trade %s %s has time %d, over an hour ahead of this host; skipped",
-                self.exchange,
-                self.channel,
-                trade.symbol,
-                trade.trade_id,
-                trade.timestamp,
-            )
+    def on_trade(self, trade: Trade, connection: str = "") -> None:
+        """A trade from the exchange, received on ``connection``: publish and aggregate it
+        (once :class:`~streamer.clock.FutureGuard` finds its time plausible)."""
+        guard = self.guard
+        released = guard.admit(trade.timestamp, trade.received_at, connection, trade.symbol, trade)
+        if guard.rejected:
+            self._quarantine(guard.rejected)
+            guard.rejected = []
+        if released is None:
+            self._apply(trade, connection)
             return
+        if released:
+            self._log.warning(
+                "jump",
+                "%s %s: the exchange's time jumped %d ms ahead of the clock (%d trades of %d "
+                "symbols agree); following it",
+                self.exchange, self.channel,
+                released[0].timestamp - self.clock.source_now_ms(connection),
+                len(released), len({held.symbol for held in released}),
+            )  # fmt: skip
+            for held in released:
+                self._apply(held, connection)
+
+    def _quarantine(self, trades: list[Trade]) -> None:
+        """Trades whose time was implausibly far ahead and that nothing confirmed."""
+        self.quarantined += len(trades)
+        first = trades[0]
+        ahead = first.timestamp - first.received_at
+        self._log.warning(
+            "quarantine",
+            "%s %s: quarantined %d trade(s) stamped implausibly far ahead (%s id %s at %d, "
+            "%d ms ahead of its receipt); not applied to bars, trades or the clock",
+            self.exchange, self.channel, len(trades), first.symbol, first.trade_id,
+            first.timestamp, ahead,
+        )  # fmt: skip
+        self.on_status(
+            "quarantined",
+            message=f"{len(trades)} trade(s) stamped implausibly far ahead were not applied "
+            f"(first: id {first.trade_id} at {first.timestamp}, {ahead} ms after its receipt); "
+            "their bars are repaired like a gap",
+            symbols=sorted({trade.symbol for trade in trades}),
+        )
+
+    def _apply(self, trade: Trade, connection: str) -> None:
         clock = self.clock
-        clock.observe(trade.timestamp)
+        clock.observe(trade.timestamp, connection)
         aggregator = self.aggregator
         if aggregator is None:
             if not self._first_sighting(trade):
@@ -127,8 +158,6 @@ class Pipeline:
             self.broadcaster.publish(self._trades_key, trade)
         if aggregator.has_output:
             self.broadcaster.wake()  # klines are collected once per batch, by _collect
-        if aggregator.has_gaps:
-            self._announce_gaps(aggregator.drain_gaps())
         if aggregator.version != self._version:
             self._version = aggregator.version
             deadline = aggregator.next_deadline()
@@ -285,10 +314,8 @@ class Pipeline:
         return [] if self.aggregator is None else self.aggregator.forming([symbol])
 
     def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
-        """A ticker, price or quote: publish it (its exchange time also moves the clock)."""
-        timestamp = record.timestamp
-        if timestamp is not None and timestamp <= record.received_at + MAX_FUTURE_MS:
-            self.clock.observe(timestamp)
+        """A ticker, price or quote: publish it. Its time does not move the clock: bars close
+        on the time of the trades that feed them, which may come on another connection."""
         self.broadcaster.publish(self._keys[data_type], record)
 
     def on_kline(self, kline: Kline) -> None:
@@ -355,6 +382,9 @@ class Pipeline:
         try:
             now = self.clock.now_ms()
             self._closing = not aggregator.advance(now, CLOSE_BUDGET)
+            gaps = aggregator.drain_gaps(now)
+            if gaps:
+                self._announce_gaps(gaps)
             self.broadcaster.publish_many(self._klines_key, aggregator.drain())
             seeds = aggregator.due_seeds(now)  # before the repairs: their bars may close
             ready = aggregator.due_repairs(now)

@@ -288,6 +288,7 @@ class Service:
                 repair_delay_ms=settings.aggregator_repair_delay_ms,
                 seed_step=min(klines.served, key=_length) if repairs and klines else None,
                 calendar=connector.calendar(settings),
+                gap_grace_ms=settings.aggregator_gap_grace_ms,
             )
         assert self.broadcaster is not None
         return Pipeline(
@@ -298,6 +299,7 @@ class Service:
             publish_trades=settings.enable_trades_stream,
             updates_interval_ms=settings.kline_updates_interval_ms,
             klines=klines,
+            max_lead_ms=settings.clock_max_lead_ms,
             audit_interval_s=settings.audit_interval_seconds,
             audit_sample=settings.audit_sample,
         )

@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     kline_updates_interval_ms: int = Field(default=0, ge=0, le=3_600_000)
     aggregator_repairs_enabled: bool = True
     aggregator_repair_delay_ms: int = Field(default=1_000, ge=0, le=600_000)
+    aggregator_gap_grace_ms: int = Field(default=3_000, ge=0, le=60_000)
+    clock_max_lead_ms: int = Field(default=5_000, ge=100, le=86_400_000)
     rest_weight_per_minute: int = Field(default=1_200, ge=10, le=100_000)
     audit_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
     audit_sample: int = Field(default=20, ge=1, le=10_000)

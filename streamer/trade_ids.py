@@ -23,7 +23,8 @@ SEEN = -1
 class Gap:
     """Trade ids ``first_id``..``last_id`` of ``symbol`` never arrived; they were traded between
     the exchange times ``start`` and ``end`` (the neighbouring trades' times). ``filled`` once
-    they all arrived after all (a reordering, not a loss)."""
+    they all arrived after all (a reordering, not a loss); ``pending`` while it waits to be
+    announced."""
 
     symbol: str
     first_id: int
@@ -31,6 +32,7 @@ class Gap:
     start: int
     end: int
     filled: bool = False
+    pending: bool = False
 
 
 class TradeIdSet:

@@ -25,6 +25,11 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.chdir(tmp_path)
 
 
+# Integration tests replay sessions whose exchange time runs ahead of ours (a trade a minute
+# later, sent at once): with this the clock follows them. The guard's own tests use the default.
+REPLAY: dict[str, Any] = {"clock_max_lead_ms": 86_400_000}
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for exchange binance with ``overrides``, ignoring any .env file.
 
@@ -213,6 +218,7 @@ def fake_settings(fake: Any, **overrides: Any) -> Settings:
         "enabled_consumers": ["collect"],
         "enable_trades_stream": True,
         "kline_intervals": ["1m"],
+        **REPLAY,
     }
     key = "spot" if fake.market == "spot" else "linear"
     values[f"binance_{key}_ws_url"] = fake.ws_url

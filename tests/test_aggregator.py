@@ -572,7 +572,7 @@ def rest_row(
 
 
 def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() -> None:
-    agg = aggregator("1m", "5m", repairs=True, repair_delay_ms=1000)
+    agg = aggregator("1m", "5m", repairs=True, repair_delay_ms=1000, gap_grace_ms=0)
     agg.add_trade(trade(0, T0 + 1000, "100"))  # id 0: the symbol's first ever, nothing before
     agg.add_trade(trade(1, T0 + 2000, "100"))
     agg.add_trade(trade(5, T0 + MIN + 5000, "100"))  # 2, 3 and 4 were lost
@@ -604,19 +604,47 @@ def test_a_jump_in_trade_ids_is_a_gap_that_is_repaired_once_its_bars_closed() ->
     assert agg.due_repairs(T0 + 10 * MIN) == []  # nothing left
 
 
-def test_a_gap_that_fills_itself_needs_no_repair() -> None:
-    """Two connections overlapping during a rotation can deliver ids out of order."""
-    agg = aggregator("1m", repairs=True)
+def test_a_gap_that_fills_within_the_grace_is_silent_and_asks_nothing() -> None:
+    """Two connections overlapping during a rotation can deliver ids out of order: within
+    the grace that is a counter, not a ``gap``, not a request, not a revision."""
+    agg = aggregator("1m", repairs=True, gap_grace_ms=3_000)
     agg.add_trade(trade(0, T0 + 1000))
     agg.add_trade(trade(2, T0 + 3000))
+    assert agg.drain_gaps(T0 + 3000) == []  # not final yet
+    assert agg.next_deadline() == T0 + 6000  # when it will be
     agg.add_trade(trade(1, T0 + 2000))
-    assert len(agg.drain_gaps()) == 1
+    assert agg.drain_gaps(T0 + 6000) == []
+    assert agg.stats.gaps_filled == 1
     agg.advance(T0 + 10 * MIN)
     assert agg.due_repairs(T0 + 10 * MIN) == []
-    assert agg._symbols["BTCUSDT"].series[0].hold > T0 + 10 * MIN  # nothing held any more
-    assert agg.stats.gaps_filled == 1
+    (bar,) = [k for k in agg.drain() if k.timestamp == T0]
+    assert (bar.exact, bar.revision, bar.trade_count) == (True, 0, 3)
+
+
+def test_a_gap_still_open_after_the_grace_is_handed_over_once_and_repaired() -> None:
+    agg = aggregator("1m", repairs=True, repair_delay_ms=1000, gap_grace_ms=3_000)
+    agg.add_trade(trade(0, T0 + 1000))
+    agg.add_trade(trade(5, T0 + 59_500))  # 1..4 missing
+    agg.advance(T0 + MIN + 80)
+    assert agg.due_repairs(T0 + MIN + 80 + 1000) == []  # 61.08 s: still in the grace
+    assert agg.drain_gaps(T0 + 62_499) == []
+    (gap,) = agg.drain_gaps(T0 + 62_500)
+    assert (gap.first_id, gap.last_id) == (1, 4)
+    assert agg.drain_gaps(T0 + 70_000) == []  # once
+    (request,) = agg.due_repairs(T0 + 62_500)
+    assert (request.start, request.reason) == (T0, "gap")
+
+
+def test_a_gap_filled_after_its_bar_closed_republishes_it_exact() -> None:
+    """A reordering slower than the bar: published in doubt, then proven (a revision)."""
+    agg = aggregator("1m", repairs=True, gap_grace_ms=3_000)
+    agg.add_trade(trade(0, T0 + 1000))
+    agg.add_trade(trade(2, T0 + 59_000))
+    agg.advance(T0 + MIN + 80)
+    agg.add_trade(trade(1, T0 + 58_000))
+    assert agg.drain_gaps(T0 + MIN + 2_000) == []
     first, again = [k for k in agg.drain() if k.timestamp == T0]
-    assert (first.exact, again.exact, again.revision) == (False, True, 1)  # doubt, then proof
+    assert (first.exact, again.exact, again.revision, again.trade_count) == (False, True, 1, 3)
 
 
 def test_bars_waiting_for_a_repair_outlive_the_late_window() -> None:
@@ -782,7 +810,9 @@ def test_a_bar_that_closed_before_its_seed_was_answered_is_repaired_instead() ->
 
 
 def test_a_newer_gap_replaces_the_seed_and_the_older_answer_is_ignored() -> None:
-    agg = aggregator("1h", repairs=True, repair_delay_ms=0, seed_step=parse_interval("1s"))
+    agg = aggregator(
+        "1h", repairs=True, repair_delay_ms=0, seed_step=parse_interval("1s"), gap_grace_ms=0
+    )
     agg.add_trade(trade(50, T0 + 1_000))
     (old,) = agg.due_seeds(T0 + 3_000)
     agg.add_trade(trade(60, T0 + 5_500))  # 51..59 lost, after the first seed's X

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamer.clock import ExchangeClock
+from streamer.clock import ExchangeClock, FutureGuard
 
 
 class FakeMonotonic:
@@ -82,3 +82,63 @@ def test_seconds_until_is_never_negative() -> None:
     clock.observe(1_000_000)
     assert clock.seconds_until(1_000_500) == 0.5
     assert clock.seconds_until(999_000) == 0.0
+
+
+def test_the_clock_reads_the_source_furthest_behind() -> None:
+    """Two connections: bars wait for the one that lags, not the one ahead."""
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono)
+    clock.observe(1_010_000, "a")
+    clock.observe(1_000_000, "b")
+    assert clock.now_ms() == 1_000_000
+    assert clock.source_now_ms("a") == 1_010_000
+
+
+def test_a_source_silent_for_seconds_no_longer_holds_the_clock_back() -> None:
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono, stale_s=5.0)
+    clock.observe(1_000_000, "b")
+    clock.observe(1_002_000, "a")
+    mono.now += 6.0
+    clock.observe(1_008_000, "a")
+    assert clock.now_ms() == 1_008_000  # "b" said nothing for 6 s
+    clock.forget("a")
+    assert clock.now_ms() == 1_008_000  # readings never go back
+
+
+def test_the_guard_admits_times_near_the_learned_offset_and_holds_the_rest() -> None:
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono, initial_ms=1_000_000)
+    guard: FutureGuard[int] = FutureGuard(clock, max_lead_ms=5_000)
+    assert guard.admit(1_000_000, 1_000_000, "", "A", 1) is None
+    assert guard.admit(1_004_000, 1_000_000, "", "A", 2) is None  # 4 s: jitter
+    assert guard.admit(1_020_000, 1_000_000, "", "A", 3) == []  # 20 s ahead: held
+    assert guard.holding == 1
+    assert guard.admit(1_000_100, 1_000_100, "", "B", 4) is None
+    assert guard.rejected == [3]
+    assert guard.holding == 0
+
+
+def test_the_guard_confirms_a_jump_only_when_several_symbols_agree() -> None:
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono, initial_ms=1_000_000)
+    guard: FutureGuard[int] = FutureGuard(clock, confirm_events=3, confirm_one_symbol=10)
+    assert guard.admit(1_000_000, 1_000_000, "", "A", 0) is None
+    for i in range(1, 9):  # one symbol alone: held, not yet believed
+        assert guard.admit(2_000_000 + i, 1_000_000 + i, "", "A", i) == []
+    assert guard.admit(2_000_100, 1_000_100, "", "B", 9) == list(range(1, 10))
+    assert guard.jumps == 1
+    # The new offset is the reference now.
+    assert guard.admit(2_000_200, 1_000_200, "", "A", 10) is None
+
+
+def test_the_guard_holds_per_connection() -> None:
+    """A plausible event on one connection does not clear or confirm another's held ones."""
+    mono = FakeMonotonic()
+    clock = ExchangeClock(mono, initial_ms=1_000_000)
+    guard: FutureGuard[int] = FutureGuard(clock)
+    guard.admit(1_000_000, 1_000_000, "a", "A", 0)
+    assert guard.admit(9_000_000, 1_000_000, "b", "A", 1) == []
+    assert guard.admit(1_000_010, 1_000_010, "a", "B", 2) is None
+    assert guard.rejected == []
+    assert guard.holding == 1

@@ -10,7 +10,7 @@ import pytest
 from streamer import pipeline as pipeline_module
 from streamer.aggregator import KlineAggregator
 from streamer.broadcaster import Broadcaster, StreamKey
-from streamer.clock import ExchangeClock, wall_clock_ms
+from streamer.clock import ExchangeClock
 from streamer.intervals import parse_intervals
 from streamer.pipeline import Pipeline
 from streamer.records import Kline, Price, Record, Status, Trade
@@ -130,24 +130,129 @@ async def test_the_exchange_clock_not_the_local_one_decides() -> None:
     await pipeline.stop()
 
 
-async def test_a_trade_time_far_in_the_future_is_refused() -> None:
-    pipeline, recorder = make("1m")
+async def test_one_trade_stamped_30_minutes_ahead_is_quarantined_not_applied(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fault campaign's case: one otherwise valid trade 30 min ahead must not move the
+    clock, close bars or make the real trades after it late. It is counted, logged and
+    announced once the next real trade shows it was wrong."""
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
     pipeline.start()
-    now = wall_clock_ms()
-    pipeline.on_trade(trade(1, now + 2 * 3_600_000, received_at=now))
-    assert recorder.published == []
-    assert pipeline.rejected_future == 1
+    pipeline.on_trade(trade(1, T0 + 1_000, "ETHUSDT"))
+    pipeline.on_trade(trade(1, T0 + 1_500, received_at=T0 + 1_500))
+    bogus = trade(2, T0 + 1_800_000, received_at=T0 + 1_600)
+    pipeline.on_trade(bogus)
+    assert pipeline.clock.now_ms() < T0 + 60_000
+    pipeline.on_trade(trade(3, T0 + 2_000))  # the next real trade: the bogus one was wrong
+    assert pipeline.quarantined == 1
+    assert pipeline.clock.now_ms() < T0 + 60_000
+    assert [k for k in recorder.of("klines") if isinstance(k, Kline) and k.is_closed] == []
+    traded = [t for t in recorder.of("trades") if isinstance(t, Trade)]
+    assert bogus not in traded
+    assert len(traded) == 3
+    statuses = [s for s in recorder.of("status") if isinstance(s, Status)]
+    (status,) = [s for s in statuses if s.event == "quarantined"]
+    assert status.symbols == ["BTCUSDT"]
+    assert "quarantined 1 trade(s)" in caplog.text
+    stats = pipeline.aggregator.stats if pipeline.aggregator else None
+    assert stats is not None
+    assert stats.late_dropped == 0
+    assert stats.trades == 3
     await pipeline.stop()
 
 
-async def test_market_records_are_published_and_move_the_clock() -> None:
+async def test_a_symbol_that_keeps_sending_future_times_cannot_move_the_clock() -> None:
+    """No single symbol among others moves the clock: each of its future trades is
+    contradicted by the next real trade of another symbol."""
+    mono = FakeMonotonic()
+    pipeline, _ = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
+    for i in range(20):
+        pipeline.on_trade(trade(i, T0 + 900_000 + i, "BADUSDT", received_at=T0 + i))
+        pipeline.on_trade(trade(i, T0 + i, "BTCUSDT"))
+    assert pipeline.quarantined == 20
+    assert pipeline.clock.now_ms() < T0 + 1_000
+
+
+async def test_a_local_clock_minutes_behind_the_exchange_still_works() -> None:
+    """The host's clock is 5 min slow: every trade looks 5 min ahead of its receipt. The
+    first few are held until trades of two symbols agree, then applied in order; none lost."""
+    mono = FakeMonotonic()
+    skew = 300_000
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0 - skew))
+    for i in range(1, 11):
+        symbol = "BTCUSDT" if i % 2 else "ETHUSDT"
+        pipeline.on_trade(trade(i, T0 + i * 1000, symbol, received_at=T0 - skew + i * 1000))
+    assert pipeline.quarantined == 0
+    assert pipeline.guard.jumps == 1
+    assert len(recorder.of("trades")) == 10
+    assert [t.trade_id for t in recorder.of("trades") if isinstance(t, Trade)] == list(range(1, 11))
+
+
+async def test_a_local_clock_minutes_ahead_of_the_exchange_still_works() -> None:
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0 + 300_000))
+    for i in range(1, 6):
+        pipeline.on_trade(trade(i, T0 + i * 1000, received_at=T0 + 300_000 + i * 1000))
+    assert pipeline.quarantined == 0
+    assert len(recorder.of("trades")) == 5
+    # ... and a trade 4 min ahead of the exchange (1 min behind this host) is still caught.
+    pipeline.on_trade(trade(6, T0 + 245_000, received_at=T0 + 306_000))
+    pipeline.on_trade(trade(7, T0 + 7_000, received_at=T0 + 307_000))
+    assert pipeline.quarantined == 1
+
+
+async def test_a_real_jump_of_exchange_time_is_followed_with_nothing_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A host resumed from suspend: everything after the pause is far ahead of the clock.
+    Once three trades of two symbols agree, they are applied in order and bars close."""
     mono = FakeMonotonic()
     pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
-    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 5_000, T0 + 5_010))
+    pipeline.on_trade(trade(1, T0 + 1_000))
+    pause = 600_000  # the host's monotonic and wall clocks both missed ten minutes
+    for i, symbol in ((2, "BTCUSDT"), (1, "ETHUSDT"), (3, "BTCUSDT")):
+        pipeline.on_trade(trade(i, T0 + pause + i, symbol, received_at=T0 + 1_000 + i))
+    assert pipeline.quarantined == 0
+    assert pipeline.guard.jumps == 1
+    assert "jumped" in caplog.text
+    assert pipeline.clock.now_ms() >= T0 + pause
+    closed = [k for k in recorder.of("klines") if isinstance(k, Kline) and k.is_closed]
+    assert closed
+    assert closed[0].timestamp == T0
+    assert closed[0].trade_count == 1
+    assert len(recorder.of("trades")) == 4
+
+
+async def test_market_records_are_published_but_do_not_move_the_clock() -> None:
+    """Bars close on the time of the trades that feed them: a quote or ticker (often on
+    another connection) with a later time must not close bars whose trades lag behind."""
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
+    pipeline.on_trade(trade(1, T0 + 5_000))
+    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 65_000, T0 + 5_010))
     assert recorder.of("price")
     assert pipeline.clock.now_ms() == T0 + 5_000
-    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 10 * 3_600_000, T0 + 5_020))
-    assert pipeline.clock.now_ms() == T0 + 5_000  # a corrupt future time does not move it
+
+
+async def test_a_connection_that_lags_holds_bars_open_for_its_trades() -> None:
+    """Trades of one channel on two connections: the one behind decides when bars close, so
+    its trades land in their bars instead of arriving late."""
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", latency=0, clock=ExchangeClock(mono, initial_ms=T0))
+    pipeline.on_trade(trade(1, T0 + 59_000, "ETHUSDT"), "b")
+    pipeline.on_trade(trade(1, T0 + 61_000, "BTCUSDT"), "a")  # "a" is ahead
+    assert pipeline.clock.now_ms() == T0 + 59_000
+    pipeline.on_trade(trade(2, T0 + 59_500, "ETHUSDT"), "b")  # "b" catching up
+    stats = pipeline.aggregator.stats if pipeline.aggregator else None
+    assert stats is not None
+    assert stats.late_applied == 0
+    pipeline.on_trade(trade(3, T0 + 61_000, "ETHUSDT"), "b")
+    closed = [k for k in recorder.of("klines") if isinstance(k, Kline) and k.is_closed]
+    eth = [k for k in closed if k.symbol == "ETHUSDT"]
+    assert eth
+    assert eth[0].trade_count == 2
+    assert eth[0].revision == 0
 
 
 async def test_status_events_carry_the_connection() -> None:
@@ -187,4 +292,42 @@ async def test_without_klines_the_pipeline_only_publishes() -> None:
     pipeline.on_trade(trade(1, T0))
     assert len(recorder.of("trades")) == 1
     assert recorder.of("klines") == []
+    await pipeline.stop()
+
+
+async def test_trades_reordered_within_the_grace_raise_no_gap_status() -> None:
+    """57 trades held back and delivered late but within the grace: silent, one counter."""
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
+    pipeline.start()
+    pipeline.on_trade(trade(1, T0 + 1_000))
+    for i in range(59, 70):
+        pipeline.on_trade(trade(i, T0 + 1_000 + i * 10))
+    for i in range(2, 59):  # the held-back ones, 1 s late
+        pipeline.on_trade(trade(i, T0 + 1_000 + i * 10, received_at=T0 + 2_500))
+    for i in range(70, 80):  # time passes well beyond the grace
+        mono.now += 1.0
+        pipeline.on_trade(trade(i, T0 + (i - 65) * 1_000))
+    assert [s for s in recorder.of("status") if isinstance(s, Status) and s.event == "gap"] == []
+    assert pipeline.aggregator is not None
+    assert pipeline.aggregator.stats.gaps_filled == 1
+    await pipeline.stop()
+
+
+async def test_ids_still_missing_after_the_grace_are_announced_once() -> None:
+    mono = FakeMonotonic()
+    pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
+    pipeline.start()
+    pipeline.on_trade(trade(1, T0 + 1_000))
+    pipeline.on_trade(trade(5, T0 + 1_100))
+
+    def gaps() -> list[Status]:
+        return [s for s in recorder.of("status") if isinstance(s, Status) and s.event == "gap"]
+
+    assert gaps() == []
+    for i in range(6, 12):
+        mono.now += 1.0
+        pipeline.on_trade(trade(i, T0 + (i - 4) * 1_000))
+    (gap,) = gaps()
+    assert "trade ids 2..4" in gap.message
     await pipeline.stop()

@@ -447,7 +447,7 @@ class BinanceConnector(Connector):
         pipeline = self.pipelines[plan.channel]
         try:
             if type(event) is Trade:
-                pipeline.on_trade(event)
+                pipeline.on_trade(event, plan.name)
             elif isinstance(event, Ticker | Price | Quote):
                 pipeline.on_market(_MARKET_TYPES[type(event)], event)  # type: ignore[arg-type]
             elif isinstance(event, Ack | ErrorReply):

@@ -18,7 +18,7 @@ from streamer.reconnect import Backoff
 from streamer.records import Status, Trade
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings
-from tests.conftest import CollectingConsumer, RunningService, eventually, make_settings
+from tests.conftest import REPLAY, CollectingConsumer, RunningService, eventually, make_settings
 from tests.fakes.dnse import FakeDnse
 from tests.test_markets import ict
 
@@ -30,6 +30,7 @@ def dnse_settings(fake: FakeDnse, **overrides: Any) -> Settings:
         "exchange": "dnse", "dnse_ws_url": fake.url, "dnse_api_key": "test-key",
         "dnse_api_secret": "test-secret", "exchange_symbols": ["HPG", "ACB"],
         "enabled_consumers": ["collect"], "enable_trades_stream": True, "kline_intervals": ["1m"],
+        **REPLAY,
     }  # fmt: skip
     values.update(overrides)
     return make_settings(**values)

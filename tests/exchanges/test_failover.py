@@ -11,7 +11,7 @@ from streamer.exchanges.vnstock import VnstockConnector
 from streamer.reconnect import Backoff
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings
-from tests.conftest import RunningService, eventually, make_settings
+from tests.conftest import REPLAY, RunningService, eventually, make_settings
 from tests.fakes.dnse import FakeDnse
 from tests.fakes.vn_boards import Board, FakeBoards
 from tests.test_markets import ict
@@ -27,7 +27,7 @@ def failover_settings(dnse: FakeDnse, boards: FakeBoards, **overrides: Any) -> S
         "vnstock_poll_interval": 0.5, "failover_after_seconds": 0.3,
         "failover_recovery_seconds": 0.6, "feed_silence_seconds": 0.4,
         "enabled_consumers": ["collect"], "enable_trades_stream": True,
-        "enable_quotes_stream": True, "kline_intervals": ["1m"],
+        "enable_quotes_stream": True, "kline_intervals": ["1m"], **REPLAY,
     }  # fmt: skip
     values.update(overrides)
     return make_settings(**values)

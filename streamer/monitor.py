@@ -192,8 +192,14 @@ class ServiceCollector(Collector):
         duplicates = CounterMetricFamily(
             "streamer_duplicate_trades", "Trade ids seen twice", labels=labels
         )
+        quarantined = CounterMetricFamily(
+            "streamer_trades_quarantined",
+            "Trades stamped implausibly far ahead, not applied to bars or the clock",
+            labels=labels,
+        )
         for channel, pipeline in service.pipelines.items():
             values = [exchange, channel]
+            quarantined.add_metric(values, pipeline.quarantined)
             if pipeline.aggregator is None:
                 continue
             stats = pipeline.aggregator.stats
@@ -208,6 +214,7 @@ class ServiceCollector(Collector):
         yield revised
         yield late
         yield duplicates
+        yield quarantined
         yield from self._exactness_metrics()
 
         queued = GaugeMetricFamily(

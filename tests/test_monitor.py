@@ -125,6 +125,7 @@ async def test_metrics_are_prometheus_text_with_the_counters_that_matter() -> No
         assert values[("streamer_klines_corrected_total", spot)] == 1
         assert values[("streamer_late_trades_total", (*spot, ("outcome", "applied")))] == 1
         assert values[("streamer_duplicate_trades_total", spot)] == 1
+        assert values[("streamer_trades_quarantined_total", spot)] == 0
         assert values[("streamer_connection_up", (("connection", "binance-spot-0"),))] == 1
         assert values[("streamer_reconnects_total", (("connection", "binance-spot-0"),))] == 0
         assert values[("streamer_consumer_queued_events", (("consumer", "collect"),))] == 0

@@ -5,8 +5,10 @@ and USD-M futures: ``trade``, ``aggTrade``, ``24hrTicker``, ``24hrMiniTicker``, 
 (spot sends it without ``e``/``E``), ``serverShutdown``, and the replies to SUBSCRIBE requests
 (``{"result": null, "id": 1}``, ``{"error": {"code": 2, "msg": ...}, "id": 2}``).
 
-A malformed frame raises :class:`ParseError`; the connector counts, logs (rate-limited) and
-skips it. An event type we do not use returns ``None`` and is counted in ``stats["ignored"]``.
+Every number is checked against :mod:`streamer.exchanges.ranges` (ids 0..2^63-1, times
+between 2009 and 2100, positive trade prices and quantities, non-negative book levels and
+counts). A malformed or out-of-range frame raises :class:`ParseError`; the connector counts,
+logs (rate-limited) and skips it. An event type we do not use returns ``None`` and is counted in ``stats["ignored"]``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,23 @@ from typing import Any
 
 import orjson
 
+from streamer.exchanges.ranges import (
+    MAX_AGGREGATE_IDS,
+    MAX_ID,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    check_count,
+    check_id,
+    check_symbol,
+    check_time,
+)
 from streamer.numbers import normalize_decimal, parse_scaled
 from streamer.records import Price, Quote, Ticker, Trade
 
 __all__ = ["Ack", "BinanceParser", "ErrorReply", "ParseError", "ParsedEvent", "ServerShutdown"]
 
 _SIGNED_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 class ParseError(ValueError):
@@ -63,17 +76,13 @@ def _int(data: dict[str, Any], key: str) -> int:
     return value
 
 
-def _str(data: dict[str, Any], key: str) -> str:
+def _decimal(data: dict[str, Any], key: str, signed: bool = False) -> str:
+    """A decimal string field; negative only where ``signed`` (price changes)."""
     value = data[key]
-    if type(value) is not str or not value:
-        raise ParseError(f"{key!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _decimal(data: dict[str, Any], key: str) -> str:
-    value = data[key]
-    if type(value) is not str or not _SIGNED_DECIMAL.fullmatch(value):
-        raise ParseError(f"{key!r} must be a decimal string, got {value!r}")
+    pattern = _SIGNED_DECIMAL if signed else _DECIMAL
+    if type(value) is not str or len(value) > 64 or not pattern.fullmatch(value):
+        kind = "a decimal string" if signed else "a non-negative decimal string"
+        raise ParseError(f"{key!r} must be {kind}, got {value!r:.80}")
     return normalize_decimal(value)
 
 
@@ -86,10 +95,11 @@ PRICE_CACHE_SIZE = 100_000
 class BinanceParser:
     """Parses frames of one connection family. ``stats`` counts frames by outcome."""
 
-    __slots__ = ("_prices", "stats")
+    __slots__ = ("_prices", "_symbols", "stats")
 
     def __init__(self) -> None:
         self._prices: dict[str, tuple[str, int]] = {}
+        self._symbols: set[str] = set()  # symbols already checked
         self.stats: dict[str, int] = {
             "trade": 0,
             "ticker": 0,
@@ -143,12 +153,17 @@ class BinanceParser:
             return self._ticker(data, received_at)
         if event == "24hrMiniTicker":
             self.stats["price"] += 1
-            return Price(_str(data, "s"), _decimal(data, "c"), _int(data, "E"), received_at)
+            return Price(
+                check_symbol(data["s"]), _decimal(data, "c"), check_time(data["E"], "'E'"),
+                received_at,
+            )  # fmt: skip
         if event == "bookTicker" or (event is None and "u" in data and "b" in data):
             self.stats["quote"] += 1
             return self._quote(data, received_at)
         if event == "serverShutdown":
             self.stats["control"] += 1
+            # A notice, not data: its time reaches no bar, and refusing it would only lose the
+            # warning, so any integer will do.
             return ServerShutdown(_int(data, "E"))
         if event is None or type(event) is not str:
             raise ParseError("frame has no event type")
@@ -156,9 +171,9 @@ class BinanceParser:
         return None
 
     def _agg_trade(self, data: dict[str, Any], received_at: int) -> Trade:
-        first, last = _int(data, "f"), _int(data, "l")
-        if last < first:
-            raise ParseError(f"aggTrade ids run backwards: f={first} l={last}")
+        first, last = check_id(data["f"], "'f'"), check_id(data["l"], "'l'")
+        if not 0 <= last - first < MAX_AGGREGATE_IDS:
+            raise ParseError(f"aggTrade ids f={first} l={last} run backwards or too far")
         return self._make_trade(data, _int(data, "a"), first, last, received_at)
 
     def _make_trade(
@@ -175,10 +190,15 @@ class BinanceParser:
         maker, timestamp, symbol = data["m"], data["T"], data["s"]
         if type(maker) is not bool:
             raise ParseError(f"'m' must be a boolean, got {maker!r}")
-        if type(timestamp) is not int or timestamp <= 0:
-            raise ParseError(f"trade time must be a positive integer, got {timestamp!r}")
-        if type(symbol) is not str or not symbol:
-            raise ParseError(f"'s' must be a non-empty string, got {symbol!r}")
+        if type(timestamp) is not int or not MIN_TIME_MS <= timestamp <= MAX_TIME_MS:
+            check_time(timestamp, "trade time 'T'")
+        if not 0 <= trade_id <= MAX_ID:
+            check_id(trade_id, "trade id")
+        if symbol not in self._symbols:
+            check_symbol(symbol, "'s'")
+            if len(self._symbols) >= 100_000:
+                self._symbols.clear()  # bounded; refills with the symbols trading now
+            self._symbols.add(symbol)
         return Trade(
             symbol,
             trade_id,
@@ -207,32 +227,32 @@ class BinanceParser:
     @staticmethod
     def _ticker(data: dict[str, Any], received_at: int) -> Ticker:
         return Ticker(
-            _str(data, "s"),
-            _int(data, "E"),
+            check_symbol(data["s"]),
+            check_time(data["E"], "'E'"),
             _decimal(data, "c"),
             _decimal(data, "o"),
             _decimal(data, "h"),
             _decimal(data, "l"),
             _decimal(data, "v"),
             _decimal(data, "q"),
-            _decimal(data, "p"),
-            _decimal(data, "P"),
-            _int(data, "n"),
+            _decimal(data, "p", signed=True),
+            _decimal(data, "P", signed=True),
+            check_count(data["n"], "'n'"),
             received_at,
         )
 
     @staticmethod
     def _quote(data: dict[str, Any], received_at: int) -> Quote:
         event_time = data.get("E")
-        if event_time is not None and type(event_time) is not int:
-            raise ParseError(f"'E' must be an integer, got {event_time!r}")
+        if event_time is not None:
+            check_time(event_time, "'E'")
         return Quote(
-            _str(data, "s"),
+            check_symbol(data["s"]),
             _decimal(data, "b"),
             _decimal(data, "B"),
             _decimal(data, "a"),
             _decimal(data, "A"),
-            _int(data, "u"),
+            check_id(data["u"], "'u'"),
             event_time,
             received_at,
         )

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import orjson
 
+from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.numbers import normalize_decimal
 from streamer.records import Kline, Quote, Ticker, Trade
 
@@ -97,6 +98,10 @@ def _text(number: Decimal) -> str:
 
 def parse_time(value: Any) -> int:
     """Milliseconds since the epoch from any DNSE time spelling."""
+    return check_time(_parse_time(value), "time")
+
+
+def _parse_time(value: Any) -> int:
     if isinstance(value, dict):
         seconds = value.get("Seconds", value.get("seconds"))
         nanos = value.get("Nanos", value.get("nanos", 0)) or 0
@@ -104,11 +109,13 @@ def parse_time(value: Any) -> int:
             raise ParseError(f"time: bad {{Seconds, Nanos}}: {value!r}")
         return seconds * 1000 + nanos // 1_000_000
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not -(2**62) < value < 2**62:  # also NaN and infinities
+            raise ParseError(f"time: out of range: {value!r}")
         return int(value * 1000) if value < 10**11 else int(value)  # seconds or milliseconds
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
-            return parse_time(int(text))
+        if text.isdigit() and len(text) <= 18:
+            return _parse_time(int(text))
         try:
             if text.endswith("Z") or "T" in text:
                 return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
@@ -183,7 +190,7 @@ class DnseParser:
         symbol = _get(frame, "symbol")
         if not isinstance(symbol, str) or not symbol:
             raise ParseError(f"missing symbol: {symbol!r}")
-        return symbol.upper()
+        return check_symbol(symbol.upper())
 
     def _price(self, value: Any, market: str | None, what: str) -> Decimal:
         price = _decimal(value, what)
@@ -194,6 +201,8 @@ class DnseParser:
         market = _get(frame, "market")
         price = self._price(_get(frame, "price"), market, "matchPrice")
         qty = _decimal(_get(frame, "qty"), "matchQtty") * self.multipliers.get(str(market), 1)
+        if price <= 0 or qty <= 0:
+            raise ParseError(f"trade price and quantity must be positive: {price} x {qty}")
         timestamp = parse_time(_get(frame, "time"))
         total = _get(frame, "total")
         if total is not None:
@@ -231,6 +240,8 @@ class DnseParser:
         top = value[0]
         price = self._price(top.get("price", top.get("p", 0)), market, "level price")
         qty = _decimal(_get(top, "level_qty") or 0, "level quantity")
+        if price < 0 or qty < 0:
+            raise ParseError(f"book level must not be negative: {price} x {qty}")
         return _text(price), _text(qty * self.multipliers.get(str(market), 1))
 
     def _quote(self, frame: dict[str, Any], received_at: int) -> Quote:

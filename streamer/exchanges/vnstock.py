@@ -42,6 +42,7 @@ import streamer
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector
+from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
@@ -342,10 +343,10 @@ class VnstockConnector(Connector):
         return normalize_decimal(f"{number / self.divisor:f}")
 
     def _publish_row(self, row: dict[str, Any], received_at: int) -> None:
-        symbol = str(row["symbol"]).upper()
+        symbol = check_symbol(str(row["symbol"]).upper())
         price = _decimal(row.get("price"))
         bid, ask = _decimal(row.get("bid")), _decimal(row.get("ask"))
-        timestamp = self._time(row.get("time"), received_at)
+        timestamp = check_time(self._time(row.get("time"), received_at), "time")
         self.last_data_at = time.monotonic()
         text = self._price(price)
         self.pipeline.on_market("quotes", Quote(
@@ -354,6 +355,8 @@ class VnstockConnector(Connector):
             received_at, last_price=text, source=self.source,
         ))  # fmt: skip
         volume = _decimal(row.get("volume"))
+        if volume is not None and volume < 0:
+            raise ValueError(f"negative cumulative volume {volume}")
         if volume is None or price is None or text is None:
             return
         day = (timestamp + ICT_OFFSET_MS) // 86_400_000

@@ -16,6 +16,7 @@ from streamer.exchanges.binance_parser import (
     ParseError,
     ServerShutdown,
 )
+from streamer.exchanges.ranges import MAX_COUNT, MAX_ID, check_id, check_symbol, check_time
 from streamer.records import Price, Quote, Ticker, Trade
 
 # Official samples: Binance's web-socket-streams.md and the USD-M SDK tests.
@@ -27,9 +28,11 @@ SPOT_AGG_TRADE = (
     '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1672515782136,"s":"BTCUSDT",'
     '"a":12345,"p":"0.001","q":"100","f":100,"l":105,"T":1672515782136,"m":true,"M":true}}'
 )
+# Binance's documentation samples, with their placeholder times (123456789, 1973) made real:
+# a time outside 2009..2100 is refused.
 FUTURES_AGG_TRADE = (
-    '{"e": "aggTrade", "E": 123456789, "s": "BNBUSDT", "a": 5933014, "p": "0.001", "q": "100", '
-    '"nq": "100", "f": 100, "l": 105, "T": 123456785, "m": true, "st": 1}'
+    '{"e": "aggTrade", "E": 1672515782139, "s": "BNBUSDT", "a": 5933014, "p": "0.001", "q": "100", '
+    '"nq": "100", "f": 100, "l": 105, "T": 1672515782135, "m": true, "st": 1}'
 )
 TICKER = (
     '{"e":"24hrTicker","E":1672515782136,"s":"BNBBTC","p":"0.0015","P":"250.00","w":"0.0018",'
@@ -38,7 +41,7 @@ TICKER = (
     '"L":18150,"n":18151}'
 )
 FUTURES_TICKER = (
-    '{"e": "24hrTicker", "E": 123456789, "s": "BNBUSDT", "p": "-0.0015", "P": "-250.00", '
+    '{"e": "24hrTicker", "E": 1672515782139, "s": "BNBUSDT", "p": "-0.0015", "P": "-250.00", '
     '"w": "0.0018", "c": "0.0025", "Q": "10", "o": "0.0010", "h": "0.0025", "l": "0.0010", '
     '"v": "10000", "q": "18", "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151, '
     '"ps": "BTCUSDT", "st": 1}'
@@ -128,8 +131,8 @@ def test_bytes_frames_are_accepted() -> None:
 
 def mutate(frame: str, **changes: object) -> str:
     decoded = orjson.loads(frame)
-    decoded["data"].update(changes)
-    return orjson.dumps(decoded).decode()
+    decoded.get("data", decoded).update(changes)
+    return json.dumps(decoded)  # the stdlib writes integers of any size
 
 
 @pytest.mark.parametrize(
@@ -156,6 +159,22 @@ def mutate(frame: str, **changes: object) -> str:
         mutate(SPOT_AGG_TRADE, f=10, l=5),
         mutate(SPOT_AGG_TRADE, l=None),
         mutate(SPOT_TRADE, p="9" * 40),
+        # Out of range, though well typed (the fault campaign's cases among them).
+        mutate(SPOT_TRADE, t=-1),
+        mutate(SPOT_TRADE, t=2**63),
+        mutate(SPOT_TRADE, t=2**64 + 1),
+        mutate(SPOT_TRADE, T=2**63),
+        mutate(SPOT_TRADE, T=123456789),
+        mutate(SPOT_TRADE, s="btc usdt"),
+        mutate(SPOT_AGG_TRADE, f=-3, l=5),
+        mutate(SPOT_AGG_TRADE, f=0, l=2**40),
+        mutate(SPOT_AGG_TRADE, a=-1),
+        mutate(TICKER, n=-1),
+        mutate(TICKER, c="-1"),
+        mutate(TICKER, E=2**63),
+        mutate(SPOT_BOOK, u=-7),
+        mutate(SPOT_BOOK, b="-100.5"),
+        mutate(MINI_TICKER, E=0),
         '{"stream":"x","data":{"e":"trade"}}',
         '{"e":"24hrTicker","E":1,"s":"X","c":"abc","o":"1","h":"1","l":"1","v":"1","q":"1",'
         '"p":"1","P":"1","n":1}',
@@ -191,10 +210,30 @@ def parse_or_refuse(frame: str | bytes) -> None:
         assert parser.stats["malformed"] == 1
         return
     assert isinstance(result, OUTCOMES)
+    assert_in_range(result)
+
+
+def assert_in_range(result: object) -> None:
+    """What the parser lets through is within :mod:`streamer.exchanges.ranges`."""
+    if isinstance(result, Trade | Ticker | Price | Quote):
+        check_symbol(result.symbol)
+        if result.timestamp is not None:
+            check_time(result.timestamp, "time")
     if isinstance(result, Trade):  # anything accepted as a trade is a sane trade
         assert result._price > 0
         assert result._quantity > 0
-        assert result.timestamp > 0
+        assert result.first_trade_id is not None
+        assert result.last_trade_id is not None
+        for trade_id in (result.trade_id, result.first_trade_id, result.last_trade_id):
+            check_id(trade_id, "id")
+        assert result.first_trade_id <= result.last_trade_id
+    if isinstance(result, Quote):
+        assert result.update_id is None or 0 <= result.update_id <= MAX_ID
+        for value in (result.bid_price, result.bid_quantity, result.ask_price, result.ask_quantity):
+            assert not value.startswith("-")
+    if isinstance(result, Ticker):
+        assert 0 <= result.trade_count <= MAX_COUNT
+        assert not result.last_price.startswith("-")
 
 
 @settings(max_examples=400, deadline=None)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError, parse_time
+from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.records import Kline, Quote, Ticker, Trade
 
 # Official examples (DNSE's OpenAPI message reference), with the T the SDK dispatches on.
@@ -172,7 +173,12 @@ def test_unknown_data_types_are_ignored_and_counted() -> None:
      '{"T": "t", "matchQtty": 1, "matchPrice": 1, "time": 1}',
      '{"T": "t", "symbol": "A", "matchQtty": 1, "matchPrice": 1, "time": {"Seconds": "x"}}',
      '{"T": "t", "symbol": "A", "matchQtty": 1, "matchPrice": 1e999, "time": 1}',
-     '{"T": "bc", "symbol": "A", "resolution": "7", "time": 1}'],
+     '{"T": "bc", "symbol": "A", "resolution": "7", "time": 1}',
+     # out of range, though well typed
+     '{"T": "t", "symbol": "A", "matchQtty": 1, "matchPrice": -5, "time": 1700000000}',
+     '{"T": "t", "symbol": "A", "matchQtty": 0, "matchPrice": 5, "time": 1700000000}',
+     '{"T": "t", "symbol": "A", "matchQtty": 1, "matchPrice": 5, "time": 9223372036854775807}',
+     '{"T": "t", "symbol": "A B", "matchQtty": 1, "matchPrice": 5, "time": 1700000000}'],
 )  # fmt: skip
 def test_malformed_frames_raise_and_are_counted(frame: str) -> None:
     parser = DnseParser()
@@ -199,6 +205,14 @@ def test_fuzz_documented_frames_with_fields_replaced_never_crash(
         mutated[key] = data.draw(JSON)
     parser = DnseParser({"STO": 10})
     try:
-        parser.parse(json.dumps(mutated), 0)
+        result = parser.parse(json.dumps(mutated), 1_700_000_000_000)
     except ParseError:
         assert parser.stats["malformed"] == 1
+        return
+    if isinstance(result, Trade | Quote | Ticker):  # nothing out of range gets through
+        check_symbol(result.symbol)
+        if result.timestamp is not None:
+            check_time(result.timestamp, "time")
+    if isinstance(result, Trade):
+        assert result._price > 0
+        assert result._quantity > 0

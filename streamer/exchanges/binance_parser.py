@@ -8,7 +8,8 @@ and USD-M futures: ``trade``, ``aggTrade``, ``24hrTicker``, ``24hrMiniTicker``, 
 Every number is checked against :mod:`streamer.exchanges.ranges` (ids 0..2^63-1, times
 between 2009 and 2100, positive trade prices and quantities, non-negative book levels and
 counts). A malformed or out-of-range frame raises :class:`ParseError`; the connector counts,
-logs (rate-limited) and skips it. An event type we do not use returns ``None`` and is counted in ``stats["ignored"]``.
+logs (rate-limited) and skips it. An event type we do not use returns ``None`` and is counted
+in ``stats["ignored"]``.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
@@ -61,6 +62,7 @@ class ConsumerRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._current: Batch | None = None  # the batch the consumer is working on
         self.batches = 0  # batches consumed
         self.errors = 0  # exceptions raised by consume()
         self.dropped: dict[str, int] = {}  # events dropped, by data type
@@ -152,6 +154,7 @@ class ConsumerRunner:
                     size += batches[-1].size
                 batch = Batch.merge(batches)
             self._queued_events -= size
+            self._current = batch
             try:
                 await self.consumer.consume(batch)
             except asyncio.CancelledError:
@@ -167,7 +170,23 @@ class ConsumerRunner:
                     self.errors,
                     exc_info=True,
                 )
+            finally:
+                self._current = None
             self.batches += 1
+
+    def undelivered(self) -> tuple[int, int]:
+        """(events, closed klines among them) not delivered yet: those queued and the batch the
+        consumer is working on."""
+        batches = list(self._queue)
+        if self._current is not None:
+            batches.append(self._current)
+        events = closed = 0
+        for batch in batches:
+            events += batch.size
+            for envelope in batch:
+                if envelope.data_type == "klines":
+                    closed += sum(1 for kline in envelope.data if _is_closed(kline))
+        return events, closed
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been consumed."""
@@ -330,17 +349,38 @@ class Broadcaster:
         for runner in self.runners:
             runner.start()
 
-    async def drain(self, timeout: float) -> bool:
-        """Flush, then wait up to ``timeout`` s for every consumer to catch up; True if all did."""
+    async def drain(self, timeout: float, hurry: asyncio.Event | None = None) -> dict[str, int]:
+        """Flush, then wait up to ``timeout`` s (or until ``hurry`` is set) for every consumer
+        to catch up. Returns the events each consumer could not deliver (empty if all did),
+        each logged with its count: nothing is lost without a word."""
         self.flush()
-        waiters = asyncio.gather(*(runner.drain() for runner in self.runners))
+        waiters: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(runner.drain() for runner in self.runners))
+        )
+        waits: set[asyncio.Future[Any]] = {waiters}
+        if hurry is not None:
+            waits.add(asyncio.ensure_future(hurry.wait()))
         try:
-            await asyncio.wait_for(waiters, timeout)
-        except TimeoutError:
-            late = [runner.name for runner in self.runners if runner.queued_events]
-            logger.error("shutdown: consumers %s did not drain within %.1f s", late, timeout)
-            return False
-        return True
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits - {waiters}:
+                wait.cancel()
+        if waiters.done():
+            return {}
+        waiters.cancel()
+        lost: dict[str, int] = {}
+        why = "told to hurry" if hurry is not None and hurry.is_set() else f"within {timeout:.1f} s"
+        for runner in self.runners:
+            events, closed = runner.undelivered()
+            if events:
+                lost[runner.name] = events
+                note = runner.consumer.undelivered_note
+                logger.error(
+                    "shutdown: consumer %s could not deliver %d events (%d closed klines) %s; "
+                    "they are lost%s",
+                    runner.name, events, closed, why, f" ({note})" if note else "",
+                )  # fmt: skip
+        return lost
 
     async def cancel(self) -> None:
         """Stop every consumer's task."""

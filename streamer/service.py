@@ -53,6 +53,9 @@ ConnectorFactory = Callable[[Settings, dict[str, Pipeline]], Connector]
 LOCAL_CLOCK_MARGIN_MS = 10_000
 #: How long the backfill waits for the exchange's first events before using local time.
 FIRST_EVENT_WAIT_S = 10.0
+# A second stop signal this soon after the first is the same request delivered twice (coreutils
+# ``timeout`` signals the process, then its process group): it neither hurries nor kills.
+SIGNAL_ECHO_S = 1.0
 #: Events a consumer may have waiting for the backfill to hand it more history.
 BACKFILL_LOW_WATER = 1_000
 #: The share of one core the process may be using for the backfill to go on: history gets only
@@ -77,6 +80,10 @@ class Service:
         self._install_signals = install_signal_handlers
         self._stop = asyncio.Event()
         self._stopping = False
+        self._hurry = asyncio.Event()  # a later signal: cut the remaining waits short
+        self._signals = 0  # stop signals taken into account
+        self._signal_handled_at: float | None = None
+        self.undelivered: dict[str, int] = {}  # events each consumer could not deliver at stop
         self.consumers: list[BaseConsumer] = []
         self.broadcaster: Broadcaster | None = None
         self.pipelines: dict[str, Pipeline] = {}
@@ -336,14 +343,14 @@ class Service:
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
 
         def remaining() -> float:
-            return max(0.1, deadline - time.monotonic())
+            return 0.1 if self._hurry.is_set() else max(0.1, deadline - time.monotonic())
 
         if connector_task is not None and not connector_task.done():
             # Close gracefully (buffered frames are still handled) for up to half the budget,
             # then cut it off: the consumers' drain needs the rest.
             assert self.connector is not None
             closing = asyncio.ensure_future(self.connector.stop())
-            await asyncio.wait({connector_task}, timeout=remaining() / 2)
+            await self._wait_unless_hurried(connector_task, remaining() / 2)
             for task in (connector_task, closing):
                 if not task.done():
                     task.cancel()
@@ -358,7 +365,7 @@ class Service:
             except Exception:
                 logger.exception("%s failed to close", source.name)
         if self.broadcaster is not None:
-            await self.broadcaster.drain(remaining())
+            self.undelivered = await self.broadcaster.drain(remaining(), self._hurry)
         for consumer in self.consumers:
             try:
                 await asyncio.wait_for(consumer.stop(), remaining())
@@ -372,13 +379,42 @@ class Service:
 
     def _add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_signal(sig: signal.Signals) -> None:
-            if self._stopping:
-                logger.warning("%s again: exiting at once", sig.name)
-                os._exit(1)
-            self.request_stop(sig.name)
+            self.on_stop_signal(sig.name, time.monotonic())
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+
+    async def _wait_unless_hurried(self, task: asyncio.Future[Any], timeout: float) -> None:
+        """Wait for ``task`` up to ``timeout`` s, or until a later signal says hurry."""
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({task, hurry}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+
+    def on_stop_signal(self, name: str, now: float) -> None:
+        """SIGTERM or SIGINT at monotonic time ``now``.
+
+        The first starts an orderly shutdown. One arriving within :data:`SIGNAL_ECHO_S` of
+        it is the same request delivered twice (``timeout`` and terminals signal the process
+        and then its group) and changes nothing. A later one means "hurry": the remaining
+        waits are cut short and what the consumers could not deliver is counted and logged.
+        Only a third, after that, exits at once without a word more."""
+        handled = self._signal_handled_at
+        if handled is None:
+            self._signal_handled_at = now
+            self.request_stop(name)
+            return
+        if now - handled < SIGNAL_ECHO_S:
+            logger.info("%s again within %.1f s: the same stop request", name, SIGNAL_ECHO_S)
+            return
+        if not self._hurry.is_set():
+            logger.warning("%s again: hurrying (what is not delivered now is lost)", name)
+            self._hurry.set()
+            self._signal_handled_at = now
+            return
+        logger.warning("%s a third time: exiting at once", name)
+        os._exit(1)
 
     def health(self) -> dict[str, object]:
         """Connector and consumer state, for ``/health``."""

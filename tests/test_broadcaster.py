@@ -140,12 +140,33 @@ async def test_a_failing_consumer_is_logged_and_keeps_receiving(
     await broadcaster.cancel()
 
 
-async def test_drain_gives_up_after_its_timeout() -> None:
+async def test_drain_gives_up_after_its_timeout_and_counts_what_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing is lost without a word: the batch in the consumer's hands and those queued
+    behind it are counted and logged."""
     stuck = StuckConsumer()
     broadcaster = Broadcaster([ConsumerRunner(stuck, 1000, LOG)])
     broadcaster.start()
     broadcaster.publish(KEY, price(1))
-    assert await broadcaster.drain(0.05) is False
+    await stuck.started.wait()
+    broadcaster.publish(KEY, price(2))
+    broadcaster.publish(KEY, price(3))
+    assert await broadcaster.drain(0.05) == {stuck.name: 3}
+    assert f"consumer {stuck.name} could not deliver 3 events (0 closed klines)" in caplog.text
+    await broadcaster.cancel()
+
+
+async def test_a_drain_told_to_hurry_stops_waiting_at_once() -> None:
+    stuck = StuckConsumer()
+    broadcaster = Broadcaster([ConsumerRunner(stuck, 1000, LOG)])
+    broadcaster.start()
+    broadcaster.publish(KEY, price(1))
+    hurry = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, hurry.set)
+    started = asyncio.get_running_loop().time()
+    assert await broadcaster.drain(30.0, hurry) == {stuck.name: 1}
+    assert asyncio.get_running_loop().time() - started < 5
     await broadcaster.cancel()
 
 

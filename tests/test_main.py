@@ -139,6 +139,21 @@ async def test_a_newcomer_sees_klines_on_the_console_with_nothing_but_the_exchan
     assert not (tmp_path / "data").exists()  # only the console consumer by default
 
 
+async def test_sigint_to_the_process_and_its_group_still_drains_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    """What ``timeout -s INT 20 python -m streamer`` does: SIGINT to the child, then at once
+    to its group. The echo is the same request: an orderly stop, exit 0, not exit 1."""
+    async with FakeBinance() as fake, streamer(fake, tmp_path) as process:
+        process.send_signal(signal.SIGINT)
+        status, _ = await stop(process, signal.SIGINT)
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+    assert status == 0, log
+    assert "the same stop request" in log
+    assert "stopped" in log
+
+
 async def test_downstream_services_get_redis_history_pubsub_websocket_and_health(
     tmp_path: Path,
 ) -> None:

@@ -135,6 +135,41 @@ async def test_a_consumer_that_cannot_keep_up_is_cut_off_at_the_shutdown_timeout
         service.request_stop("test")
         assert await asyncio.wait_for(task, 5) == 0
         assert time.monotonic() - started < 2.0
+        assert service.undelivered["slow"] >= 1  # counted (and logged), not silently gone
+
+
+def test_a_second_signal_at_once_is_the_same_request_a_later_one_hurries() -> None:
+    """``timeout -s INT`` signals the process and then its group: the echo must not skip
+    the drain. A signal sent after the first was handled hurries; nothing else exits."""
+    service = Service(make_settings(), install_signal_handlers=False)
+    service.on_stop_signal("SIGINT", 100.0)
+    assert service.stopping
+    service.on_stop_signal("SIGINT", 100.001)  # the group's copy
+    assert not service._hurry.is_set()
+    service.on_stop_signal("SIGTERM", 102.0)  # a person, or a supervisor, insisting
+    assert service._hurry.is_set()
+
+
+async def test_hurrying_cuts_the_drain_short() -> None:
+    class Slow(CollectingConsumer):
+        async def consume(self, batch: Batch) -> None:
+            await asyncio.sleep(3600)
+
+    manager = ConsumerManager()
+    manager.register_consumer("slow", Slow)
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, enabled_consumers=["slow"], shutdown_timeout_seconds=30)
+        service = Service(settings, consumers=manager, install_signal_handlers=False)
+        task = asyncio.create_task(service.run())
+        await fake.wait_for_connections(1)
+        await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
+        service.on_stop_signal("SIGTERM", 0.0)
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        service.on_stop_signal("SIGTERM", 5.0)
+        assert await asyncio.wait_for(task, 5) == 0
+        assert time.monotonic() - started < 2.0
+        assert service.undelivered["slow"] >= 1
 
 
 async def test_health_reports_connections_and_consumer_queues() -> None:

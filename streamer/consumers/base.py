@@ -56,6 +56,10 @@ class BaseConsumer(abc.ABC):
     keeps receiving the following batches; it never reaches the exchange connection.
     """
 
+    #: Said after the count of events this consumer could not deliver at shutdown: what, if
+    #: anything, makes up for them.
+    undelivered_note = ""
+
     def __init__(
         self, settings: Settings, name: str, *, context: ConsumerContext | None = None
     ) -> None:

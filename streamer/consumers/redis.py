@@ -122,6 +122,10 @@ class RedisConsumer(RemoteConsumer[Writes]):
     """Writes every batch to Redis in one pipeline. See the module docstring for the layout."""
 
     unavailable = (RedisConnectionError, RedisTimeoutError, OSError)
+    undelivered_note = (
+        "the next start's backfill fetches the closed bars Redis misses from the exchange; "
+        "trades and forming bars are not replayed"
+    )
 
     def __init__(self, settings: Settings, name: str, **retry: Any) -> None:
         """``retry``: ``backoff`` and ``sleep``, see :class:`RemoteConsumer` (tests)."""

@@ -202,6 +202,7 @@ class Settings(BaseSettings):
     wss_users: SecretStr | None = None
     wss_auth_disabled: bool = False
     wss_auth_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    websocket_trusted_proxies: CommaList = Field(default=[])
 
     # -- health and metrics ------------------------------------------------------------------
     http_host: str = "0.0.0.0"  # probes and scrapers come from other hosts

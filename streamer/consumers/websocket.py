@@ -51,7 +51,7 @@ from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 
 from streamer.consumers.base import BaseConsumer, ConsumerContext
-from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.consumers.websocket_auth import AuthThrottle, Credentials, claimant, client_address
 from streamer.history import MAX_LIMIT, History
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
@@ -264,6 +264,7 @@ class WebSocketConsumer(BaseConsumer):
         self.rate_limit = settings.websocket_client_max_messages_per_second
         self.credentials: Credentials | None = None
         self.throttle = AuthThrottle()
+        self.trusted_proxies = frozenset(settings.websocket_trusted_proxies)
         self.server: Server | None = None
         self.port: int | None = None
         self.clients: set[Client] = set()
@@ -364,24 +365,35 @@ class WebSocketConsumer(BaseConsumer):
         user = None
         header = request.headers.get("Authorization")
         if header is not None and self.credentials is not None:
-            address = _address(ws)
-            delay = self.throttle.delay(address)
+            address = self._address(ws, request)
+            who = claimant(header)
+            delay = self.throttle.delay(address, who)
             if delay:
                 await asyncio.sleep(delay)
             user = self.credentials.check_header(header)
             if user is None:
-                self._auth_failed(address, "wrong credentials in the Authorization header")
+                self._auth_failed(address, "wrong credentials in the Authorization header", who)
                 response = ws.respond(http.HTTPStatus.UNAUTHORIZED, "Invalid credentials\n")
                 response.headers["WWW-Authenticate"] = build_www_authenticate_basic("streamer")
                 return response
-            self.throttle.succeeded(address)
+            self.throttle.succeeded(address, who)
         self._handshakes[ws] = _Handshake(user, use_gzip)
         return None
 
-    def _auth_failed(self, address: str, reason: str) -> None:
+    def _auth_failed(self, address: str, reason: str, who: str = "?") -> None:
         self.auth_failures += 1
-        self.throttle.failed(address)
+        self.throttle.failed(address, who)
         self._log.warning(f"auth:{address}", "websocket client %s: %s", address, reason)
+
+    def _address(self, ws: ServerConnection, request: Request | None = None) -> str:
+        """The client's address (behind a trusted proxy: the one it forwarded)."""
+        remote = ws.remote_address
+        peer = str(remote[0]) if remote else "?"
+        if not self.trusted_proxies:
+            return peer
+        request = request or ws.request
+        headers: Any = request.headers if request is not None else {}
+        return client_address(peer, headers, self.trusted_proxies)
 
     async def _authenticate(self, ws: ServerConnection, address: str) -> str | None:
         """klines-streamer's first message ``{"user", "key"}``; the user, or None (closed)."""
@@ -404,21 +416,21 @@ class WebSocketConsumer(BaseConsumer):
             )
             await ws.close(CLOSE_AUTH_FAILED, "authentication failed")
             return None
-        delay = self.throttle.delay(address)
+        delay = self.throttle.delay(address, user)
         if delay:
             await asyncio.sleep(delay)
         found = self.credentials.check(user, key)
         if found is None:
-            self._auth_failed(address, "wrong user or key")
+            self._auth_failed(address, "wrong user or key", user)
             await ws.send(orjson.dumps({"error": "authentication failed"}), text=True)
             await ws.close(CLOSE_AUTH_FAILED, "authentication failed")
             return None
-        self.throttle.succeeded(address)
+        self.throttle.succeeded(address, user)
         return found
 
     async def _handler(self, ws: ServerConnection) -> None:
         handshake = self._handshakes.pop(ws, _Handshake(None, False))
-        address = _address(ws)
+        address = self._address(ws)
         try:
             user = handshake.user
             if user is None:
@@ -698,11 +710,6 @@ class WebSocketConsumer(BaseConsumer):
             "disconnected_rate_limited": self.disconnected_rate,
             "auth_failures": self.auth_failures,
         }
-
-
-def _address(ws: ServerConnection) -> str:
-    remote = ws.remote_address
-    return str(remote[0]) if remote else "?"
 
 
 def _valid_pattern(pattern: object) -> bool:

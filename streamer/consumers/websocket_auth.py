@@ -1,4 +1,5 @@
-"""Authentication for the WebSocket server: credentials, header parsing, brute-force throttle.
+"""Authentication for the WebSocket server: credentials, header parsing, brute-force throttle,
+the client's address behind a trusted proxy.
 
 Credentials come from ``STREAMER_WSS_AUTH_USER`` + ``STREAMER_WSS_AUTH_KEY`` (one user, as
 klines-streamer) and/or ``STREAMER_WSS_USERS=user:key,user2:key2``. Keys are compared in constant
@@ -7,16 +8,17 @@ time, over every configured user, so timing reveals neither keys nor user names.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 
 from streamer.settings import ConfigError, Settings
 
-__all__ = ["AuthThrottle", "Credentials"]
+__all__ = ["AuthThrottle", "Credentials", "claimant", "client_address"]
 
 _MISSING = (
     "the websocket consumer needs credentials: set STREAMER_WSS_AUTH_USER and "
@@ -94,11 +96,16 @@ class Credentials:
 
 
 class AuthThrottle:
-    """Slows repeated authentication failures from one address down.
+    """Slows repeated authentication failures down, per claimant and address.
 
-    The first ``free`` failures within ``window`` seconds cost nothing; after that every new
-    attempt from that address waits ``base * 2**(failures - free)`` seconds, at most
-    ``max_delay``. A success clears the address. At most ``max_addresses`` are remembered.
+    ``who`` is the user a client claims to be (``key:<hash>`` for a bare Bearer key, ``?`` if
+    it claimed nobody). Failures are counted twice: per (who, address) and per address. The
+    first ``free`` failures of a pair within ``window`` seconds cost nothing; after that each
+    new attempt of that pair waits ``base * 2**(failures - free)`` seconds, at most
+    ``max_delay``. The address as a whole gets ``free_per_address`` failures (a brute force
+    trying many users or keys) before its attempts slow down the same way. So one client
+    with a wrong password behind a shared address (a proxy, NAT) slows only itself down. A
+    success clears its pair, not the address's count. At most ``max_keys`` are remembered.
     """
 
     def __init__(
@@ -107,38 +114,79 @@ class AuthThrottle:
         base: float = 0.5,
         max_delay: float = 10.0,
         window: float = 300.0,
-        max_addresses: int = 10_000,
+        free_per_address: int = 200,
+        max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free = free
         self.base = base
         self.max_delay = max_delay
         self.window = window
-        self.max_addresses = max_addresses
+        self.free_per_address = free_per_address
+        self.max_keys = max_keys
         self._clock = clock
-        self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last failure)
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (count, last failure)
 
-    def delay(self, address: str) -> float:
-        """Seconds the next attempt from ``address`` must wait."""
-        entry = self._failures.get(address)
+    def delay(self, address: str, who: str = "?") -> float:
+        """Seconds the next attempt of ``who`` from ``address`` must wait."""
+        return max(
+            self._delay(f"{who}@{address}", self.free),
+            self._delay(f"@{address}", self.free_per_address),
+        )
+
+    def _delay(self, key: str, free: int) -> float:
+        entry = self._failures.get(key)
         if entry is None:
             return 0.0
         count, last = entry
         if self._clock() - last > self.window:
-            del self._failures[address]
+            del self._failures[key]
             return 0.0
-        if count < self.free:
+        if count < free:
             return 0.0
-        return float(min(self.max_delay, self.base * 2 ** (count - self.free)))
+        return float(min(self.max_delay, self.base * 2 ** min(64, count - free)))
 
-    def failed(self, address: str) -> None:
-        """Count one failure from ``address``."""
-        count, _ = self._failures.pop(address, (0, 0.0))
-        if len(self._failures) >= self.max_addresses:
-            # Forget the address that failed longest ago (dicts keep insertion order).
-            del self._failures[next(iter(self._failures))]
-        self._failures[address] = (count + 1, self._clock())
+    def failed(self, address: str, who: str = "?") -> None:
+        """Count one failure of ``who`` from ``address``."""
+        for key in (f"{who}@{address}", f"@{address}"):
+            count, _ = self._failures.pop(key, (0, 0.0))
+            if len(self._failures) >= self.max_keys:
+                # Forget the key that failed longest ago (dicts keep insertion order).
+                del self._failures[next(iter(self._failures))]
+            self._failures[key] = (count + 1, self._clock())
 
-    def succeeded(self, address: str) -> None:
-        """Forget ``address``'s failures."""
-        self._failures.pop(address, None)
+    def succeeded(self, address: str, who: str = "?") -> None:
+        """Forget the failures of ``who`` from ``address``."""
+        self._failures.pop(f"{who}@{address}", None)
+
+
+def claimant(authorization: str) -> str:
+    """Who an ``Authorization`` header claims to be, for :class:`AuthThrottle`: the Basic user,
+    a short hash of a Bearer key (never the key itself), or ``?``."""
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return "key:" + hashlib.sha256(value.strip().encode()).hexdigest()[:16]
+    if scheme.lower() == "basic":
+        try:
+            return parse_authorization_basic(authorization)[0]
+        except InvalidHeader:
+            return "?"
+    return "?"
+
+
+def client_address(peer: str, headers: Mapping[str, str], trusted: frozenset[str]) -> str:
+    """The client's address: ``peer``, or, when ``peer`` is a trusted proxy, the last address
+    in ``X-Forwarded-For`` that is not itself a trusted proxy (``X-Real-IP`` if there is no
+    such header). Addresses a client writes itself are never believed unless every hop after
+    them is trusted."""
+    if peer not in trusted:
+        return peer
+    forwarded = headers.get("X-Forwarded-For")
+    if forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop[:64]
+        return peer
+    real = headers.get("X-Real-IP", "").strip()
+    return real[:64] if real else peer

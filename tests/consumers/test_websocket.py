@@ -25,7 +25,7 @@ from streamer.bar import parse_exchange_kline
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.base import ConsumerContext
 from streamer.consumers.websocket import Client, Frame, Subscription, WebSocketConsumer
-from streamer.consumers.websocket_auth import AuthThrottle, Credentials
+from streamer.consumers.websocket_auth import AuthThrottle, Credentials, claimant, client_address
 from streamer.exchange_klines import ExchangeKlines
 from streamer.history import History
 from streamer.intervals import parse_interval
@@ -177,6 +177,40 @@ def test_repeated_failures_from_one_address_are_slowed_down() -> None:
     throttle.failed("10.0.0.3")
     throttle.succeeded("10.0.0.3")
     assert throttle.delay("10.0.0.3") == 0
+
+
+def test_one_bad_client_behind_a_shared_address_slows_only_itself() -> None:
+    """Behind a proxy or NAT, 50 failures of one client must not make the others wait; a
+    brute force trying many users from the address still slows the address down."""
+    throttle = AuthThrottle(free=3, free_per_address=200, clock=lambda: 0.0)
+    for _ in range(50):
+        throttle.failed("10.0.0.1", "mallory")
+    assert throttle.delay("10.0.0.1", "mallory") == 10.0
+    assert throttle.delay("10.0.0.1", "alice") == 0
+    assert throttle.delay("10.0.0.1", claimant("Bearer good-key")) == 0
+    for number in range(200):
+        throttle.failed("10.0.0.1", f"user{number}")
+    assert throttle.delay("10.0.0.1", "alice") > 0
+
+
+def test_the_claimant_of_a_bearer_key_is_a_hash_never_the_key() -> None:
+    who = claimant("Bearer s3cret-key")
+    assert who.startswith("key:")
+    assert "s3cret" not in who
+    assert who == claimant("Bearer  s3cret-key ")
+    assert claimant("Basic " + base64.b64encode(b"alice:pw").decode()) == "alice"
+    assert claimant("Digest x") == "?"
+
+
+def test_a_trusted_proxys_forwarded_address_is_believed_and_no_one_elses() -> None:
+    trusted = frozenset({"10.0.0.2"})
+    headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+    assert client_address("10.0.0.2", headers, trusted) == "203.0.113.7"
+    assert client_address("198.51.100.1", headers, trusted) == "198.51.100.1"  # not a proxy
+    chain = {"X-Forwarded-For": "203.0.113.7, 10.0.0.2"}  # through two trusted hops
+    assert client_address("10.0.0.2", chain, trusted) == "203.0.113.7"
+    assert client_address("10.0.0.2", {"X-Real-IP": "203.0.113.9"}, trusted) == "203.0.113.9"
+    assert client_address("10.0.0.2", {}, trusted) == "10.0.0.2"
 
 
 @pytest.mark.parametrize(

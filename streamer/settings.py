@@ -224,6 +224,7 @@ class Settings(BaseSettings):
         "dnse_ohlc_resolutions",
         "dnse_quantity_multipliers",
         "vn_holidays",
+        "websocket_trusted_proxies",
         mode="before",
     )
     @classmethod

@@ -92,9 +92,9 @@ class ExchangeClock:
 
     def observe(self, event_ms: int, source: str = "") -> None:
         """Take an exchange event time from ``source`` (a connection's name) into account."""
-        mono = self._mono_ms()
         state = self._sources.get(source)
         if state is None:
+            mono = self._mono_ms()
             self._sources[source] = [event_ms, event_ms - mono, mono]
             if not self._observed:
                 # The first observation replaces the wall-clock guess even if it is earlier:
@@ -102,10 +102,13 @@ class ExchangeClock:
                 self._observed = True
                 self._floor = -_NEVER
             return
-        state[2] = mono
         if event_ms > state[0]:
+            # Only a newer time counts as a sign of life: a connection whose times stand still
+            # for SOURCE_STALE_S holds nothing back that it will still deliver.
+            mono = self._mono_ms()
             state[0] = event_ms
             state[1] = event_ms - mono
+            state[2] = mono
 
     def now_ms(self) -> int:
         """Current exchange time estimate in milliseconds."""
@@ -181,6 +184,7 @@ class FutureGuard(Generic[T]):
         "_clock",
         "_current",
         "_held",
+        "_limit",
         "_previous",
         "_roll_at",
         "confirm_events",
@@ -205,6 +209,7 @@ class FutureGuard(Generic[T]):
         self._current = -_NEVER  # best offset in the current window
         self._previous = -_NEVER  # best offset in the window before
         self._best = 0  # max(current, previous); taken as zero until anything is known
+        self._limit = max_lead_ms  # _best + max_lead_ms: the offset beyond which a time is held
         self._roll_at = -_NEVER
         self._held: dict[str, _Held[T]] = {}
         self.rejected: list[T] = []  # events found wrong: the caller takes and clears them
@@ -217,7 +222,7 @@ class FutureGuard(Generic[T]):
         items to apply now, oldest first: empty while ``item`` is held, the held items once a
         jump is confirmed. Items found wrong are appended to :attr:`rejected`."""
         offset = event_ms - received_ms
-        if offset <= self._best + self.max_lead_ms or (
+        if offset <= self._limit or (
             event_ms <= self._clock.source_now_ms(source) + self.max_lead_ms
         ):
             # Plausible: remember its offset (inline: this runs for every trade).
@@ -226,10 +231,12 @@ class FutureGuard(Generic[T]):
                 self._current = offset
                 self._roll_at = received_ms + OFFSET_WINDOW_MS
                 self._best = offset if previous == -_NEVER or offset > previous else previous
+                self._limit = self._best + self.max_lead_ms
             elif offset > self._current:
                 self._current = offset
                 if offset > self._best:
                     self._best = offset
+                    self._limit = offset + self.max_lead_ms
             if self._held:
                 held = self._held.pop(source, None)
                 if held is not None:
@@ -248,6 +255,7 @@ class FutureGuard(Generic[T]):
             del self._held[source]
             self.jumps += 1
             self._current = self._previous = self._best = max(held.offsets)
+            self._limit = self._best + self.max_lead_ms
             self._roll_at = received_ms + OFFSET_WINDOW_MS
             return held.items
         return []

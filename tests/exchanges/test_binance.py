@@ -431,3 +431,25 @@ async def test_the_fake_cuts_a_client_sending_over_5_messages_a_second_as_binanc
             while True:
                 await asyncio.wait_for(ws.recv(), 2)
         assert ws.close_code == 1008
+
+
+async def test_a_trade_stamped_30_minutes_ahead_blanks_nothing_end_to_end() -> None:
+    """The fault campaign's case through the real service with the default guard: one valid
+    trade 30 min ahead is quarantined; no bar closes early, the real trades after it land."""
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, clock_max_lead_ms=5_000, aggregator_repairs_enabled=False)
+        async with RunningService(settings) as running:
+            now = time.time_ns() // 1_000_000
+            await fake.publish(spot_trade("BTCUSDT", 1, "100", "1", now))
+            await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", now + 1_800_000))
+            for trade_id in range(3, 8):
+                await fake.publish(spot_trade("BTCUSDT", trade_id, "101", "1", now + 10))
+            collector = running.collector
+            await eventually(lambda: len(collector.records("trades")) == 6)
+            statuses = [s for s in collector.records("status") if isinstance(s, Status)]
+            assert "quarantined" in [s.event for s in statuses]
+            assert [k for k in collector.klines() if k.is_closed] == []  # nothing blanked
+            pipeline = running.service.pipelines["spot"]
+            assert pipeline.quarantined == 1
+            assert pipeline.aggregator is not None
+            assert pipeline.aggregator.stats.late_dropped == 0

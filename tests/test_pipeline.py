@@ -58,6 +58,11 @@ def make(
     return pipeline, recorder
 
 
+def statuses(recorder: Recorder, event: str) -> list[Status]:
+    """The status events ``event`` published so far."""
+    return [s for s in recorder.of("status") if isinstance(s, Status) and s.event == event]
+
+
 def trade(
     tid: int, t: int, symbol: str = "BTCUSDT", price: str = "100", received_at: int | None = None
 ) -> Trade:
@@ -151,8 +156,7 @@ async def test_one_trade_stamped_30_minutes_ahead_is_quarantined_not_applied(
     traded = [t for t in recorder.of("trades") if isinstance(t, Trade)]
     assert bogus not in traded
     assert len(traded) == 3
-    statuses = [s for s in recorder.of("status") if isinstance(s, Status)]
-    (status,) = [s for s in statuses if s.event == "quarantined"]
+    (status,) = statuses(recorder, "quarantined")
     assert status.symbols == ["BTCUSDT"]
     assert "quarantined 1 trade(s)" in caplog.text
     stats = pipeline.aggregator.stats if pipeline.aggregator else None
@@ -308,7 +312,7 @@ async def test_trades_reordered_within_the_grace_raise_no_gap_status() -> None:
     for i in range(70, 80):  # time passes well beyond the grace
         mono.now += 1.0
         pipeline.on_trade(trade(i, T0 + (i - 65) * 1_000))
-    assert [s for s in recorder.of("status") if isinstance(s, Status) and s.event == "gap"] == []
+    assert statuses(recorder, "gap") == []
     assert pipeline.aggregator is not None
     assert pipeline.aggregator.stats.gaps_filled == 1
     await pipeline.stop()
@@ -320,14 +324,10 @@ async def test_ids_still_missing_after_the_grace_are_announced_once() -> None:
     pipeline.start()
     pipeline.on_trade(trade(1, T0 + 1_000))
     pipeline.on_trade(trade(5, T0 + 1_100))
-
-    def gaps() -> list[Status]:
-        return [s for s in recorder.of("status") if isinstance(s, Status) and s.event == "gap"]
-
-    assert gaps() == []
+    assert statuses(recorder, "gap") == []
     for i in range(6, 12):
         mono.now += 1.0
         pipeline.on_trade(trade(i, T0 + (i - 4) * 1_000))
-    (gap,) = gaps()
+    (gap,) = statuses(recorder, "gap")
     assert "trade ids 2..4" in gap.message
     await pipeline.stop()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -118,19 +120,29 @@ async def test_a_stop_during_start_up_returns_promptly() -> None:
     hang.close()
 
 
-async def test_a_consumer_that_cannot_keep_up_is_cut_off_at_the_shutdown_timeout() -> None:
-    class Slow(CollectingConsumer):
-        async def consume(self, batch: Batch) -> None:
-            await asyncio.sleep(3600)
+class Slow(CollectingConsumer):
+    """Never gets through a batch."""
 
+    async def consume(self, batch: Batch) -> None:
+        await asyncio.sleep(3600)
+
+
+@contextlib.asynccontextmanager
+async def slow_service(timeout: float) -> AsyncIterator[tuple[Service, asyncio.Task[int]]]:
+    """A running service whose only consumer is stuck, with one trade published to it."""
     manager = ConsumerManager()
     manager.register_consumer("slow", Slow)
     async with FakeBinance() as fake:
-        settings = fake_settings(fake, enabled_consumers=["slow"], shutdown_timeout_seconds=0.5)
+        settings = fake_settings(fake, enabled_consumers=["slow"], shutdown_timeout_seconds=timeout)
         service = Service(settings, consumers=manager, install_signal_handlers=False)
         task = asyncio.create_task(service.run())
         await fake.wait_for_connections(1)
         await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
+        yield service, task
+
+
+async def test_a_consumer_that_cannot_keep_up_is_cut_off_at_the_shutdown_timeout() -> None:
+    async with slow_service(0.5) as (service, task):
         started = time.monotonic()
         service.request_stop("test")
         assert await asyncio.wait_for(task, 5) == 0
@@ -151,18 +163,7 @@ def test_a_second_signal_at_once_is_the_same_request_a_later_one_hurries() -> No
 
 
 async def test_hurrying_cuts_the_drain_short() -> None:
-    class Slow(CollectingConsumer):
-        async def consume(self, batch: Batch) -> None:
-            await asyncio.sleep(3600)
-
-    manager = ConsumerManager()
-    manager.register_consumer("slow", Slow)
-    async with FakeBinance() as fake:
-        settings = fake_settings(fake, enabled_consumers=["slow"], shutdown_timeout_seconds=30)
-        service = Service(settings, consumers=manager, install_signal_handlers=False)
-        task = asyncio.create_task(service.run())
-        await fake.wait_for_connections(1)
-        await fake.publish(spot_trade("BTCUSDT", 1, "1", "1", NOW))
+    async with slow_service(30) as (service, task):
         service.on_stop_signal("SIGTERM", 0.0)
         await asyncio.sleep(0.2)
         started = time.monotonic()

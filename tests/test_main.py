@@ -149,9 +149,11 @@ async def test_sigint_to_the_process_and_its_group_still_drains_and_exits_0(
         status, _ = await stop(process, signal.SIGINT)
         assert process.stderr is not None
         log = (await process.stderr.read()).decode()
-    assert status == 0, log
-    assert "the same stop request" in log
+    assert status == 0, log  # not 1: the echo did not skip the drain
+    assert "exiting at once" not in log
     assert "stopped" in log
+    # (The kernel may merge the two signals into one; when it does not, the log says
+    # "SIGINT again within 1.0 s: the same stop request".)
 
 
 async def test_downstream_services_get_redis_history_pubsub_websocket_and_health(

@@ -30,8 +30,8 @@ from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
+from streamer.latency import LatencyHistogram
 from streamer.logs import RateLimitedLog
-from streamer.monitor import LatencyHistogram
 from streamer.records import Batch, DataType, Envelope, Kline, Record, channel_key
 
 __all__ = ["Broadcaster", "ConsumerRunner", "StreamKey"]

@@ -12,7 +12,6 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.monitor import LatencyHistogram
 from streamer.settings import ConfigError
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance, free_port
 from tests.fakes.binance import FakeBinance, spot_trade
@@ -160,14 +159,3 @@ async def test_a_taken_port_is_a_configuration_error() -> None:
             async with RunningService(fake_settings(fake, http_port=port, http_host="127.0.0.1")):
                 pass
     blocker.close()
-
-
-def test_the_latency_histogram_is_cumulative() -> None:
-    histogram = LatencyHistogram()
-    for value in (0.0005, 0.002, 0.002, 3.0, 100.0):
-        histogram.observe(value)
-    buckets = dict(histogram.cumulative())
-    assert buckets["0.001"] == 1
-    assert buckets["0.0025"] == 3
-    assert buckets["5.0"] == 4
-    assert buckets["+Inf"] == 5 == histogram.count

@@ -13,7 +13,8 @@ with every tick, so one parser shared by the connections of a connector drops a 
 cumulative volume it has already passed that day (two connections overlap while one replaces
 the other): ``stats["duplicate"]``.
 
-Units (see docs/exchanges.md): DNSE quotes stock prices in thousand VND and derivatives/indices in points.
+Units (see docs/exchanges.md): DNSE quotes stock prices in thousand VND and
+derivatives/indices in points.
 With ``price_unit="vnd"`` (the default) stock prices are multiplied by 1000, exactly (decimal
 arithmetic on the literal, never a float product). Quantities are multiplied per ``marketId``
 (``quantity_multipliers``; HOSE ``STO`` trade quantities are in lots of 10 shares).

@@ -1,24 +1,64 @@
 """What every exchange connector provides, and the connection state it reports.
 
 A connector does socket I/O and timing only: it parses frames with its sans-I/O parser and hands
-records to one :class:`~streamer.pipeline.Pipeline` per channel, synchronously. Reconnects go
-through :func:`streamer.reconnect.run_with_reconnect`.
+records to one :class:`FeedSink` per channel (the service gives it the channel's pipeline),
+synchronously; that is all it knows of what lies downstream. Reconnects go through
+:func:`streamer.reconnect.run_with_reconnect`.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.markets import ALWAYS_OPEN, Calendar
-from streamer.pipeline import Pipeline
+from streamer.records import DataType, Kline, Price, Quote, Ticker, Trade
 from streamer.settings import Settings
 
-__all__ = ["ConnectionState", "Connector", "StartupError"]
+__all__ = ["ConnectionState", "Connector", "FeedSink", "LinkState", "StartupError"]
+
+
+class FeedSink(Protocol):
+    """Where a connector hands one channel's records. None of these may block or await: they
+    are called from the connection's read loop."""
+
+    def on_trade(self, trade: Trade, connection: str = "") -> None:
+        """A trade, received on ``connection`` (a connection's name)."""
+
+    def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
+        """A ticker, price or quote (``data_type`` says which)."""
+
+    def on_kline(self, kline: Kline) -> None:
+        """A bar the exchange built itself."""
+
+    def on_status(
+        self,
+        event: str,
+        *,
+        connection: str | None = None,
+        message: str = "",
+        symbols: list[str] | None = None,
+    ) -> None:
+        """Something about the feed itself (connected, disconnected, ...)."""
+
+    def forget(self, symbol: str) -> None:
+        """``symbol`` is no longer streamed (delisted): drop what is kept for it."""
+
+
+class LinkState(enum.StrEnum):
+    """What an exchange connection is doing (``state`` in ``/health``)."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    MARKET_CLOSED = "market_closed"  # a poller waiting for the session to open
+    CLOSED = "closed"  # stopped for good
 
 
 class StartupError(Exception):
@@ -32,7 +72,7 @@ class ConnectionState:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.state = "idle"  # idle | connecting | connected | disconnected
+        self.state = LinkState.IDLE
         self.connected_at: float | None = None
         self.last_message_at: float | None = None
         self.messages = 0
@@ -43,7 +83,7 @@ class ConnectionState:
         now = time.monotonic() if now is None else now
         last = self.last_message_at
         return {
-            "state": self.state,
+            "state": str(self.state),
             "last_message_age_s": None if last is None else round(now - last, 3),
             "messages": self.messages,
             "reconnects": self.reconnects,
@@ -55,7 +95,7 @@ class Connector(abc.ABC):
 
     exchange: ClassVar[str]
 
-    def __init__(self, settings: Settings, pipelines: Mapping[str, Pipeline]) -> None:
+    def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         self.settings = settings
         self.pipelines = dict(pipelines)
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import ConnectionState, Connector, StartupError
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState, StartupError
 from streamer.exchanges.binance_link import BinanceLink
 from streamer.exchanges.binance_parser import (
     Ack,
@@ -54,7 +54,6 @@ from streamer.exchanges.binance_rest import BinanceRest
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
-from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
 from streamer.records import Price, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
@@ -118,7 +117,7 @@ class BinanceConnector(Connector):
     def __init__(
         self,
         settings: Settings,
-        pipelines: Mapping[str, Pipeline],
+        pipelines: Mapping[str, FeedSink],
         *,
         open_wire: OpenWire | None = None,
         fetch_json: GetJson = get_json_reply,
@@ -292,7 +291,7 @@ class BinanceConnector(Connector):
         pipeline = self.pipelines[plan.channel]
 
         def on_retry(error: BaseException | None, delay: float) -> None:
-            plan.state.state = "disconnected"
+            plan.state.state = LinkState.DISCONNECTED
             plan.state.reconnects += 1
             reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
             logger.warning("%s: %s; reconnecting in %.2f s", plan.name, reason, delay)
@@ -311,11 +310,11 @@ class BinanceConnector(Connector):
 
     async def _open(self, plan: ConnectionPlan, reason: str) -> BinanceLink:
         """Connect, subscribe every stream of ``plan``, and announce it."""
-        plan.state.state = "connecting"
+        plan.state.state = LinkState.CONNECTING
 
         def announce() -> None:  # before the first frame, so consumers hear of it first
             plan.links_opened += 1
-            plan.state.state = "connected"
+            plan.state.state = LinkState.CONNECTED
             plan.state.connected_at = time.monotonic()
             first = plan.links_opened == 1
             logger.info(
@@ -428,7 +427,7 @@ class BinanceConnector(Connector):
         # received before it sees the close: nothing that reached us is lost at shutdown.
         await asyncio.gather(*(link.close() for link in list(self._links)), return_exceptions=True)
         for plan in self.plans:
-            plan.state.state = "closed"
+            plan.state.state = LinkState.CLOSED
 
     # -- frames ------------------------------------------------------------------------------
 

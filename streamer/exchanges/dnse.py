@@ -38,13 +38,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import ConnectionState, Connector
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError
 from streamer.exchanges.dnse_rest import CALLS_PER_MINUTE, DnseRest
 from streamer.http import JsonClient, WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
-from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, Verdict, classify_error, run_with_reconnect
 from streamer.records import Kline, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
@@ -163,7 +162,7 @@ class DnseConnector(Connector):
     def __init__(
         self,
         settings: Settings,
-        pipelines: Mapping[str, Pipeline],
+        pipelines: Mapping[str, FeedSink],
         *,
         connect_ws: Callable[..., Any] = connect,
         backoff: Callable[[], Backoff] = Backoff,
@@ -263,7 +262,7 @@ class DnseConnector(Connector):
 
     async def _run_plan(self, plan: _Plan) -> None:
         def on_retry(error: BaseException | None, delay: float) -> None:
-            plan.state.state = "disconnected"
+            plan.state.state = LinkState.DISCONNECTED
             plan.state.reconnects += 1
             reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
             logger.warning("%s: %s; reconnecting in %.2f s", plan.name, reason, delay)
@@ -285,7 +284,7 @@ class DnseConnector(Connector):
         settings = self.settings
         assert settings.dnse_api_key is not None
         assert settings.dnse_api_secret is not None
-        plan.state.state = "connecting"
+        plan.state.state = LinkState.CONNECTING
         ws = await self._connect(f"{settings.dnse_ws_url}/v1/stream?encoding=json", **WS_OPTIONS)
         try:
             welcome = orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
@@ -314,7 +313,7 @@ class DnseConnector(Connector):
         link.start()
         await link.send({"action": "subscribe", "channels": self._subscriptions(plan)})
         plan.opened += 1
-        plan.state.state = "connected"
+        plan.state.state = LinkState.CONNECTED
         plan.state.connected_at = time.monotonic()
         first = plan.opened == 1
         self._first.on_status(
@@ -361,7 +360,7 @@ class DnseConnector(Connector):
         self._stopping = True
         await asyncio.gather(*(link.close() for link in list(self._links)), return_exceptions=True)
         for plan in self.plans:
-            plan.state.state = "closed"
+            plan.state.state = LinkState.CLOSED
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -383,7 +382,7 @@ class DnseConnector(Connector):
             self._log.log(logging.ERROR, "handler", "%s: failed to handle a frame", plan.name,
                           exc_info=True)  # fmt: skip
 
-    def _pipeline(self, board: Any) -> Pipeline:
+    def _pipeline(self, board: Any) -> FeedSink:
         return self.pipelines.get(str(board), self._first)
 
     def _dispatch(self, plan: _Plan, link: _Link, event: Any) -> None:

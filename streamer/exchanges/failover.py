@@ -24,11 +24,10 @@ from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import Connector
+from streamer.exchanges.base import Connector, FeedSink
 from streamer.exchanges.dnse import DnseConnector
 from streamer.exchanges.vnstock import VnstockConnector
 from streamer.markets import ICT_OFFSET_MS, Calendar
-from streamer.pipeline import Pipeline
 from streamer.settings import Settings
 
 __all__ = ["FailoverConnector"]
@@ -45,7 +44,7 @@ class FailoverConnector(Connector):
     def __init__(
         self,
         settings: Settings,
-        pipelines: Mapping[str, Pipeline],
+        pipelines: Mapping[str, FeedSink],
         *,
         primary: DnseConnector | None = None,
         fallback: VnstockConnector | None = None,

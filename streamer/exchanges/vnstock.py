@@ -41,13 +41,12 @@ import orjson
 import streamer
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import ConnectionState, Connector
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
 from streamer.numbers import normalize_decimal
-from streamer.pipeline import Pipeline
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
 from streamer.records import Quote, Trade
 from streamer.settings import ConfigError, Settings
@@ -208,7 +207,7 @@ class VnstockConnector(Connector):
     def __init__(
         self,
         settings: Settings,
-        pipelines: Mapping[str, Pipeline],
+        pipelines: Mapping[str, FeedSink],
         *,
         worker: Callable[[Settings], VnstockWorker] = VnstockWorker,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -271,7 +270,7 @@ class VnstockConnector(Connector):
         self._wake.clear()
 
         def on_retry(error: BaseException | None, delay: float) -> None:
-            self.state.state = "disconnected"
+            self.state.state = LinkState.DISCONNECTED
             self.state.reconnects += 1
             self.pipeline.on_status("disconnected", connection="vnstock",
                                     message=f"{error}; retry in {delay:.1f} s")  # fmt: skip
@@ -283,7 +282,7 @@ class VnstockConnector(Connector):
     async def _session(self) -> None:
         worker = self._worker_factory(self.settings)
         await worker.start()
-        self.state.state = "connected"
+        self.state.state = LinkState.CONNECTED
         self.pipeline.on_status("connected", connection="vnstock",
                                 message=f"polling {self.settings.vnstock_source} every "
                                 f"{self.settings.vnstock_poll_interval:g} s",
@@ -292,10 +291,10 @@ class VnstockConnector(Connector):
             while not self._stopping:
                 now = self._now()
                 if not self.market.in_session(now):
-                    self.state.state = "market_closed"
+                    self.state.state = LinkState.MARKET_CLOSED
                     await self._pause((self.market.next_open(now) - now) / 1000)
                     continue
-                self.state.state = "connected"
+                self.state.state = LinkState.CONNECTED
                 started = time.monotonic()
                 await self.quota.spend(1)
                 try:
@@ -322,7 +321,7 @@ class VnstockConnector(Connector):
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        self.state.state = "closed"
+        self.state.state = LinkState.CLOSED
 
     # -- rows -> records ---------------------------------------------------------------------
 

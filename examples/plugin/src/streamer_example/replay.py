@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.exchanges import Connector
-from streamer.pipeline import Pipeline
+from streamer.exchanges.base import FeedSink
 from streamer.records import Trade
 from streamer.settings import ConfigError, Settings
 
@@ -38,7 +38,7 @@ class ReplayConnector(Connector):
 
     exchange = "replay"
 
-    def __init__(self, settings: Settings, pipelines: Mapping[str, Pipeline]) -> None:
+    def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         super().__init__(settings, pipelines)
         self.state = "idle"
         self.replayed = 0

@@ -19,7 +19,7 @@ from typing import Any
 
 from streamer.bar import ExchangeKline
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
-from streamer.exchanges.vnstock import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
 from streamer.http import Priority, WeightBudget
 from streamer.intervals import Interval, parse_interval
 from streamer.markets import ICT_OFFSET_MS

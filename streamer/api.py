@@ -27,7 +27,7 @@ from streamer.history import MAX_LIMIT
 from streamer.records import Envelope, Kline, Price, Ticker, Trade, serialise
 
 if TYPE_CHECKING:
-    from streamer.service import Service
+    from streamer.service_view import ServiceView
 
 __all__ = ["ApiError", "respond"]
 
@@ -42,7 +42,7 @@ class ApiError(Exception):
         self.status = status
 
 
-async def respond(service: Service, target: str) -> Reply:
+async def respond(service: ServiceView, target: str) -> Reply:
     """(HTTP status, JSON body) for a ``/v1/...`` request target."""
     path, _, query_text = target.partition("?")
     try:
@@ -70,7 +70,7 @@ def _query(text: str) -> dict[str, str]:
     return {name: values[0] for name, values in parsed.items()}
 
 
-def _channel(service: Service, symbol: str, query: Mapping[str, str]) -> str:
+def _channel(service: ServiceView, symbol: str, query: Mapping[str, str]) -> str:
     streamed = service.connector.streamed_symbols() if service.connector else {}
     channel = query.get("channel") or next(iter(streamed), "")
     if channel not in streamed:
@@ -93,7 +93,7 @@ def _int(query: Mapping[str, str], name: str, low: int, high: int) -> int | None
     return value
 
 
-async def _klines(service: Service, symbol: str, query: Mapping[str, str]) -> bytes:
+async def _klines(service: ServiceView, symbol: str, query: Mapping[str, str]) -> bytes:
     assert service.history is not None
     unknown = set(query) - {"interval", "limit", "start", "end", "channel"}
     if unknown:
@@ -118,7 +118,7 @@ async def _klines(service: Service, symbol: str, query: Mapping[str, str]) -> by
     return Envelope(service.settings.exchange, channel, "klines", []).wrap(lines)
 
 
-def _latest(service: Service, symbol: str, query: Mapping[str, str]) -> bytes:
+def _latest(service: ServiceView, symbol: str, query: Mapping[str, str]) -> bytes:
     assert service.history is not None
     channel = _channel(service, symbol, query)
     exchange = service.settings.exchange
@@ -150,7 +150,7 @@ def _one(kline: Kline) -> bytes:
     return line
 
 
-def _symbols(service: Service) -> bytes:
+def _symbols(service: ServiceView) -> bytes:
     assert service.history is not None
     assert service.connector is not None
     channels = {

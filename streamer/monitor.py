@@ -41,7 +41,7 @@ from streamer import api
 from streamer.settings import ConfigError
 
 if TYPE_CHECKING:
-    from streamer.service import Service
+    from streamer.service_view import ServiceView
 
 __all__ = ["HealthServer", "ServiceCollector", "health_status"]
 
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 QUEUE_DEGRADED_RATIO = 0.9
 
 
-def health_status(service: Service) -> tuple[int, dict[str, Any]]:
+def health_status(service: ServiceView) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for ``/health``."""
     details = service.health()
     connector: dict[str, Any] = details.get("connector", {})  # type: ignore[assignment]
@@ -93,7 +93,7 @@ def health_status(service: Service) -> tuple[int, dict[str, Any]]:
 class ServiceCollector(Collector):
     """Renders the service's counters as Prometheus metrics at scrape time."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ServiceView) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:
@@ -373,7 +373,7 @@ class ServiceCollector(Collector):
 class HealthServer:
     """The HTTP listener for ``/health`` and ``/metrics``."""
 
-    def __init__(self, service: Service, host: str, port: int) -> None:
+    def __init__(self, service: ServiceView, host: str, port: int) -> None:
         self.service = service
         self.host = host
         self.requested_port = port

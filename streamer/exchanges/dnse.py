@@ -266,7 +266,7 @@ class DnseConnector(Connector):
             plan.state.reconnects += 1
             reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
             logger.warning("%s: %s; reconnecting in %.2f s", plan.name, reason, delay)
-            self._first.on_status("disconnected", connection=plan.name,
+            self._announce("disconnected", connection=plan.name,
                                   message=f"{reason}; retry in {delay:.2f} s")  # fmt: skip
 
         def classify(exc: BaseException) -> Verdict:
@@ -303,7 +303,7 @@ class DnseConnector(Connector):
             if not isinstance(answer, dict) or answer.get("action") != "auth_success":
                 message = answer.get("message", answer) if isinstance(answer, dict) else answer
                 self.auth_refusals += 1
-                self._first.on_status("auth_failed", connection=plan.name, message=str(message))
+                self._announce("auth_failed", connection=plan.name, message=str(message))
                 raise AuthRefused(f"DNSE refused the credentials: {message}")
         except BaseException:
             await ws.close()
@@ -316,7 +316,7 @@ class DnseConnector(Connector):
         plan.state.state = LinkState.CONNECTED
         plan.state.connected_at = time.monotonic()
         first = plan.opened == 1
-        self._first.on_status(
+        self._announce(
             "connected" if first else "resubscribed", connection=plan.name,
             message="" if first else reason, symbols=list(plan.symbols),
         )  # fmt: skip
@@ -342,7 +342,7 @@ class DnseConnector(Connector):
                         raise link.error
                     return
                 if time.monotonic() - link.last_message_at >= silence:
-                    self._first.on_status("stalled", connection=plan.name,
+                    self._announce("stalled", connection=plan.name,
                                           message="nothing received, not even a pong")  # fmt: skip
                     await link.abort()
                     raise ConnectionError(f"silent for {silence:g} s")
@@ -368,7 +368,7 @@ class DnseConnector(Connector):
         plan.state.messages += 1
         plan.state.last_message_at = link.last_message_at
         try:
-            event = self.parser.parse(message, wall_clock_ms())
+            board, event = self.parser.parse_routed(message, wall_clock_ms())
         except ParseError as exc:
             self._log.warning(
                 f"malformed:{plan.name}", "%s: skipped a malformed frame (%s): %.200r",
@@ -376,16 +376,23 @@ class DnseConnector(Connector):
             )  # fmt: skip
             return
         try:
-            self._dispatch(plan, link, event)
+            self._dispatch(plan, link, board, event)
         except Exception:
             self.handler_errors += 1
             self._log.log(logging.ERROR, "handler", "%s: failed to handle a frame", plan.name,
                           exc_info=True)  # fmt: skip
 
-    def _pipeline(self, board: Any) -> FeedSink:
-        return self.pipelines.get(str(board), self._first)
+    def _pipeline(self, board: str | None) -> FeedSink:
+        return self._first if board is None else self.pipelines.get(board, self._first)
 
-    def _dispatch(self, plan: _Plan, link: _Link, event: Any) -> None:
+    def _announce(
+        self, event: str, *, connection: str, message: str = "", symbols: list[str] | None = None
+    ) -> None:
+        """A connection's status concerns every board it carries: tell each board's channel."""
+        for pipeline in self.pipelines.values():
+            pipeline.on_status(event, connection=connection, message=message, symbols=symbols)
+
+    def _dispatch(self, plan: _Plan, link: _Link, board: str | None, event: Any) -> None:
         if isinstance(event, Control):
             action = event.action
             if action == "ping":
@@ -396,15 +403,15 @@ class DnseConnector(Connector):
             elif action == "error":
                 code, message = event.frame.get("code"), event.frame.get("message")
                 logger.error("%s: DNSE error %s: %s", plan.name, code, message)
-                self._first.on_status("error", connection=plan.name, message=f"{code}: {message}")
+                self._announce("error", connection=plan.name, message=f"{code}: {message}")
             return
         if event is None:
             return
         plan.last_data_at = time.monotonic()
         if isinstance(event, Trade):
-            self._pipeline(self.parser.last_board).on_trade(event)
+            self._pipeline(board).on_trade(event)
         elif isinstance(event, Quote):
-            self._pipeline(self.parser.last_board).on_market("quotes", event)
+            self._pipeline(board).on_market("quotes", event)
         elif isinstance(event, Ticker):
             self._first.on_market("ticker", event)
         elif isinstance(event, Kline):

@@ -140,15 +140,19 @@ class DnseParser:
         self._last_price: dict[str, Decimal] = {}
         self._last_side: dict[str, Literal["buy", "sell"]] = {}
         self._cumulative: dict[str, tuple[int, Decimal]] = {}  # symbol -> (ICT day, volume)
-        self.last_board: str | None = None  # boardId of the frame parsed last (routing)
 
     def parse(self, raw: str | bytes, received_at: int) -> DnseEvent:
         """Parse one frame received at local time ``received_at`` (ms)."""
+        return self.parse_routed(raw, received_at)[1]
+
+    def parse_routed(self, raw: str | bytes, received_at: int) -> tuple[str | None, DnseEvent]:
+        """(the frame's board, if it names one: the channel it belongs to; the event)."""
         try:
             frame = orjson.loads(raw)
             if not isinstance(frame, dict):
                 raise ParseError(f"expected a JSON object, got {type(frame).__name__}")
-            return self._dispatch(frame, received_at)
+            board = _get(frame, "board")
+            return (board if isinstance(board, str) else None), self._dispatch(frame, received_at)
         except orjson.JSONDecodeError as exc:
             self.stats["malformed"] += 1
             raise ParseError(f"invalid JSON: {exc}") from None
@@ -160,8 +164,6 @@ class DnseParser:
             raise ParseError(f"{type(exc).__name__}: {exc}") from None
 
     def _dispatch(self, frame: dict[str, Any], received_at: int) -> DnseEvent:
-        board = _get(frame, "board")
-        self.last_board = board if isinstance(board, str) else None
         action = frame.get("action")
         if action in CONTROL_ACTIONS:
             self.stats["control"] += 1

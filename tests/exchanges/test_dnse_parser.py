@@ -216,3 +216,12 @@ def test_fuzz_documented_frames_with_fields_replaced_never_crash(
     if isinstance(result, Trade):
         assert result._price > 0
         assert result._quantity > 0
+
+
+def test_the_board_comes_back_with_the_event() -> None:
+    """The routing key travels with the event; the parser keeps no 'last board' to read back."""
+    parser = DnseParser()
+    board, trade = parser.parse_routed(json.dumps({**HPG_TICK, "boardId": "G3"}), 0)
+    assert board == "G3"
+    assert isinstance(trade, Trade)
+    assert parser.parse_routed('{"action": "ping"}', 0)[0] is None

@@ -209,16 +209,18 @@ async def test_the_fake_refuses_stale_timestamps_and_closes_on_a_missed_pong() -
 async def test_a_connections_status_reaches_every_board_it_carries() -> None:
     """One connection carries every board: its status is news to each board's channel, not
     only to the first one's."""
-    async with FakeDnse() as fake:
-        async with RunningService(dnse_settings(fake, dnse_boards=["G1", "G3"])) as running:
-            collector = running.collector
+    async with (
+        FakeDnse() as fake,
+        RunningService(dnse_settings(fake, dnse_boards=["G1", "G3"])) as running,
+    ):
+        collector = running.collector
 
-            def channels() -> set[str]:
-                return {
-                    envelope.channel
-                    for batch in collector.batches
-                    for envelope in batch
-                    if envelope.data_type == "status"
-                }
+        def channels() -> set[str]:
+            return {
+                envelope.channel
+                for batch in collector.batches
+                for envelope in batch
+                if envelope.data_type == "status"
+            }
 
-            await eventually(lambda: channels() == {"G1", "G3"})
+        await eventually(lambda: channels() == {"G1", "G3"})

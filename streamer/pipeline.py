@@ -313,10 +313,10 @@ class Pipeline:
         """The symbol's forming bars now (``is_closed`` false), one per interval."""
         return [] if self.aggregator is None else self.aggregator.forming([symbol])
 
-    def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
+    def on_market(self, record: Ticker | Price | Quote) -> None:
         """A ticker, price or quote: publish it. Its time does not move the clock: bars close
         on the time of the trades that feed them, which may come on another connection."""
-        self.broadcaster.publish(self._keys[data_type], record)
+        self.broadcaster.publish(self._keys[record.data_type], record)
 
     def on_kline(self, kline: Kline) -> None:
         """A bar the exchange built itself (published as is, when our own klines are off)."""

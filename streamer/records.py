@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Final, Literal
+from typing import ClassVar, Final, Literal
 
 import orjson
 
@@ -60,6 +60,8 @@ class Trade:
     Build trades with :meth:`create` unless you already hold both forms.
     """
 
+    data_type: ClassVar[DataType] = "trades"  # the stream it belongs to (not serialised)
+
     symbol: str
     trade_id: int | None
     price: str
@@ -85,7 +87,7 @@ class Trade:
         received_at: int,
         first_trade_id: int | None = None,
         last_trade_id: int | None = None,
-        source: str = "binance",
+        source: str = "",
     ) -> Trade:
         """Validate and normalise decimal strings; raise :class:`ValueError` if malformed.
 
@@ -130,6 +132,8 @@ class Kline:
     from the exchange's history rather than built from live trades.
     """
 
+    data_type: ClassVar[DataType] = "klines"  # the stream it belongs to (not serialised)
+
     symbol: str
     interval: str
     interval_ms: int
@@ -157,6 +161,8 @@ class Kline:
 class Ticker:
     """Rolling 24 h statistics (Binance ``@ticker``)."""
 
+    data_type: ClassVar[DataType] = "ticker"  # the stream it belongs to (not serialised)
+
     symbol: str
     timestamp: int
     last_price: str
@@ -169,18 +175,20 @@ class Ticker:
     price_change_percent: str
     trade_count: int
     received_at: int
-    source: str = "binance"
+    source: str = ""  # the exchange (connector) it came from
 
 
 @dataclass(slots=True)
 class Price:
     """Last price (Binance ``@miniTicker``, about once a second)."""
 
+    data_type: ClassVar[DataType] = "price"  # the stream it belongs to (not serialised)
+
     symbol: str
     price: str
     timestamp: int
     received_at: int
-    source: str = "binance"
+    source: str = ""  # the exchange (connector) it came from
 
 
 @dataclass(slots=True)
@@ -188,6 +196,8 @@ class Quote:
     """Best bid and ask (Binance ``@bookTicker``, DNSE ``top_price``, vnstock's price board).
     ``timestamp`` is null where the exchange sends no event time (Binance spot);
     ``last_price`` is the last match where the source gives it with the quote (vnstock)."""
+
+    data_type: ClassVar[DataType] = "quotes"  # the stream it belongs to (not serialised)
 
     symbol: str
     bid_price: str
@@ -198,13 +208,15 @@ class Quote:
     timestamp: int | None
     received_at: int
     last_price: str | None = None
-    source: str = "binance"
+    source: str = ""  # the exchange (connector) it came from
 
 
 @dataclass(slots=True)
 class Status:
     """Something downstream must know about the feed itself: ``event`` is ``connected``,
     ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
+
+    data_type: ClassVar[DataType] = "status"  # the stream it belongs to (not serialised)
 
     event: str
     timestamp: int

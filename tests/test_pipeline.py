@@ -234,7 +234,7 @@ async def test_market_records_are_published_but_do_not_move_the_clock() -> None:
     mono = FakeMonotonic()
     pipeline, recorder = make("1m", clock=ExchangeClock(mono, initial_ms=T0))
     pipeline.on_trade(trade(1, T0 + 5_000))
-    pipeline.on_market("price", Price("BTCUSDT", "1", T0 + 65_000, T0 + 5_010))
+    pipeline.on_market(Price("BTCUSDT", "1", T0 + 65_000, T0 + 5_010))
     assert recorder.of("price")
     assert pipeline.clock.now_ms() == T0 + 5_000
 

@@ -74,17 +74,19 @@ def test_trade_create_rejects_what_cannot_be_a_trade(price: str, quantity: str, 
 
 
 def test_other_records_serialise_their_fields_by_name() -> None:
-    assert orjson.loads(orjson.dumps(Price("BTCUSDT", "1.5", 10, 11))) == {
+    assert orjson.loads(orjson.dumps(Price("BTCUSDT", "1.5", 10, 11, "dnse"))) == {
         "symbol": "BTCUSDT", "price": "1.5", "timestamp": 10, "received_at": 11,
-        "source": "binance",
+        "source": "dnse",
     }  # fmt: skip
     quote = orjson.loads(orjson.dumps(Quote("B", "1", "2", "3", "4", 9, None, 5)))
     assert quote["timestamp"] is None
     assert quote["update_id"] == 9
     assert quote["last_price"] is None
-    assert quote["source"] == "binance"
+    assert quote["source"] == ""  # no exchange is assumed: connectors say which
     ticker = Ticker("B", 1, "2", "3", "4", "5", "6", "7", "8", "9", 10, 11)
     assert orjson.loads(orjson.dumps(ticker))["price_change_percent"] == "9"
+    assert "data_type" not in quote  # the record's type is the envelope's, not a field
+    assert (Quote.data_type, Ticker.data_type, Trade.data_type) == ("quotes", "ticker", "trades")
     status = orjson.loads(orjson.dumps(Status("connected", 1, "conn-0", "2 streams")))
     assert status == {"event": "connected", "timestamp": 1, "connection": "conn-0",
                       "message": "2 streams", "symbols": None}  # fmt: skip

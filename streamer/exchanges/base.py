@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.markets import ALWAYS_OPEN, Calendar
-from streamer.records import DataType, Kline, Price, Quote, Ticker, Trade
+from streamer.records import Kline, Price, Quote, Ticker, Trade
 from streamer.settings import Settings
 
 __all__ = ["ConnectionState", "Connector", "FeedSink", "LinkState", "StartupError"]
@@ -30,8 +30,8 @@ class FeedSink(Protocol):
     def on_trade(self, trade: Trade, connection: str = "") -> None:
         """A trade, received on ``connection`` (a connection's name)."""
 
-    def on_market(self, data_type: DataType, record: Ticker | Price | Quote) -> None:
-        """A ticker, price or quote (``data_type`` says which)."""
+    def on_market(self, record: Ticker | Price | Quote) -> None:
+        """A ticker, price or quote (its ``data_type`` says which)."""
 
     def on_kline(self, kline: Kline) -> None:
         """A bar the exchange built itself."""

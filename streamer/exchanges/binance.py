@@ -67,7 +67,6 @@ URL_STREAMS = 100  # streams named in the connection URL; the rest are SUBSCRIBE
 # are small; a giant one is read, counted as malformed and skipped rather than costing the
 # connection; beyond max_size the connection is closed (1009).
 WS_OPTIONS = WireOptions(ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=2)
-_MARKET_TYPES = {Ticker: "ticker", Price: "price", Quote: "quotes"}
 
 GetJson = Callable[..., Awaitable[Any]]
 
@@ -448,7 +447,7 @@ class BinanceConnector(Connector):
             if type(event) is Trade:
                 pipeline.on_trade(event, plan.name)
             elif isinstance(event, Ticker | Price | Quote):
-                pipeline.on_market(_MARKET_TYPES[type(event)], event)  # type: ignore[arg-type]
+                pipeline.on_market(event)
             elif isinstance(event, Ack | ErrorReply):
                 link.reply(event)
                 if isinstance(event, ErrorReply):

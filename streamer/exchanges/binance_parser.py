@@ -156,7 +156,7 @@ class BinanceParser:
             self.stats["price"] += 1
             return Price(
                 check_symbol(data["s"]), _decimal(data, "c"), check_time(data["E"], "'E'"),
-                received_at,
+                received_at, source="binance",
             )  # fmt: skip
         if event == "bookTicker" or (event is None and "u" in data and "b" in data):
             self.stats["quote"] += 1
@@ -240,6 +240,7 @@ class BinanceParser:
             _decimal(data, "P", signed=True),
             check_count(data["n"], "'n'"),
             received_at,
+            source="binance",
         )
 
     @staticmethod
@@ -256,6 +257,7 @@ class BinanceParser:
             check_id(data["u"], "'u'"),
             event_time,
             received_at,
+            source="binance",
         )
 
     def _reply(self, frame: dict[str, Any]) -> Ack | ErrorReply:

@@ -411,9 +411,9 @@ class DnseConnector(Connector):
         if isinstance(event, Trade):
             self._pipeline(board).on_trade(event)
         elif isinstance(event, Quote):
-            self._pipeline(board).on_market("quotes", event)
+            self._pipeline(board).on_market(event)
         elif isinstance(event, Ticker):
-            self._first.on_market("ticker", event)
+            self._first.on_market(event)
         elif isinstance(event, Kline):
             self._first.on_kline(event)
 

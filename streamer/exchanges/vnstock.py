@@ -218,7 +218,7 @@ class VnstockConnector(Connector):
         timestamp = check_time(self._time(row.get("time"), received_at), "time")
         self.last_data_at = time.monotonic()
         text = self._price(price)
-        self.pipeline.on_market("quotes", Quote(
+        self.pipeline.on_market(Quote(
             symbol, self._price(bid) or "0", _quantity(row.get("bid_volume")),
             self._price(ask) or "0", _quantity(row.get("ask_volume")), None, timestamp,
             received_at, last_price=text, source=self.source,

@@ -19,7 +19,14 @@ T = 1_502_942_428_322  # 2017-08-17T04:00:28.322Z
 
 def prices(*values: int, channel: str = "spot") -> Batch:
     return Batch(
-        [Envelope("binance", channel, "price", [Price("BTCUSDT", str(v), v, v) for v in values])]
+        [
+            Envelope(
+                "binance",
+                channel,
+                "price",
+                [Price("BTCUSDT", str(v), v, v, "binance") for v in values],
+            )
+        ]
     )
 
 

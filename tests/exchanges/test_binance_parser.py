@@ -67,7 +67,7 @@ def parse(frame: str | bytes) -> object:
 
 def test_spot_trade_sample() -> None:
     assert parse(SPOT_TRADE) == Trade.create(
-        "BNBBTC", 12345, "0.001", "100", "sell", 1672515782136, 42
+        "BNBBTC", 12345, "0.001", "100", "sell", 1672515782136, 42, source="binance"
     )
 
 
@@ -88,14 +88,14 @@ def test_buyer_as_taker_is_a_buy() -> None:
 def test_tickers_prices_and_quotes() -> None:
     assert parse(TICKER) == Ticker(
         "BNBBTC", 1672515782136, "0.0025", "0.001", "0.0025", "0.001", "10000", "18", "0.0015",
-        "250", 18151, 42,
+        "250", 18151, 42, source="binance",
     )  # fmt: skip
     futures = parse(FUTURES_TICKER)
     assert isinstance(futures, Ticker)
     assert futures.price_change == "-0.0015"
-    assert parse(MINI_TICKER) == Price("BNBBTC", "0.0025", 1672515782136, 42)
+    assert parse(MINI_TICKER) == Price("BNBBTC", "0.0025", 1672515782136, 42, source="binance")
     assert parse(SPOT_BOOK) == Quote(
-        "BNBUSDT", "25.3519", "31.21", "25.3652", "40.66", 400900217, None, 42
+        "BNBUSDT", "25.3519", "31.21", "25.3652", "40.66", 400900217, None, 42, source="binance"
     )
     book = parse(FUTURES_BOOK)
     assert isinstance(book, Quote)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import http
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -327,47 +327,30 @@ class ServiceCollector(Collector):
             yield from (served, memory)
 
     def _consumer_metrics(self) -> Iterator[Metric]:
-        from streamer.consumers.redis import RedisConsumer
-        from streamer.consumers.remote import RemoteConsumer
-        from streamer.consumers.websocket import WebSocketConsumer
+        """What each consumer, built-in or plugin, reports of itself, merged by name."""
+        yield from merge_families(
+            family for consumer in self.service.consumers for family in consumer.metrics()
+        )
 
-        clients = GaugeMetricFamily("streamer_websocket_clients", "Connected WebSocket clients")
-        disconnects = CounterMetricFamily(
-            "streamer_websocket_disconnects",
-            "WebSocket clients disconnected by the server",
-            labels=["reason"],
-        )
-        auth_failures = CounterMetricFamily(
-            "streamer_websocket_auth_failures", "Failed WebSocket authentications"
-        )
-        redis_up = GaugeMetricFamily(
-            "streamer_redis_up", "1 if Redis is reachable", labels=["consumer"]
-        )
-        redis_errors = CounterMetricFamily(
-            "streamer_redis_errors", "Failed Redis round trips", labels=["consumer"]
-        )
-        server_up = GaugeMetricFamily(
-            "streamer_consumer_server_up",
-            "1 if the server a consumer writes to (Redis, NATS) is reachable",
-            labels=["consumer"],
-        )
-        websockets = [c for c in self.service.consumers if isinstance(c, WebSocketConsumer)]
-        clients.add_metric([], sum(len(c.clients) for c in websockets))
-        disconnects.add_metric(["slow"], sum(c.disconnected_slow for c in websockets))
-        disconnects.add_metric(["rate_limited"], sum(c.disconnected_rate for c in websockets))
-        auth_failures.add_metric([], sum(c.auth_failures for c in websockets))
-        for consumer in self.service.consumers:
-            if isinstance(consumer, RemoteConsumer):
-                server_up.add_metric([consumer.name], 1.0 if consumer.up else 0.0)
-            if isinstance(consumer, RedisConsumer):
-                redis_up.add_metric([consumer.name], 1.0 if consumer.up else 0.0)
-                redis_errors.add_metric([consumer.name], consumer.errors)
-        yield clients
-        yield disconnects
-        yield auth_failures
-        yield redis_up
-        yield redis_errors
-        yield server_up
+
+def merge_families(families: Iterable[Metric]) -> list[Metric]:
+    """One family per metric name (Prometheus requires it); samples with the same name and
+    labels, from two consumers of one kind, are added up."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for family in families:
+        target = merged.get(family.name)
+        if target is None:
+            target = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            values[family.name] = {}
+        sums = values[family.name]
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            sums[key] = sums.get(key, 0.0) + sample.value
+    for name, target in merged.items():
+        for (sample_name, labels), value in values[name].items():
+            target.add_sample(sample_name, dict(labels), value)
+    return list(merged.values())
 
 
 class HealthServer:

@@ -146,11 +146,13 @@ async def eventually(condition: Any, timeout: float = 5.0, interval: float = 0.0
 class RunningService:
     """A :class:`Service` running in this loop, with a collecting consumer named ``collect``."""
 
-    def __init__(self, settings: Settings, connector_factory: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, connector_factory: Any = None, consumers: Any = None
+    ) -> None:
         from streamer.consumers.manager import ConsumerManager
         from streamer.service import Service
 
-        manager = ConsumerManager()
+        manager = consumers or ConsumerManager()
         manager.register_consumer("collect", CollectingConsumer)
         self.service = Service(
             settings,

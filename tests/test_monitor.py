@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
+from streamer.consumers.base import BaseConsumer
+from streamer.consumers.manager import ConsumerManager
+from streamer.monitor import merge_families
 from streamer.settings import ConfigError
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance, free_port
 from tests.fakes.binance import FakeBinance, spot_trade
@@ -128,7 +136,6 @@ async def test_metrics_are_prometheus_text_with_the_counters_that_matter() -> No
         assert values[("streamer_connection_up", (("connection", "binance-spot-0"),))] == 1
         assert values[("streamer_reconnects_total", (("connection", "binance-spot-0"),))] == 0
         assert values[("streamer_consumer_queued_events", (("consumer", "collect"),))] == 0
-        assert values[("streamer_websocket_clients", ())] == 0
         assert values[("streamer_event_latency_seconds_count", ())] == 3  # the duplicate: not again
         assert values[("streamer_kline_close_latency_seconds_count", ())] == 1
         # The first bar began before we connected: published not exact.
@@ -159,3 +166,66 @@ async def test_a_taken_port_is_a_configuration_error() -> None:
             async with RunningService(fake_settings(fake, http_port=port, http_host="127.0.0.1")):
                 pass
     blocker.close()
+
+
+DOCS = [Path(__file__).parent.parent / "README.md", *Path(__file__).parent.parent.glob("docs/*.md")]
+
+
+async def test_every_metric_the_docs_name_is_served() -> None:
+    """Operators are told to watch these: each must exist, with every consumer it needs on."""
+    named = {m for page in DOCS for m in re.findall(r"streamer_[a-z_]+", page.read_text())}
+    port, prefix = free_port(), f"streamer-test-{uuid.uuid4().hex[:12]}"
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, http_port=port, enabled_consumers=["collect", "websocket", "redis"],
+            websocket_port=0, wss_auth_disabled=True, redis_base=15, redis_main_key=prefix,
+        )  # fmt: skip
+        async with RunningService(settings) as running:
+            await fake.publish(spot_trade("BTCUSDT", 1, "100", "1", NOW + 1))
+            await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", NOW + 60_001))
+            await eventually(lambda: len(running.collector.klines()) == 1)
+            _, text = await get(port, "/metrics")
+    families = list(text_string_to_metric_families(text))
+    served = {sample.name for family in families for sample in family.samples}
+    served |= {f"{family.name}_total" for family in families if family.type == "counter"}
+    missing = [m for m in named if not any(name.startswith(m) for name in served)]
+    assert missing == []
+    client = Redis(db=15)
+    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+class Counting(BaseConsumer):
+    """A plugin consumer with a metric of its own."""
+
+    async def consume(self, batch: Any) -> None:
+        pass
+
+    def metrics(self) -> Any:
+        family = CounterMetricFamily("plugin_batches", "Batches", labels=["consumer"])
+        family.add_metric([self.name], 7)
+        yield family
+
+
+async def test_a_plugin_consumer_contributes_its_own_metrics() -> None:
+    manager = ConsumerManager()
+    manager.register_consumer("counting", Counting)
+    port = free_port()
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, http_port=port, enabled_consumers=["counting"])
+        async with RunningService(settings, consumers=manager):
+            _, text = await get(port, "/metrics")
+    assert 'plugin_batches_total{consumer="counting"} 7.0' in text
+
+
+def test_families_of_one_name_from_two_consumers_are_merged() -> None:
+    first = CounterMetricFamily("x_errors", "Errors", labels=["consumer"])
+    first.add_metric(["a"], 1)
+    second = CounterMetricFamily("x_errors", "Errors", labels=["consumer"])
+    second.add_metric(["b"], 2)
+    clients = [GaugeMetricFamily("x_clients", "Clients", value=v) for v in (3, 4)]
+    merged = {f.name: f for f in merge_families([first, second, *clients])}
+    assert sorted(s.value for s in merged["x_errors"].samples) == [1, 2]
+    assert [s.value for s in merged["x_clients"].samples] == [7]

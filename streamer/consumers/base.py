@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from prometheus_client.core import Metric
 
 from streamer.records import Batch
 from streamer.settings import Settings
@@ -87,3 +90,9 @@ class BaseConsumer(abc.ABC):
     def health(self) -> dict[str, object]:
         """Consumer-specific health details for ``/health``; override to add some."""
         return {}
+
+    def metrics(self) -> Iterable[Metric]:
+        """This consumer's own Prometheus metric families for ``/metrics``; override to add
+        some. Families of the same name from several consumers are merged (samples with the
+        same labels added up), so label them with ``self.name`` where it matters."""
+        return ()

@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import hiredis
 import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -136,6 +137,17 @@ class RedisConsumer(RemoteConsumer[Writes]):
         self.streams_maxlen = settings.redis_streams_maxlen
         self.client: Redis | None = None
         self._last_closed: dict[str, int] = {}  # history key -> newest open time published
+
+    def metrics(self) -> Iterable[Metric]:
+        yield from super().metrics()
+        up = GaugeMetricFamily("streamer_redis_up", "1 if Redis is reachable", labels=["consumer"])
+        up.add_metric([self.name], 1.0 if self.up else 0.0)
+        errors = CounterMetricFamily(
+            "streamer_redis_errors", "Failed Redis round trips", labels=["consumer"]
+        )
+        errors.add_metric([self.name], self.errors)
+        yield up
+        yield errors
 
     @property
     def where(self) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, Generic, TypeVar
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from streamer.consumers.base import BaseConsumer
 from streamer.reconnect import Backoff
@@ -126,3 +128,12 @@ class RemoteConsumer(BaseConsumer, Generic[W]):
             "errors": self.errors,
             "dropped_events": self.dropped_events,
         }
+
+    def metrics(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "streamer_consumer_server_up",
+            "1 if the server a consumer writes to (Redis, NATS) is reachable",
+            labels=["consumer"],
+        )
+        up.add_metric([self.name], 1.0 if self.up else 0.0)
+        yield up

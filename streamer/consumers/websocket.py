@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.headers import build_www_authenticate_basic
@@ -710,6 +711,22 @@ class WebSocketConsumer(BaseConsumer):
             "disconnected_rate_limited": self.disconnected_rate,
             "auth_failures": self.auth_failures,
         }
+
+    def metrics(self) -> Iterable[Metric]:
+        clients = GaugeMetricFamily("streamer_websocket_clients", "Connected WebSocket clients")
+        clients.add_metric([], len(self.clients))
+        disconnects = CounterMetricFamily(
+            "streamer_websocket_disconnects",
+            "WebSocket clients disconnected by the server",
+            labels=["reason"],
+        )
+        disconnects.add_metric(["slow"], self.disconnected_slow)
+        disconnects.add_metric(["rate_limited"], self.disconnected_rate)
+        failures = CounterMetricFamily(
+            "streamer_websocket_auth_failures", "Failed WebSocket authentications"
+        )
+        failures.add_metric([], self.auth_failures)
+        return (clients, disconnects, failures)
 
 
 def _valid_pattern(pattern: object) -> bool:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +49,14 @@ from streamer.exchanges.binance_parser import (
     ParseError,
     ServerShutdown,
 )
+from streamer.exchanges.binance_plan import (
+    PlannedConnection,
+    StreamChoice,
+    families,
+    new_connection,
+    place,
+)
+from streamer.exchanges.binance_plan import plan as plan_connections
 from streamer.exchanges.binance_rest import BinanceRest
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
@@ -87,21 +94,22 @@ class Stalled(Exception):
 
 
 @dataclass(eq=False)
-class ConnectionPlan:
-    """One connection: where it goes and which streams it carries."""
+class ConnectionPlan(PlannedConnection):
+    """One planned connection (:mod:`~streamer.exchanges.binance_plan`) and its live state."""
 
-    name: str
-    channel: str
-    family: str  # "" (spot), "/market" or "/public" (futures)
-    base_url: str  # ws base + routed path, without /stream
-    symbols: list[str]
-    streams: list[str]
+    base_url: str = ""  # ws base + routed path, without /stream
     state: ConnectionState = field(init=False)
     link: BinanceLink | None = None
     links_opened: int = 0
 
     def __post_init__(self) -> None:
         self.state = ConnectionState(self.name)
+
+    @classmethod
+    def of(cls, planned: PlannedConnection, ws_base: str) -> ConnectionPlan:
+        """``planned``, to be opened under ``ws_base``."""
+        return cls(planned.name, planned.channel, planned.family, planned.symbols,
+                   planned.streams, ws_base + planned.family)  # fmt: skip
 
     def url(self) -> str:
         """The combined-stream URL with the first :data:`URL_STREAMS` streams."""
@@ -130,6 +138,7 @@ class BinanceConnector(Connector):
         self._sleep = sleep
         self._rng = rng
         self._parsers = {channel: BinanceParser() for channel in self.pipelines}
+        self.choice = StreamChoice.from_settings(settings)
         # exchangeInfo only (every STREAMER_EXCHANGE_SYMBOLS_REFRESH_SECONDS at most); the
         # klines have a client and budget of their own (kline_sources).
         self._rest = {channel: _rest(settings, channel, fetch_json) for channel in self.pipelines}
@@ -214,63 +223,17 @@ class BinanceConnector(Connector):
         shard = self.settings.symbol_shard
         return "" if shard.count == 1 else f" (this replica's share as shard {shard})"
 
-    def _streams(self, channel: str, family: str, symbol: str) -> list[str]:
-        settings, name = self.settings, symbol.lower()
-        streams = []
-        if family != "/public":
-            if settings.enable_klines_stream or settings.enable_trades_stream:
-                streams.append(f"{name}@trade" if channel == "spot" else f"{name}@aggTrade")
-            if settings.enable_ticker_stream:
-                streams.append(f"{name}@ticker")
-            if settings.enable_price_stream:
-                streams.append(f"{name}@miniTicker")
-        if settings.enable_quotes_stream and family != "/market":
-            streams.append(f"{name}@bookTicker")
-        return streams
-
-    def _families(self, channel: str) -> tuple[str, list[str]]:
-        if channel == "spot":
-            return self.settings.binance_spot_ws_url, [""]
-        return self.settings.binance_linear_ws_url, ["/market", "/public"]
+    def _ws_base(self, channel: str) -> str:
+        settings = self.settings
+        return settings.binance_spot_ws_url if channel == "spot" else settings.binance_linear_ws_url
 
     def _plan(self) -> list[ConnectionPlan]:
         settings = self.settings
-        limit = settings.exchange_streams_per_connection
-        plans: list[ConnectionPlan] = []
-        for channel, symbols in self.symbols.items():
-            base, families = self._families(channel)
-            for family in families:
-                per_symbol = {symbol: self._streams(channel, family, symbol) for symbol in symbols}
-                width = max((len(s) for s in per_symbol.values()), default=0)
-                if width == 0:
-                    continue
-                if width > limit:
-                    raise ConfigError(
-                        f"STREAMER_EXCHANGE_STREAMS_PER_CONNECTION={limit}: each symbol needs "
-                        f"{width} streams; raise it to at least {width}"
-                    )
-                count = math.ceil(len(symbols) / (limit // width))
-                for index in range(count):
-                    chunk = symbols[index::count]
-                    streams = [s for symbol in chunk for s in per_symbol[symbol]]
-                    plans.append(self._new_plan(channel, family, base, index, chunk, streams))
-        self._check_pool(len(plans))
-        return plans
-
-    @staticmethod
-    def _new_plan(
-        channel: str, family: str, base: str, index: int, symbols: list[str], streams: list[str]
-    ) -> ConnectionPlan:
-        label = f"binance-{channel}{family.replace('/', '-')}-{index}"
-        return ConnectionPlan(label, channel, family, base + family, symbols, streams)
-
-    def _check_pool(self, connections: int) -> None:
-        pool = self.settings.exchange_socket_pool_size
-        if connections > pool:
-            raise ConfigError(
-                f"STREAMER_EXCHANGE_SOCKET_POOL_SIZE={pool}: these symbols and streams need "
-                f"{connections} connections; raise it or stream fewer symbols"
-            )
+        planned = plan_connections(
+            self.symbols, self.choice, settings.exchange_streams_per_connection,
+            settings.exchange_socket_pool_size,
+        )  # fmt: skip
+        return [ConnectionPlan.of(p, self._ws_base(p.channel)) for p in planned]
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -492,7 +455,7 @@ class BinanceConnector(Connector):
         pipeline = self.pipelines[channel]
         for symbol in removed:
             for plan in [p for p in self.plans if p.channel == channel and symbol in p.symbols]:
-                streams = self._streams(channel, plan.family, symbol)
+                streams = self.choice.streams(channel, plan.family, symbol)
                 plan.symbols.remove(symbol)
                 plan.streams = [s for s in plan.streams if s not in streams]
                 if plan.link is not None:
@@ -508,34 +471,30 @@ class BinanceConnector(Connector):
             pipeline.on_status("subscribed", message="newly trading", symbols=added)
 
     async def _add_symbol(self, channel: str, symbol: str) -> None:
-        limit = self.settings.exchange_streams_per_connection
-        base, families = self._families(channel)
-        for family in families:
-            streams = self._streams(channel, family, symbol)
+        settings = self.settings
+        for family in families(channel):
+            streams = self.choice.streams(channel, family, symbol)
             if not streams:
                 continue
-            candidates = [
-                p for p in self.plans
-                if (p.channel, p.family) == (channel, family)
-                and len(p.streams) + len(streams) <= limit
-            ]  # fmt: skip
-            if candidates:
-                plan = min(candidates, key=lambda p: len(p.streams))
-                plan.symbols.append(symbol)
-                plan.streams.extend(streams)
-                if plan.link is not None:
-                    await plan.link.subscribe(streams, timeout=WS_OPTIONS.open_timeout)
-                continue
-            index = sum(1 for p in self.plans if p.channel == channel and p.family == family)
             try:
-                self._check_pool(len(self.plans) + 1)
+                where = place(self.plans, channel, family, streams,
+                              settings.exchange_streams_per_connection,
+                              settings.exchange_socket_pool_size)  # fmt: skip
             except ConfigError as exc:
                 logger.error("binance %s: cannot add %s: %s", channel, symbol, exc)
                 return
-            plan = self._new_plan(channel, family, base, index, [symbol], streams)
-            self.plans.append(plan)
-            if self._group is not None:
-                self._group.create_task(self._run_plan(plan), name=plan.name)
+            if isinstance(where, int):
+                planned = new_connection(channel, family, where, [symbol], streams)
+                new = ConnectionPlan.of(planned, self._ws_base(channel))
+                self.plans.append(new)
+                if self._group is not None:
+                    self._group.create_task(self._run_plan(new), name=new.name)
+                continue
+            assert isinstance(where, ConnectionPlan)  # place() returns one of ours
+            where.symbols.append(symbol)
+            where.streams.extend(streams)
+            if where.link is not None:
+                await where.link.subscribe(streams, timeout=WS_OPTIONS.open_timeout)
 
     def last_data_age(self) -> float | None:
         seen = [p.state.last_message_at for p in self.plans if p.state.last_message_at is not None]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import orjson
 
 from streamer.exchanges.ranges import check_symbol, check_time
+from streamer.exchanges.vn_ticks import DayVolume, TickRule
 from streamer.numbers import normalize_decimal
 from streamer.records import Kline, Quote, Ticker, Trade
 
@@ -97,6 +98,16 @@ def _text(number: Decimal) -> str:
     return normalize_decimal(f"{number:f}")
 
 
+def _side(given: Any) -> Literal["buy", "sell"] | None:
+    """DNSE's side of a trade, when it gives one."""
+    text = str(given or "").upper().removeprefix("SIDE_")
+    if text in ("BUY", "B", "1"):
+        return "buy"
+    if text in ("SELL", "S", "2"):
+        return "sell"
+    return None
+
+
 def parse_time(value: Any) -> int:
     """Milliseconds since the epoch from any DNSE time spelling."""
     return check_time(_parse_time(value), "time")
@@ -137,9 +148,8 @@ class DnseParser:
         self.price_factor = Decimal(1000) if price_unit == "vnd" else Decimal(1)
         self.stats = {"trade": 0, "quote": 0, "index": 0, "bar": 0, "control": 0, "ignored": 0,
                       "duplicate": 0, "malformed": 0}  # fmt: skip
-        self._last_price: dict[str, Decimal] = {}
-        self._last_side: dict[str, Literal["buy", "sell"]] = {}
-        self._cumulative: dict[str, tuple[int, Decimal]] = {}  # symbol -> (ICT day, volume)
+        self._ticks = TickRule()
+        self._volumes = DayVolume()  # cumulative volumes: repeated ticks are dropped
 
     def parse(self, raw: str | bytes, received_at: int) -> DnseEvent:
         """Parse one frame received at local time ``received_at`` (ms)."""
@@ -210,32 +220,12 @@ class DnseParser:
         total = _get(frame, "total")
         if total is not None:
             day, volume = (timestamp + _ICT) // 86_400_000, _decimal(total, "totalVolumeTraded")
-            seen = self._cumulative.get(symbol)
-            if seen is not None and seen[0] == day and volume <= seen[1]:
+            if self._volumes.update(symbol, day, volume) is None:
                 return None  # this tick (or a later one) already came in
-            self._cumulative[symbol] = (day, volume)
-        side = self._side(symbol, price, _get(frame, "side"))
+        side = self._ticks.side(symbol, price, given=_side(_get(frame, "side")))
         return Trade.create(
             symbol, None, _text(price), _text(qty), side, timestamp, received_at, source="dnse"
         )
-
-    def _side(self, symbol: str, price: Decimal, given: Any) -> Literal["buy", "sell"]:
-        """The aggressor: DNSE's side when it gives one, else the tick rule (documented)."""
-        text = str(given or "").upper().removeprefix("SIDE_")
-        side: Literal["buy", "sell"]
-        if text in ("BUY", "B", "1"):
-            side = "buy"
-        elif text in ("SELL", "S", "2"):
-            side = "sell"
-        else:
-            previous = self._last_price.get(symbol)
-            if previous is None or price == previous:
-                side = self._last_side.get(symbol, "buy")
-            else:
-                side = "buy" if price > previous else "sell"
-        self._last_price[symbol] = price
-        self._last_side[symbol] = side
-        return side
 
     def _levels(self, value: Any, market: str | None) -> tuple[str, str]:
         if not isinstance(value, list) or not value or not isinstance(value[0], dict):

@@ -30,12 +30,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.ranges import check_symbol, check_time
+from streamer.exchanges.vn_ticks import DayVolume, TickRule
 from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
@@ -96,9 +97,8 @@ class VnstockConnector(Connector):
         self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
         self.state = ConnectionState("vnstock")
         self.divisor = Decimal(1000) if settings.vn_price_unit == "thousand_vnd" else Decimal(1)
-        self._volumes: dict[str, tuple[int, Decimal]] = {}  # symbol -> (ICT day, volume today)
-        self._last: dict[str, Decimal] = {}
-        self._side: dict[str, Literal["buy", "sell"]] = {}
+        self._volumes = DayVolume()
+        self._ticks = TickRule()
         self._stopping = False
         self._wake = asyncio.Event()
         self._log = RateLimitedLog(logger)
@@ -229,30 +229,14 @@ class VnstockConnector(Connector):
         if volume is None or price is None or text is None:
             return
         day = (timestamp + ICT_OFFSET_MS) // 86_400_000
-        before = self._volumes.get(symbol)
-        self._volumes[symbol] = (day, volume)
-        if before is None or before[0] != day or volume <= before[1]:
-            return  # the first look, a new day, or nothing traded since the last poll
-        side = self._tick_rule(symbol, price, bid, ask)
-        quantity = normalize_decimal(f"{volume - before[1]:f}")
+        first = not self._volumes.seen_on(symbol, day)
+        traded = self._volumes.update(symbol, day, volume)
+        if first or traded is None:
+            return  # the day's first look (what came before is history), or nothing new
+        side = self._ticks.side(symbol, price, bid=bid, ask=ask)
+        quantity = normalize_decimal(f"{traded:f}")
         self.pipeline.on_trade(Trade.create(symbol, None, text, quantity, side, timestamp,
                                             received_at, source=self.source))  # fmt: skip
-
-    def _tick_rule(
-        self, symbol: str, price: Decimal, bid: Decimal | None, ask: Decimal | None
-    ) -> Literal["buy", "sell"]:
-        side: Literal["buy", "sell"]
-        previous = self._last.get(symbol)
-        if ask is not None and ask > 0 and price >= ask:
-            side = "buy"
-        elif bid is not None and bid > 0 and price <= bid:
-            side = "sell"
-        elif previous is not None and price != previous:
-            side = "buy" if price > previous else "sell"
-        else:
-            side = self._side.get(symbol, "buy")
-        self._last[symbol], self._side[symbol] = price, side
-        return side
 
     @staticmethod
     def _time(value: Any, fallback: int) -> int:

@@ -1,6 +1,6 @@
 # Developer commands. Run them inside the environment you installed into (see README.md).
 PYTHON ?= python
-SOURCES = streamer tests bench examples
+SOURCES = streamer tests fakes bench examples
 
 .PHONY: install run test pytest lint format typecheck bench bench-quick bench-aggregator bench-fanout
 

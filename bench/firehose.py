@@ -1,6 +1,6 @@
 """A firehose on top of the test suite's fake Binance: pre-encoded trade frames, N symbols.
 
-:class:`Firehose` pumps spot trades into every connection of a :class:`~tests.fakes.binance.
+:class:`Firehose` pumps spot trades into every connection of a :class:`~fakes.binance.
 FakeBinance` that subscribed to them, as fast as the receivers read (``rate=None``) or at a fixed
 rate. Everything but the numbers of a frame is encoded once per symbol; a frame is one
 ``bytes %`` formatting, and the WebSocket frames of a tick go out in one write per connection.
@@ -23,7 +23,7 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from tests.fakes.binance import FakeBinance, FakeConnection
+from fakes.binance import FakeBinance, FakeConnection
 
 __all__ = ["Firehose", "SendLog", "sequence", "symbol_names"]
 

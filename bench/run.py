@@ -49,16 +49,16 @@ from bench.procs import (
 )
 from bench.record import Result, load
 from bench.report import render
+from fakes.binance import FakeBinance
 from streamer.intervals import parse_intervals
 from streamer.shard import Shard
-from tests.fakes.binance import FakeBinance
 
 __all__ = ["SCENARIOS", "Measurement", "Scenario", "main"]
 
 INTERVALS = "1m,5m,15m,1h,4h,1d"  # the product's default six
 LATENCY_RATE = 20_000
-CERT = REPO / "tests" / "data" / "tls" / "cert.pem"
-KEY = REPO / "tests" / "data" / "tls" / "key.pem"
+CERT = REPO / "fakes" / "tls" / "cert.pem"
+KEY = REPO / "fakes" / "tls" / "key.pem"
 REDIS = "127.0.0.1:6379"
 WS_KEY = "bench-key"
 

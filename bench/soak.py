@@ -34,7 +34,7 @@ from bench.firehose import Firehose, symbol_names
 from bench.procs import REPO, Child, cpu_seconds, free_port, metric_sum, peak_rss_mb, scrape
 from bench.record import load
 from bench.run import CERT, REDIS, WS_KEY, _clean_redis, _tls
-from tests.fakes.binance import FakeBinance
+from fakes.binance import FakeBinance
 
 __all__ = ["main"]
 

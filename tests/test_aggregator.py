@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator, SeedRequest
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.intervals import Interval, parse_interval, parse_intervals
@@ -22,7 +23,6 @@ from streamer.records import Kline, Trade
 from streamer.spans import merge_rows, plan_covers, rows_for
 from streamer.trade_ids import TradeIdSet
 from tests.conftest import load_reference_klines, load_trades
-from tests.fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000

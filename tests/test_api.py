@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from fakes.binance import FakeBinance
 from streamer.client import StreamerClient
 from streamer.http import HttpError, get_json
 from tests.conftest import RunningService, eventually, fake_settings, free_port
-from tests.fakes.binance import FakeBinance
 
 MIN = 60_000
 

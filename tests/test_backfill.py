@@ -15,6 +15,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from fakes.binance import FakeBinance
+from fakes.klines import rest_klines
 from streamer.backfill import Backfill, BackfillJob, CpuShare, plan_backfill
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
@@ -25,8 +27,6 @@ from streamer.markets import ICT_OFFSET_MS, VietnamCalendar
 from streamer.reconnect import Backoff, RetryAfter
 from streamer.records import Kline
 from tests.conftest import RunningService, eventually, fake_settings
-from tests.fakes.binance import FakeBinance
-from tests.fakes.klines import rest_klines
 
 MIN = 60_000
 T0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)

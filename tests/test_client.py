@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from fakes.binance import FakeBinance
 from streamer.client import AuthenticationError, StreamerClient, SubscriptionError
 from streamer.reconnect import Backoff
 from tests.conftest import RunningService, eventually, fake_settings, free_port
 from tests.consumers.test_websocket import Server, batch, kline, url
-from tests.fakes.binance import FakeBinance
 
 
 def fast() -> Backoff:

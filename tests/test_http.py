@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fakes.binance import FakeBinance
 from streamer.http import (
     HttpError,
     JsonClient,
@@ -18,7 +19,6 @@ from streamer.http import (
     get_json,
     get_json_reply,
 )
-from tests.fakes.binance import FakeBinance
 
 
 async def test_get_json_decodes_the_body() -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from fakes.binance import FakeBinance, spot_trade
 from tests.conftest import DATA, load_reference_klines
-from tests.fakes.binance import FakeBinance, spot_trade
 
 END_OF_DAY = 1503014400000
 
@@ -234,7 +234,7 @@ async def test_sigterm_under_20000_messages_per_second_loses_nothing(tmp_path: P
     the files and in Redis, and the process exits 0 within 5 s."""
     from redis.asyncio import Redis
 
-    from tests.fakes.binance import combined
+    from fakes.binance import combined
 
     main_key = f"streamer-load-{os.getpid()}"
     redis = Redis(db=15)

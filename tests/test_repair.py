@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
+from fakes.binance import FakeBinance
+from fakes.klines import rest_klines
 from streamer.aggregator import KlineAggregator, RepairRequest
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.exchange_klines import ExchangeKlines
@@ -32,8 +34,6 @@ from tests.conftest import (
     fast_binance,
     load_reference_klines,
 )
-from tests.fakes.binance import FakeBinance
-from tests.fakes.klines import rest_klines
 
 REFERENCE = load_reference_klines()
 MIN = 60_000

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fakes.binance import FakeBinance, spot_trade
 from streamer.consumers.manager import ConsumerManager
 from streamer.records import Batch
 from streamer.service import Service
@@ -23,7 +24,6 @@ from tests.conftest import (
     fast_binance,
     make_settings,
 )
-from tests.fakes.binance import FakeBinance, spot_trade
 
 NOW = int(time.time() * 1000) // 60_000 * 60_000
 

@@ -9,9 +9,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bench.firehose import HIGH_WATER, Firehose, SendLog, sequence, symbol_names
+from fakes.binance import FakeBinance, combined, spot_trade
 from streamer.exchanges.binance_parser import BinanceParser
 from streamer.records import Trade
-from tests.fakes.binance import FakeBinance, combined, spot_trade
 
 
 def test_sequence_numbers_map_symbol_and_trade_id_back_to_the_frame() -> None:

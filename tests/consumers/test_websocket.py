@@ -35,7 +35,7 @@ from streamer.settings import ConfigError
 from streamer.store import HistoryStore
 from tests.conftest import eventually, make_settings
 
-TLS = Path(__file__).parent.parent / "data" / "tls"
+TLS = Path(__file__).parent.parent.parent / "fakes" / "tls"
 T = 1_502_942_400_000
 AUTH = {"user": "alice", "key": "s3cret"}
 

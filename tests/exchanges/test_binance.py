@@ -15,14 +15,7 @@ import time
 
 import pytest
 
-from streamer.exchanges import binance as binance_module
-from streamer.exchanges import binance_link
-from streamer.exchanges.base import StartupError
-from streamer.records import Price, Quote, Status, Ticker, Trade
-from streamer.settings import ConfigError
-from streamer.shard import Shard
-from tests.conftest import RunningService, eventually, fake_settings, fast_binance
-from tests.fakes.binance import (
+from fakes.binance import (
     FakeBinance,
     agg_trade,
     book_ticker,
@@ -30,6 +23,13 @@ from tests.fakes.binance import (
     spot_trade,
     ticker_24h,
 )
+from streamer.exchanges import binance as binance_module
+from streamer.exchanges import binance_link
+from streamer.exchanges.base import StartupError
+from streamer.records import Price, Quote, Status, Ticker, Trade
+from streamer.settings import ConfigError
+from streamer.shard import Shard
+from tests.conftest import RunningService, eventually, fake_settings, fast_binance
 
 NOW = int(time.time() * 1000) // 60_000 * 60_000  # a minute boundary, so bars are predictable
 

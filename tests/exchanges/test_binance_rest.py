@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
+from fakes.binance import FakeBinance
+from fakes.klines import LoggedTrade
 from streamer.exchange_klines import Unrepairable
 from streamer.exchanges.binance_rest import BinanceRest, kline_weight, served_intervals
 from streamer.http import WeightBudget, get_json_reply
 from streamer.intervals import parse_interval
 from streamer.reconnect import RetryAfter
-from tests.fakes.binance import FakeBinance
-from tests.fakes.klines import LoggedTrade
 
 MIN = 60_000
 T = (int(time.time() * 1000) - 86_400_000) // 3_600_000 * 3_600_000

@@ -12,6 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from fakes.dnse import FakeDnse
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges.dnse import DnseConnector, sign
 from streamer.reconnect import Backoff
@@ -19,7 +20,6 @@ from streamer.records import Status, Trade
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings
 from tests.conftest import REPLAY, CollectingConsumer, RunningService, eventually, make_settings
-from tests.fakes.dnse import FakeDnse
 from tests.test_markets import ict
 
 SESSION = ict(2026, 11, 16, 10, 0)  # a Monday, 10:00 ICT (ms): the market is open

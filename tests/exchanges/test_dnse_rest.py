@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fakes.dnse_rest import FakeDnseRest
 from streamer.exchanges.dnse import DnseConnector
 from streamer.exchanges.dnse_rest import DnseRest, parse_ohlc, signed_headers
 from streamer.http import HttpError, JsonClient, WeightBudget
@@ -15,7 +16,6 @@ from streamer.markets import ICT_OFFSET_MS
 from streamer.numbers import SCALE
 from streamer.reconnect import RetryAfter
 from tests.conftest import make_settings
-from tests.fakes.dnse_rest import FakeDnseRest
 
 KEY, SECRET = "key-1", "secret-1"
 INTERVALS = DnseRest.aligned(-ICT_OFFSET_MS)

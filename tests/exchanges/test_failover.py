@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fakes.dnse import FakeDnse
+from fakes.vn_boards import Board, FakeBoards
 from streamer.exchanges.dnse import DnseConnector
 from streamer.exchanges.failover import FailoverConnector
 from streamer.exchanges.vnstock import VnstockConnector
@@ -12,8 +14,6 @@ from streamer.reconnect import Backoff
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings
 from tests.conftest import REPLAY, RunningService, eventually, make_settings
-from tests.fakes.dnse import FakeDnse
-from tests.fakes.vn_boards import Board, FakeBoards
 from tests.test_markets import ict
 
 SESSION = ict(2026, 11, 16, 10, 0)  # Monday 10:00 ICT

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from fakes.vn_boards import Board, FakeBoards
 from streamer.exchanges.vnstock import VnstockConnector
 from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings
 from tests.conftest import RunningService, eventually, make_settings
-from tests.fakes.vn_boards import Board, FakeBoards
 from tests.test_markets import ict
 
 SESSION = ict(2026, 11, 16, 10, 0)  # Monday 10:00 ICT

@@ -14,7 +14,7 @@ WebSocket market streams (one instance serves one market, ``spot`` or ``linear``
 
 REST over HTTP: ``GET /api/v3/exchangeInfo`` (spot) or ``/fapi/v1/exchangeInfo`` (futures),
 with an optional forced failure status, and ``/api/v3/klines`` (``/fapi/v1/klines``) computed
-from the fake's trade log (:mod:`tests.fakes.klines`), or given as the exchange's real history
+from the fake's trade log (:mod:`fakes.klines`), or given as the exchange's real history
 (:attr:`kline_rows`). Every reply carries ``X-MBX-USED-WEIGHT-1M``, counted as Binance does
 (plus :attr:`other_weight`, what other tools on the IP spend); :attr:`rest_down` drops every
 request. Given a server ``tls`` context, both
@@ -50,7 +50,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
+from fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 
 __all__ = [
     "FakeBinance",

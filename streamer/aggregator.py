@@ -58,6 +58,7 @@ The rules, which reproduce Binance's own klines:
 
 from __future__ import annotations
 
+import enum
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,9 +73,32 @@ from streamer.numbers import PriceText, parse_scaled
 from streamer.records import Kline, Trade
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
-__all__ = ["AggregatorStats", "KlineAggregator", "RepairRequest", "SeedRequest"]
+__all__ = [
+    "APPLIED",
+    "DROPPED",
+    "DUPLICATE",
+    "AggregatorStats",
+    "KlineAggregator",
+    "Outcome",
+    "RepairRequest",
+    "SeedRequest",
+]
 
 _NEVER = 1 << 62
+
+
+class Outcome(enum.IntEnum):
+    """What :meth:`KlineAggregator.add_trade` did with a trade (true only if applied)."""
+
+    DUPLICATE = -1  # its id was seen before
+    DROPPED = 0  # too late, or already counted by the exchange's numbers (a repair, a seed)
+    APPLIED = 1
+
+    def __bool__(self) -> bool:
+        return self is Outcome.APPLIED
+
+
+DUPLICATE, DROPPED, APPLIED = Outcome.DUPLICATE, Outcome.DROPPED, Outcome.APPLIED
 # A clock jump (a suspended host, a replay) must not emit millions of empty bars at once.
 MAX_EMPTY_BARS_PER_GAP = 10_000
 # Gaps kept per symbol; more are merged into the newest (one larger doubt).
@@ -330,13 +354,14 @@ class KlineAggregator:
 
     # -- input -------------------------------------------------------------------------------
 
-    def add_trade(self, trade: Trade) -> bool:
-        """Apply one trade to every interval; return False if it was ignored (and counted)."""
+    def add_trade(self, trade: Trade) -> Outcome:
+        """Apply one trade to every interval. Returns :data:`APPLIED`, or (both false, both
+        counted) :data:`DUPLICATE` for an id seen before and :data:`DROPPED` otherwise."""
         t = trade.timestamp
         stats = self.stats
         if t < self._horizon:
             self._too_late(trade)
-            return False
+            return DROPPED
         state = self._symbols.get(trade.symbol)
         if state is None:
             state = self._new_symbol(trade)
@@ -348,14 +373,14 @@ class KlineAggregator:
             order = tid
         if t < state.floor:
             stats.late_dropped += 1
-            return False
+            return DROPPED
         gap: Gap | None = None
         if tid is not None:
             skipped = state.ids.add(tid, t)
             if skipped:
                 if skipped == SEEN:
                     stats.duplicates += 1
-                    return False
+                    return DUPLICATE
                 gap = self._gap(state, trade.symbol, tid - skipped, tid - 1, state.ids.gap_start, t)
         price, qty = trade._price, trade._quantity
         quote = price * qty
@@ -375,7 +400,7 @@ class KlineAggregator:
                     self._pending[id(state)] = state
             pending.apply(price, qty, quote, buy, t, order, trade)
             stats.trades += 1
-            return True
+            return APPLIED
         self._flush(state)
         seed = state.seed
         if seed is not None and t >= seed.at:
@@ -405,11 +430,11 @@ class KlineAggregator:
             self._doubt(state, gap.start, gap.end)
         if not applied:
             stats.after_repair += 1
-            return False
+            return DROPPED
         stats.trades += 1
         if late:
             stats.late_applied += 1
-        return True
+        return APPLIED
 
     def _too_late(self, trade: Trade) -> None:
         """A trade older than the late window: not applied. The bars still held that it

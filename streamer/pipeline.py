@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 
-from streamer.aggregator import KlineAggregator, RepairRequest
+from streamer.aggregator import DUPLICATE, KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
@@ -149,9 +149,7 @@ class Pipeline:
             if self.publish_trades:
                 self.broadcaster.publish(self._trades_key, trade)
             return
-        duplicates = aggregator.stats.duplicates
-        aggregator.add_trade(trade)
-        if aggregator.stats.duplicates != duplicates:
+        if aggregator.add_trade(trade) is DUPLICATE:
             self.duplicates += 1
             return
         if self.publish_trades:

@@ -16,7 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
-from streamer.aggregator import MAX_EMPTY_BARS_PER_GAP, KlineAggregator, SeedRequest
+from streamer.aggregator import (
+    APPLIED,
+    DUPLICATE,
+    MAX_EMPTY_BARS_PER_GAP,
+    KlineAggregator,
+    SeedRequest,
+)
 from streamer.bar import ExchangeKline, parse_exchange_kline
 from streamer.intervals import Interval, parse_interval, parse_intervals
 from streamer.records import Kline, Trade
@@ -339,10 +345,10 @@ def test_a_late_trade_fills_a_gap_when_empty_bars_are_off() -> None:
 
 def test_a_trade_id_seen_twice_is_counted_once() -> None:
     agg = aggregator("1m")
-    assert agg.add_trade(trade(7, T0 + 1000, "100", "1.5"))
-    assert not agg.add_trade(trade(7, T0 + 1000, "100", "1.5"))
+    assert agg.add_trade(trade(7, T0 + 1000, "100", "1.5")) is APPLIED
+    assert agg.add_trade(trade(7, T0 + 1000, "100", "1.5")) is DUPLICATE  # false, too
     agg.add_trade(trade(8, T0 + MIN + 1))
-    assert not agg.add_trade(trade(7, T0 + 1000, "100", "1.5"))  # again, after the close
+    assert agg.add_trade(trade(7, T0 + 1000, "100", "1.5")) is DUPLICATE  # after the close
     bar = by_key(agg.drain())[("1m", T0)]
     assert (bar.volume, bar.trade_count, bar.revision) == ("1.5", 1, 0)
     assert agg.stats.duplicates == 2

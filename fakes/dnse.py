@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from fakes.server import LocalServer
 
 __all__ = ["FakeDnse", "signature"]
 
@@ -50,8 +52,10 @@ class FakeDnseConnection:
         return symbols is not None and (symbol is None or not symbols or symbol in symbols)
 
 
-class FakeDnse:
+class FakeDnse(LocalServer):
     """Serve a fake DNSE stream on 127.0.0.1 (a random free port)."""
+
+    scheme = "ws"
 
     def __init__(
         self,
@@ -63,6 +67,7 @@ class FakeDnse:
         pong_timeout: float = 60.0,
         max_connection_age: float = 8 * 3600.0,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.api_secret = api_secret
         self.auth_timeout = auth_timeout
@@ -75,25 +80,13 @@ class FakeDnse:
         self.silent = False
         self.reject_auth = False
         self._nonces: dict[str, float] = {}
-        self._server: Server | None = None
         self._changed = asyncio.Condition()
-        self.port = 0
 
-    async def __aenter__(self) -> FakeDnse:
-        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._check_path,
-                                   ping_interval=None, compression=None)  # fmt: skip
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        """Base URL to configure as ``STREAMER_DNSE_WS_URL``."""
-        return f"ws://127.0.0.1:{self.port}"
+    async def _listen(self) -> Any:
+        return await serve(
+            self._handle, "127.0.0.1", 0, process_request=self._check_path,
+            ping_interval=None, compression=None,
+        )  # fmt: skip
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         if not request.path.startswith("/v1/stream"):

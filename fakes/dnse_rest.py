@@ -21,37 +21,26 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from fakes.server import LocalServer
+
 __all__ = ["FakeDnseRest"]
 
 _SIGNATURE = re.compile(r'signature="([^"]+)",nonce="([0-9a-f]+)"')
 
 
-class FakeDnseRest:
+class FakeDnseRest(LocalServer):
     """Serve ``/price/ohlc`` on 127.0.0.1 (a random free port)."""
 
     def __init__(self, api_key: str, secret: str, page: int = 1000) -> None:
+        super().__init__()
         self.api_key, self.secret, self.page = api_key, secret, page
         self.bars: dict[tuple[str, str], list[tuple[int, Any, Any, Any, Any, Any]]] = {}
         self.fail: list[int] = []
         self.requests: list[dict[str, list[str]]] = []
         self.refused = 0
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def __aenter__(self) -> FakeDnseRest:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        """Base URL for ``STREAMER_DNSE_REST_URL``."""
-        return f"http://127.0.0.1:{self.port}"
+    async def _listen(self) -> Any:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
 
     def _signed(self, path: str, headers: dict[str, str]) -> bool:
         found = _SIGNATURE.search(headers.get("x-signature", ""))

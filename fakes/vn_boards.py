@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from fakes.server import LocalServer
+
 __all__ = ["Board", "FakeBoards"]
 
 
@@ -35,31 +37,18 @@ class Board:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeBoards:
+class FakeBoards(LocalServer):
     """Serve KBS and VCI price boards on 127.0.0.1 (a random free port)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.symbols: dict[str, Board] = {}
         #: (symbol, "1P" | "day") -> KBS rows {"t": "2026-11-16 09:15", "o": 24000, ...} (VND)
         self.history: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, body)
-        self._server: asyncio.Server | None = None
-        self.port = 0
 
-    async def __aenter__(self) -> FakeBoards:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        """Base URL for ``STREAMER_VNSTOCK_KBS_URL`` and ``STREAMER_VNSTOCK_VCI_URL``."""
-        return f"http://127.0.0.1:{self.port}"
+    async def _listen(self) -> Any:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
 
     def kbs(self, symbols: list[str]) -> list[dict[str, Any]]:
         rows = []

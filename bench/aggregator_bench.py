@@ -24,8 +24,9 @@ from streamer.exchanges.binance_parser import BinanceParser
 from streamer.intervals import parse_intervals
 from streamer.pipeline import CLOSE_BUDGET
 from streamer.records import Trade
+from streamer.settings import DEFAULT_INTERVALS
 
-INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
+INTERVALS = list(DEFAULT_INTERVALS)  # the product's default intervals
 START = 1_700_000_000_000
 
 

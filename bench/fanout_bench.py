@@ -36,11 +36,11 @@ from streamer.consumers.redis import RedisConsumer
 from streamer.consumers.websocket import Client, WebSocketConsumer
 from streamer.intervals import parse_intervals
 from streamer.records import Batch, DataType, Envelope, Kline, Record, Trade
-from streamer.settings import Settings
+from streamer.settings import DEFAULT_INTERVALS, Settings
 
 __all__ = ["STAGES", "Stages", "best_us_per_record", "boundary_klines", "trade_batches"]
 
-INTERVALS = ["1m", "5m", "15m", "1h", "4h", "1d"]
+INTERVALS = list(DEFAULT_INTERVALS)  # the product's default intervals
 START = 1_700_000_100_000  # a minute; the next is not a 5-minute boundary
 
 

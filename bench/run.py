@@ -51,11 +51,12 @@ from bench.record import Result, load
 from bench.report import render
 from fakes.binance import FakeBinance
 from streamer.intervals import parse_intervals
+from streamer.settings import DEFAULT_INTERVALS
 from streamer.shard import Shard
 
 __all__ = ["SCENARIOS", "Measurement", "Scenario", "main"]
 
-INTERVALS = "1m,5m,15m,1h,4h,1d"  # the product's default six
+INTERVALS = ",".join(DEFAULT_INTERVALS)  # the product's default intervals
 LATENCY_RATE = 20_000
 CERT = REPO / "fakes" / "tls" / "cert.pem"
 KEY = REPO / "fakes" / "tls" / "key.pem"

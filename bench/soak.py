@@ -35,6 +35,7 @@ from bench.procs import REPO, Child, cpu_seconds, free_port, metric_sum, peak_rs
 from bench.record import load
 from bench.run import CERT, REDIS, WS_KEY, _clean_redis, _tls
 from fakes.binance import FakeBinance
+from streamer.settings import DEFAULT_INTERVALS
 
 __all__ = ["main"]
 
@@ -102,7 +103,7 @@ def _env(
         "STREAMER_BINANCE_SPOT_WS_URL": fake.ws_url,
         "STREAMER_BINANCE_SPOT_REST_URL": fake.rest_url,
         "STREAMER_BINANCE_CONNECTION_LIFETIME_SECONDS": str(lifetime),
-        "STREAMER_KLINE_INTERVALS": "1m,5m,15m,1h,4h,1d",
+        "STREAMER_KLINE_INTERVALS": ",".join(DEFAULT_INTERVALS),
         "STREAMER_ENABLE_TRADES_STREAM": "true",
         "STREAMER_ENABLED_CONSUMERS": "console,file,redis,websocket,nats",
         "STREAMER_CONSOLE_DATA_TYPES": "status",

@@ -33,7 +33,14 @@ from streamer.intervals import Interval, parse_intervals
 from streamer.records import DATA_TYPES, DataType
 from streamer.shard import Shard
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "unknown_variables"]
+__all__ = [
+    "DEFAULT_INTERVALS",
+    "ENV_PREFIX",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "unknown_variables",
+]
 
 ENV_PREFIX = "STREAMER_"
 EXCHANGES = ("binance", "dnse", "vnstock-poll")  # built in; plugins add theirs by entry point
@@ -54,6 +61,8 @@ def _split(value: Any) -> Any:
 
 
 CommaList = Annotated[list[str], NoDecode]
+# STREAMER_KLINE_INTERVALS' default: Binance's usual set (benchmarks use it too).
+DEFAULT_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 
 
 class Settings(BaseSettings):
@@ -129,7 +138,7 @@ class Settings(BaseSettings):
     enable_quotes_stream: bool = False
 
     # -- aggregator --------------------------------------------------------------------------
-    kline_intervals: CommaList = Field(default=["1m", "5m", "15m", "1h", "4h", "1d"])
+    kline_intervals: CommaList = Field(default=list(DEFAULT_INTERVALS))
     aggregator_waiter_mode_enabled: bool = True
     aggregator_waiter_latency_ms: int = Field(default=80, ge=0, le=60_000)
     aggregator_late_window_ms: int = Field(default=60_000, ge=0, le=3_600_000)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import http
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from streamer import api
+from streamer.exchanges.base import LinkState
 from streamer.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ def health_status(service: ServiceView) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for ``/health``."""
     details = service.health()
     connector: dict[str, Any] = details.get("connector", {})  # type: ignore[assignment]
-    connections: dict[str, dict[str, Any]] = connector.get("connections", {})
+    states = service.connector.connection_states() if service.connector is not None else []
     consumers: dict[str, dict[str, Any]] = details.get("consumers", {})  # type: ignore[assignment]
     problems: list[str] = []
     feed = service.connector.feed_state() if service.connector is not None else "broken"
@@ -71,9 +73,9 @@ def health_status(service: ServiceView) -> tuple[int, dict[str, Any]]:
             problems.append(f"no market data for over {service.settings.feed_silence_seconds:g} s")
         if feed != "market_closed":
             problems.extend(
-                f"connection {name} is {c.get('state')}"
-                for name, c in connections.items()
-                if c.get("state") not in ("connected", "market_closed")
+                f"connection {c.name} is {c.state}"
+                for c in states
+                if c.state not in (LinkState.CONNECTED, LinkState.MARKET_CLOSED)
             )
         if connector.get("active") == "vnstock":
             problems.append("DNSE is unhealthy: the vnstock fallback carries the stream")
@@ -131,12 +133,13 @@ class ServiceCollector(Collector):
         reconnects = CounterMetricFamily(
             "streamer_reconnects", "Reconnections", labels=["connection"]
         )
-        connections: dict[str, dict[str, Any]] = connector.get("connections", {})  # type: ignore[assignment]
-        for name, state in connections.items():
-            up.add_metric([name], 1.0 if state.get("state") == "connected" else 0.0)
-            if state.get("last_message_age_s") is not None:
-                age.add_metric([name], state["last_message_age_s"])
-            reconnects.add_metric([name], state.get("reconnects", 0))
+        now = time.monotonic()
+        states = self.service.connector.connection_states() if self.service.connector else []
+        for state in states:
+            up.add_metric([state.name], 1.0 if state.state is LinkState.CONNECTED else 0.0)
+            if state.last_message_at is not None:
+                age.add_metric([state.name], round(now - state.last_message_at, 3))
+            reconnects.add_metric([state.name], state.reconnects)
         yield up
         yield age
         yield reconnects

@@ -12,7 +12,7 @@ import abc
 import enum
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
@@ -20,7 +20,14 @@ from streamer.markets import ALWAYS_OPEN, Calendar
 from streamer.records import Kline, Price, Quote, Ticker, Trade
 from streamer.settings import Settings
 
-__all__ = ["ConnectionState", "Connector", "FeedSink", "LinkState", "StartupError"]
+__all__ = [
+    "ConnectionState",
+    "Connector",
+    "FeedSink",
+    "LinkState",
+    "StartupError",
+    "connections_dict",
+]
 
 
 class FeedSink(Protocol):
@@ -88,6 +95,12 @@ class ConnectionState:
             "messages": self.messages,
             "reconnects": self.reconnects,
         }
+
+
+def connections_dict(states: Iterable[ConnectionState]) -> dict[str, object]:
+    """``connections`` of ``/health``: each state as plain values, by connection name."""
+    now = time.monotonic()
+    return {state.name: state.as_dict(now) for state in states}
 
 
 class Connector(abc.ABC):
@@ -159,9 +172,14 @@ class Connector(abc.ABC):
         """Stop reading: close connections so that frames already received are still handled,
         then let :meth:`run` return. The service cancels :meth:`run` if this takes too long."""
 
+    def connection_states(self) -> list[ConnectionState]:
+        """Every exchange connection this connector runs now, typed (``/health`` shows them
+        under ``connections``, ``/metrics`` as ``streamer_connection_*``)."""
+        return []
+
     def health(self) -> dict[str, object]:
         """Connection states and counters for ``/health``."""
-        return {}
+        return {"connections": connections_dict(self.connection_states())}
 
     def last_data_age(self) -> float | None:
         """Seconds since market data last arrived (None: never, or not tracked)."""
@@ -174,8 +192,7 @@ class Connector(abc.ABC):
         now_ms = wall_clock_ms() if now_ms is None else now_ms
         if not self.calendar(self.settings).in_session(now_ms):
             return "market_closed"
-        connections: Any = self.health().get("connections", {})
-        if not any(c.get("state") == "connected" for c in connections.values()):
+        if not any(c.state is LinkState.CONNECTED for c in self.connection_states()):
             return "broken"
         age = self.last_data_age()
         if age is not None and age > self.settings.feed_silence_seconds:

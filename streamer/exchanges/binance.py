@@ -500,10 +500,12 @@ class BinanceConnector(Connector):
         seen = [p.state.last_message_at for p in self.plans if p.state.last_message_at is not None]
         return None if not seen else time.monotonic() - max(seen)
 
+    def connection_states(self) -> list[ConnectionState]:
+        return [plan.state for plan in self.plans]
+
     def health(self) -> dict[str, object]:
-        now = time.monotonic()
         return {
-            "connections": {plan.name: plan.state.as_dict(now) for plan in self.plans},
+            **super().health(),
             "frames": {channel: dict(parser.stats) for channel, parser in self._parsers.items()},
             "handler_errors": self.handler_errors,
         }

@@ -424,10 +424,12 @@ class DnseConnector(Connector):
         seen = [plan.last_data_at for plan in self.plans if plan.last_data_at is not None]
         return None if not seen else time.monotonic() - max(seen)
 
+    def connection_states(self) -> list[ConnectionState]:
+        return [plan.state for plan in self.plans]
+
     def health(self) -> dict[str, object]:
-        now = time.monotonic()
         return {
-            "connections": {plan.name: plan.state.as_dict(now) for plan in self.plans},
+            **super().health(),
             "frames": {"dnse": dict(self.parser.stats)},
             "last_data_age_s": self.last_data_age(),
             "auth_refusals": self.auth_refusals,

@@ -20,11 +20,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import Connector, FeedSink
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.dnse import DnseConnector
 from streamer.exchanges.vnstock import VnstockConnector
 from streamer.markets import ICT_OFFSET_MS, Calendar
@@ -108,8 +107,7 @@ class FailoverConnector(Connector):
 
     def primary_problem(self) -> str | None:
         """Why DNSE is unhealthy now, or None. Only asked during market hours."""
-        connections: Any = self.primary.health().get("connections", {})
-        if not any(c.get("state") == "connected" for c in connections.values()):
+        if not any(c.state is LinkState.CONNECTED for c in self.primary.connection_states()):
             return "no DNSE connection is up"
         now = self._monotonic()
         age = self.primary.last_data_age()
@@ -184,12 +182,15 @@ class FailoverConnector(Connector):
             return self.fallback.feed_state(now_ms)  # the fallback carries the stream
         return state
 
+    def connection_states(self) -> list[ConnectionState]:
+        states = self.primary.connection_states()
+        if self._fallback_task is not None:
+            states += self.fallback.connection_states()
+        return states
+
     def health(self) -> dict[str, object]:
         primary, fallback = self.primary.health(), self.fallback.health()
-        connections: dict[str, Any] = dict(primary.get("connections", {}))  # type: ignore[call-overload]
-        if self._fallback_task is not None:
-            connections.update(fallback.get("connections", {}))  # type: ignore[call-overload]
         return {
-            "active": self.active, "failovers": self.failovers, "connections": connections,
+            **super().health(), "active": self.active, "failovers": self.failovers,
             "frames": primary.get("frames", {}), "dnse": primary, "vnstock": fallback,
         }  # fmt: skip

@@ -253,9 +253,12 @@ class VnstockConnector(Connector):
         """Seconds since the last price board (None: never)."""
         return None if self.last_data_at is None else time.monotonic() - self.last_data_at
 
+    def connection_states(self) -> list[ConnectionState]:
+        return [self.state]
+
     def health(self) -> dict[str, object]:
         return {
-            "connections": {"vnstock": self.state.as_dict()},
+            **super().health(),
             "polls": self.polls,
             "errors": self.errors,
             "last_data_age_s": self.last_data_age(),

@@ -28,22 +28,17 @@ import importlib.util
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
-from streamer.exchanges.ranges import check_symbol, check_time
-from streamer.exchanges.vn_ticks import DayVolume, TickRule
 from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock_rows import BoardRows
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
-from streamer.numbers import normalize_decimal
 from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
-from streamer.records import Quote, Trade
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["VnstockConnector"]
@@ -51,21 +46,6 @@ __all__ = ["VnstockConnector"]
 logger = logging.getLogger(__name__)
 
 QUOTA_PER_MINUTE = {False: 18, True: 55}  # vnai allows 20 (guest) and 60 (API key): a margin
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _quantity(value: Any) -> str:
-    number = _decimal(value)
-    return "0" if number is None or number < 0 else normalize_decimal(f"{number:f}")
 
 
 class VnstockConnector(Connector):
@@ -96,9 +76,7 @@ class VnstockConnector(Connector):
         keyed = settings.vnstock_api_key is not None
         self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
         self.state = ConnectionState("vnstock")
-        self.divisor = Decimal(1000) if settings.vn_price_unit == "thousand_vnd" else Decimal(1)
-        self._volumes = DayVolume()
-        self._ticks = TickRule()
+        self.rows = BoardRows(settings.vn_price_unit == "thousand_vnd", self.source)
         self._stopping = False
         self._wake = asyncio.Event()
         self._log = RateLimitedLog(logger)
@@ -199,55 +177,16 @@ class VnstockConnector(Connector):
         """Quotes and derived trades from one price board (public for tests)."""
         for row in rows:
             try:
-                self._publish_row(row, received_at)
+                quote, trade = self.rows.read(row, received_at)
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 self._log.warning(
                     "row", "vnstock: skipped a price-board row (%s): %.200r", exc, row
                 )
-
-    def _price(self, value: Any) -> str | None:
-        number = _decimal(value)
-        if number is None or number <= 0:
-            return None
-        return normalize_decimal(f"{number / self.divisor:f}")
-
-    def _publish_row(self, row: dict[str, Any], received_at: int) -> None:
-        symbol = check_symbol(str(row["symbol"]).upper())
-        price = _decimal(row.get("price"))
-        bid, ask = _decimal(row.get("bid")), _decimal(row.get("ask"))
-        timestamp = check_time(self._time(row.get("time"), received_at), "time")
-        self.last_data_at = time.monotonic()
-        text = self._price(price)
-        self.pipeline.on_market(Quote(
-            symbol, self._price(bid) or "0", _quantity(row.get("bid_volume")),
-            self._price(ask) or "0", _quantity(row.get("ask_volume")), None, timestamp,
-            received_at, last_price=text, source=self.source,
-        ))  # fmt: skip
-        volume = _decimal(row.get("volume"))
-        if volume is not None and volume < 0:
-            raise ValueError(f"negative cumulative volume {volume}")
-        if volume is None or price is None or text is None:
-            return
-        day = (timestamp + ICT_OFFSET_MS) // 86_400_000
-        first = not self._volumes.seen_on(symbol, day)
-        traded = self._volumes.update(symbol, day, volume)
-        if first or traded is None:
-            return  # the day's first look (what came before is history), or nothing new
-        side = self._ticks.side(symbol, price, bid=bid, ask=ask)
-        quantity = normalize_decimal(f"{traded:f}")
-        self.pipeline.on_trade(Trade.create(symbol, None, text, quantity, side, timestamp,
-                                            received_at, source=self.source))  # fmt: skip
-
-    @staticmethod
-    def _time(value: Any, fallback: int) -> int:
-        """The board's local ICT time text -> UTC ms (our receive time if there is none)."""
-        if not isinstance(value, str) or not value.strip():
-            return fallback
-        try:
-            local = datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
-        except ValueError:
-            return fallback
-        return int(local.timestamp() * 1000) - ICT_OFFSET_MS
+                continue
+            self.last_data_at = time.monotonic()
+            self.pipeline.on_market(quote)
+            if trade is not None:
+                self.pipeline.on_trade(trade)
 
     def last_data_age(self) -> float | None:
         """Seconds since the last price board (None: never)."""

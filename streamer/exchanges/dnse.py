@@ -24,8 +24,6 @@ by ``T`` (:mod:`streamer.exchanges.dnse_parser`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -39,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
+from streamer.exchanges.dnse_auth import AuthRefused, auth_message, check_welcome, refusal
 from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError
 from streamer.exchanges.dnse_rest import CALLS_PER_MINUTE, DnseRest
 from streamer.http import JsonClient, WeightBudget
@@ -48,7 +47,7 @@ from streamer.reconnect import Backoff, Verdict, classify_error, run_with_reconn
 from streamer.records import Kline, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
-__all__ = ["AuthRefused", "DnseConnector", "sign"]
+__all__ = ["DnseConnector"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +62,6 @@ WS_OPTIONS: dict[str, Any] = {
     "max_queue": 256,
     "compression": None,
 }
-
-
-def sign(secret: str, api_key: str, timestamp: int, nonce: str) -> str:
-    """DNSE's auth signature: lowercase hex HMAC-SHA256 over ``{api_key}:{timestamp}:{nonce}``."""
-    message = f"{api_key}:{timestamp}:{nonce}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-class AuthRefused(Exception):
-    """DNSE refused our credentials (``AUTH_FAILED``)."""
 
 
 @dataclass(eq=False)
@@ -287,23 +276,20 @@ class DnseConnector(Connector):
         plan.state.state = LinkState.CONNECTING
         ws = await self._connect(f"{settings.dnse_ws_url}/v1/stream?encoding=json", **WS_OPTIONS)
         try:
-            welcome = orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
-            if not isinstance(welcome, dict) or welcome.get("action") != "welcome":
-                raise ConnectionError(f"expected welcome, got {welcome!r:.200}")
-            key, secret = (
+            check_welcome(orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S)))
+            nonce = str(time.time_ns() // 1000 + secrets.randbelow(1000))  # microseconds, unique
+            auth = auth_message(
                 settings.dnse_api_key.get_secret_value(),
                 settings.dnse_api_secret.get_secret_value(),
+                int(time.time()),
+                nonce,
             )
-            timestamp = int(time.time())
-            nonce = str(time.time_ns() // 1000 + secrets.randbelow(1000))  # microseconds, unique
-            auth = {"action": "auth", "api_key": key, "timestamp": timestamp, "nonce": nonce,
-                    "signature": sign(secret, key, timestamp, nonce)}  # fmt: skip
             await ws.send(orjson.dumps(auth).decode())
             answer = orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
-            if not isinstance(answer, dict) or answer.get("action") != "auth_success":
-                message = answer.get("message", answer) if isinstance(answer, dict) else answer
+            message = refusal(answer)
+            if message is not None:
                 self.auth_refusals += 1
-                self._announce("auth_failed", connection=plan.name, message=str(message))
+                self._announce("auth_failed", connection=plan.name, message=message)
                 raise AuthRefused(f"DNSE refused the credentials: {message}")
         except BaseException:
             await ws.close()

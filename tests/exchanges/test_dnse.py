@@ -14,7 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 from fakes.dnse import FakeDnse
 from streamer.consumers.manager import ConsumerManager
-from streamer.exchanges.dnse import DnseConnector, sign
+from streamer.exchanges.dnse import DnseConnector
+from streamer.exchanges.dnse_auth import sign
 from streamer.reconnect import Backoff
 from streamer.records import Status, Trade
 from streamer.service import Service
@@ -46,12 +47,6 @@ def fast_dnse(**options: Any) -> Any:
 
 def events(running: RunningService) -> list[str]:
     return [s.event for s in running.collector.records("status") if isinstance(s, Status)]
-
-
-def test_the_signature_matches_the_published_test_vector() -> None:
-    assert sign("test-secret", "test-key", 1700000000, "1700000000000000") == (
-        "31a315591ef85713e9d8ca741531e1685bf31a82709d69ef064f139e502df4af"
-    )
 
 
 async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_klines() -> None:

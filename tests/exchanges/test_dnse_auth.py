@@ -25,7 +25,8 @@ def test_the_auth_message_carries_the_key_time_nonce_and_signature() -> None:
 
 def test_only_a_welcome_opens_the_handshake() -> None:
     check_welcome({"action": "welcome"})
-    for frame in ({"action": "error"}, [], None, "welcome"):
+    frames: list[object] = [{"action": "error"}, [], None, "welcome"]
+    for frame in frames:
         with pytest.raises(ConnectionError, match="expected welcome"):
             check_welcome(frame)
 

@@ -175,7 +175,7 @@ async def test_the_healthcheck_passes_on_a_healthy_service_and_fails_without_one
     assert failed.returncode == 1
     assert failed.stderr.startswith("unhealthy:")
 
-    from streamer.exchanges.base import Connector
+    from streamer.exchanges.base import ConnectionState, Connector, LinkState
 
     class Quiet(Connector):
         """A connected exchange that sends nothing yet: /health says ok."""
@@ -189,8 +189,10 @@ async def test_the_healthcheck_passes_on_a_healthy_service_and_fails_without_one
 
             await asyncio.Event().wait()
 
-        def health(self) -> dict[str, object]:
-            return {"connections": {"quiet": {"state": "connected"}}}
+        def connection_states(self) -> list[ConnectionState]:
+            state = ConnectionState("quiet")
+            state.state = LinkState.CONNECTED
+            return [state]
 
     settings = make_settings(http_port=port, http_host="127.0.0.1", enabled_consumers=["collect"])
     async with RunningService(settings, connector_factory=Quiet):

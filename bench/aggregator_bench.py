@@ -20,7 +20,7 @@ import time
 import orjson
 
 from streamer.aggregator import KlineAggregator
-from streamer.exchanges.binance_parser import BinanceParser
+from streamer.exchanges.binance.parser import BinanceParser
 from streamer.intervals import parse_intervals
 from streamer.pipeline import CLOSE_BUDGET
 from streamer.records import Trade

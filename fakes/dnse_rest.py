@@ -1,4 +1,4 @@
-"""A local fake of DNSE's OpenAPI REST ``GET /price/ohlc`` (see streamer.exchanges.dnse_rest).
+"""A local fake of DNSE's OpenAPI REST ``GET /price/ohlc`` (see streamer.exchanges.dnse.rest).
 
 It checks every request's signature as DNSE does (HMAC-SHA256 of the request target, the
 ``Date`` header and the nonce, with the API secret) and answers 401 with DNSE's error body when

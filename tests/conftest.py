@@ -203,7 +203,7 @@ class RunningService:
 
 def fast_binance(**options: Any) -> Any:
     """A connector factory: BinanceConnector with millisecond reconnect delays."""
-    from streamer.exchanges.binance import BinanceConnector
+    from streamer.exchanges.binance.connector import BinanceConnector
     from streamer.reconnect import Backoff
 
     def factory(settings: Settings, pipelines: Any) -> Any:

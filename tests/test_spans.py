@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.bar import ExchangeKline, parse_exchange_kline
-from streamer.exchanges.binance_rest import served_intervals
+from streamer.exchanges.binance.rest import served_intervals
 from streamer.intervals import parse_interval
 from streamer.spans import Piece, merge_rows, plan_cover, plan_covers, rows_for
 

@@ -30,9 +30,9 @@ ENTRY_POINT_GROUP = "streamer.connectors"
 
 # Imported on demand: choosing one exchange never imports another's dependencies.
 _BUILTIN = {
-    "binance": "streamer.exchanges.binance:BinanceConnector",
-    "dnse": "streamer.exchanges.dnse:DnseConnector",
-    "vnstock-poll": "streamer.exchanges.vnstock:VnstockConnector",
+    "binance": "streamer.exchanges.binance.connector:BinanceConnector",
+    "dnse": "streamer.exchanges.dnse.connector:DnseConnector",
+    "vnstock-poll": "streamer.exchanges.vnstock.connector:VnstockConnector",
 }
 
 

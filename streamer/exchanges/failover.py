@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
-from streamer.exchanges.dnse import DnseConnector
-from streamer.exchanges.vnstock import VnstockConnector
+from streamer.exchanges.dnse.connector import DnseConnector
+from streamer.exchanges.vnstock.connector import VnstockConnector
 from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.settings import Settings
 

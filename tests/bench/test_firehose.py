@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 
 from bench.firehose import HIGH_WATER, Firehose, SendLog, sequence, symbol_names
 from fakes.binance import FakeBinance, combined, spot_trade
-from streamer.exchanges.binance_parser import BinanceParser
+from streamer.exchanges.binance.parser import BinanceParser
 from streamer.records import Trade
 
 

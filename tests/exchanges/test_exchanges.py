@@ -15,7 +15,7 @@ from streamer.exchanges import (
     connector_for,
     known_exchanges,
 )
-from streamer.exchanges.binance import BinanceConnector
+from streamer.exchanges.binance.connector import BinanceConnector
 from streamer.records import Trade
 from streamer.settings import ConfigError, Settings
 from tests.conftest import RunningService, eventually, install_entry_points, make_settings

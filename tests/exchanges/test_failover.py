@@ -7,9 +7,9 @@ from typing import Any
 
 from fakes.dnse import FakeDnse
 from fakes.vn_boards import Board, FakeBoards
-from streamer.exchanges.dnse import DnseConnector
+from streamer.exchanges.dnse.connector import DnseConnector
 from streamer.exchanges.failover import FailoverConnector
-from streamer.exchanges.vnstock import VnstockConnector
+from streamer.exchanges.vnstock.connector import VnstockConnector
 from streamer.reconnect import Backoff
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings

@@ -41,23 +41,23 @@ from typing import Any
 
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState, StartupError
-from streamer.exchanges.binance_link import BinanceLink
-from streamer.exchanges.binance_parser import (
+from streamer.exchanges.binance.link import BinanceLink
+from streamer.exchanges.binance.parser import (
     Ack,
     BinanceParser,
     ErrorReply,
     ParseError,
     ServerShutdown,
 )
-from streamer.exchanges.binance_plan import (
+from streamer.exchanges.binance.plan import (
     PlannedConnection,
     StreamChoice,
     families,
     new_connection,
     place,
 )
-from streamer.exchanges.binance_plan import plan as plan_connections
-from streamer.exchanges.binance_rest import BinanceRest
+from streamer.exchanges.binance.plan import plan as plan_connections
+from streamer.exchanges.binance.rest import BinanceRest
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
@@ -95,7 +95,7 @@ class Stalled(Exception):
 
 @dataclass(eq=False)
 class ConnectionPlan(PlannedConnection):
-    """One planned connection (:mod:`~streamer.exchanges.binance_plan`) and its live state."""
+    """One planned connection (:mod:`~streamer.exchanges.binance.plan`) and its live state."""
 
     base_url: str = ""  # ws base + routed path, without /stream
     state: ConnectionState = field(init=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamer.exchanges.binance_parser import Ack, ErrorReply
+from streamer.exchanges.binance.parser import Ack, ErrorReply
 from streamer.exchanges.wire import OpenWire, Wire, WireOptions
 
 __all__ = ["REQUEST_RATE", "SUBSCRIBE_CHUNK", "BinanceLink"]

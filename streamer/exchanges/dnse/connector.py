@@ -3,7 +3,7 @@
 The flow (DNSE's OpenAPI WebSocket guide): connect ``{STREAMER_DNSE_WS_URL}/v1/stream?
 encoding=json`` -> ``welcome`` -> ``auth`` signed with HMAC-SHA256(api secret,
 ``{api_key}:{timestamp}:{nonce}``) -> ``auth_success`` -> ``subscribe`` -> data frames, told apart
-by ``T`` (:mod:`streamer.exchanges.dnse_parser`).
+by ``T`` (:mod:`streamer.exchanges.dnse.parser`).
 
 * Channels: ``tick.{board}`` (trades) and, with quotes enabled, ``top_price.{board}`` for
   ``STREAMER_EXCHANGE_SYMBOLS`` on ``STREAMER_DNSE_BOARDS`` (default ``G1``, the round lot);
@@ -37,9 +37,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
-from streamer.exchanges.dnse_auth import AuthRefused, auth_message, check_welcome, refusal
-from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError
-from streamer.exchanges.dnse_rest import CALLS_PER_MINUTE, DnseRest
+from streamer.exchanges.dnse.auth import AuthRefused, auth_message, check_welcome, refusal
+from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError
+from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
 from streamer.http import JsonClient, WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar

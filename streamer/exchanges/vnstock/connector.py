@@ -13,7 +13,7 @@ today. From that we publish:
   match between two polls, so klines from it are approximations of the exchange's own: use the
   DNSE feed for exact bars. Every such record has ``source: "vnstock"``.
 
-vnstock runs in a separate worker process (:mod:`streamer.exchanges.vnstock_worker`) because of
+vnstock runs in a separate worker process (:mod:`streamer.exchanges.vnstock.worker`) because of
 its side effects; its quota (20 calls/min for guests, 60 with ``VNSTOCK_API_KEY``) is budgeted
 here with a margin, so polls may come less often than asked (at most 18 or 55 a minute). Outside
 the sessions (nights, lunch, weekends, ``STREAMER_VN_HOLIDAYS``) the connector sleeps until the
@@ -33,8 +33,8 @@ from typing import Any
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
-from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
-from streamer.exchanges.vnstock_rows import BoardRows
+from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock.rows import BoardRows
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
@@ -95,7 +95,9 @@ class VnstockConnector(Connector):
     @classmethod
     def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
         """vnstock's 1m and daily history, for backfill and history only (OHLCV)."""
-        from streamer.exchanges.vnstock_history import VnstockHistory  # it imports this module
+        from streamer.exchanges.vnstock.history import (
+            VnstockHistory,
+        )  # it imports this module
 
         if importlib.util.find_spec("vnstock") is None:
             return {}

@@ -3,10 +3,10 @@
 vnstock serves 1-minute and daily bars of Vietnamese stocks from KBS or VCI
 (``STREAMER_VNSTOCK_SOURCE``); other intervals are merged from them
 (:class:`~streamer.exchange_klines.ExchangeKlines`). They carry OHLCV only: they serve history,
-never a repair, and are published ``exact: false``. Calls go through a vnstock worker process of
-their own (:class:`~streamer.exchanges.vnstock.VnstockWorker`), started at the first call and
-stopped at shutdown, within a call budget of their own (:data:`CALLS_PER_MINUTE`) beside the
-price-board polls'.
+never a repair, and are published ``exact: false``. Calls go through a vnstock worker process
+of their own (:class:`~streamer.exchanges.vnstock.process.VnstockWorker`), started at the first
+call and stopped at shutdown, within a call budget of their own (:data:`CALLS_PER_MINUTE`)
+beside the price-board polls'.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from streamer.bar import ExchangeKline
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
-from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
 from streamer.http import Priority, WeightBudget
 from streamer.intervals import Interval, parse_interval
 from streamer.markets import ICT_OFFSET_MS

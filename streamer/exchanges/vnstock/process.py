@@ -1,6 +1,6 @@
 """The parent side of the vnstock worker: start it, talk to it, stop it.
 
-vnstock runs in a child process of its own (:mod:`streamer.exchanges.vnstock_worker` says
+vnstock runs in a child process of its own (:mod:`streamer.exchanges.vnstock.worker` says
 why); :class:`VnstockWorker` owns that process for the connector and for history requests.
 """
 
@@ -22,7 +22,7 @@ from streamer.settings import Settings
 
 __all__ = ["CALL_TIMEOUT_S", "STOP_TIMEOUT_S", "VnstockWorker", "WorkerError"]
 
-logger = logging.getLogger("streamer.exchanges.vnstock")
+logger = logging.getLogger("streamer.exchanges.vnstock.connector")
 
 STOP_TIMEOUT_S = 2.0  # to let the worker exit, then to read its pipes
 CALL_TIMEOUT_S = 30.0  # vnstock's own HTTP timeout is 30 s
@@ -71,7 +71,7 @@ class VnstockWorker:
         if settings.vnstock_api_key is not None:
             env["VNSTOCK_API_KEY"] = settings.vnstock_api_key.get_secret_value()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamer.exchanges.vnstock_worker",
+            sys.executable, "-m", "streamer.exchanges.vnstock.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=self.home, env=env, limit=16 << 20,
         )  # fmt: skip

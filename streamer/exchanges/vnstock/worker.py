@@ -3,9 +3,10 @@
 vnstock has side effects a service must not have (seen running vnstock 4.0.8): on import and
 first use it writes into the working directory and the home directory, calls pypi.org and its
 vendor's servers, prints banners on stdout, and raises ``SystemExit`` when its quota runs out.
-So it runs here, in a child process started by :class:`~streamer.exchanges.vnstock.VnstockWorker`
-with a private temporary HOME and working directory (deleted afterwards) and its switches off
-(``VNSTOCK_DISABLE_AGENT_SETUP``, ``VNSTOCK_TELEMETRY=off``...). In this process:
+So it runs here, in a child process started by
+:class:`~streamer.exchanges.vnstock.process.VnstockWorker` with a private temporary HOME and
+working directory (deleted afterwards) and its switches off (``VNSTOCK_DISABLE_AGENT_SETUP``,
+``VNSTOCK_TELEMETRY=off``...). In this process:
 
 * whatever vnstock prints goes to stderr (the parent logs it at DEBUG); the protocol uses a
   private copy of the original stdout;

@@ -23,9 +23,9 @@ from fakes.binance import (
     spot_trade,
     ticker_24h,
 )
-from streamer.exchanges import binance as binance_module
-from streamer.exchanges import binance_link
 from streamer.exchanges.base import StartupError
+from streamer.exchanges.binance import connector as binance_module
+from streamer.exchanges.binance import link as binance_link
 from streamer.records import Price, Quote, Status, Ticker, Trade
 from streamer.settings import ConfigError
 from streamer.shard import Shard

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.exchanges.binance_parser import (
+from streamer.exchanges.binance.parser import (
     Ack,
     BinanceParser,
     ErrorReply,

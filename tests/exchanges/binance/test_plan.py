@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.exchanges.binance_plan import StreamChoice, families, new_connection, place, plan
+from streamer.exchanges.binance.plan import (
+    StreamChoice,
+    families,
+    new_connection,
+    place,
+    plan,
+)
 from streamer.settings import ConfigError
 
 TRADES = StreamChoice(trades=True)

@@ -11,7 +11,7 @@ import pytest
 from fakes.binance import FakeBinance
 from fakes.klines import LoggedTrade
 from streamer.exchange_klines import Unrepairable
-from streamer.exchanges.binance_rest import BinanceRest, kline_weight, served_intervals
+from streamer.exchanges.binance.rest import BinanceRest, kline_weight, served_intervals
 from streamer.http import WeightBudget, get_json_reply
 from streamer.intervals import parse_interval
 from streamer.reconnect import RetryAfter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.exchanges.dnse_auth import auth_message, check_welcome, refusal, sign
+from streamer.exchanges.dnse.auth import auth_message, check_welcome, refusal, sign
 
 
 def test_the_signature_matches_the_published_test_vector() -> None:

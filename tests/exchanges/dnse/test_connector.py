@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 from fakes.dnse import FakeDnse
 from streamer.consumers.manager import ConsumerManager
-from streamer.exchanges.dnse import DnseConnector
-from streamer.exchanges.dnse_auth import sign
+from streamer.exchanges.dnse.auth import sign
+from streamer.exchanges.dnse.connector import DnseConnector
 from streamer.reconnect import Backoff
 from streamer.records import Status, Trade
 from streamer.service import Service

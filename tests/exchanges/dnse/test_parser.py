@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.exchanges.dnse_parser import Control, DnseParser, ParseError, parse_time
+from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, parse_time
 from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.records import Kline, Quote, Ticker, Trade
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fakes.dnse_rest import FakeDnseRest
-from streamer.exchanges.dnse import DnseConnector
-from streamer.exchanges.dnse_rest import DnseRest, parse_ohlc, signed_headers
+from streamer.exchanges.dnse.connector import DnseConnector
+from streamer.exchanges.dnse.rest import DnseRest, parse_ohlc, signed_headers
 from streamer.http import HttpError, JsonClient, WeightBudget
 from streamer.intervals import parse_interval
 from streamer.markets import ICT_OFFSET_MS

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from fakes.vn_boards import Board, FakeBoards
-from streamer.exchanges.vnstock import VnstockConnector
-from streamer.exchanges.vnstock_process import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock.connector import VnstockConnector
+from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings
 from tests.conftest import RunningService, eventually, make_settings

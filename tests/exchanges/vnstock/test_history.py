@@ -7,13 +7,13 @@ from decimal import Decimal
 import pytest
 
 from fakes.vn_boards import FakeBoards
-from streamer.exchanges.vnstock import VnstockConnector
-from streamer.exchanges.vnstock_history import VnstockHistory, parse_history_row
-from streamer.exchanges.vnstock_worker import history_rows
+from streamer.exchanges.vnstock.connector import VnstockConnector
+from streamer.exchanges.vnstock.history import VnstockHistory, parse_history_row
+from streamer.exchanges.vnstock.worker import history_rows
 from streamer.intervals import parse_interval
 from streamer.markets import ICT_OFFSET_MS
 from streamer.numbers import SCALE
-from tests.exchanges.test_vnstock import vn_settings
+from tests.exchanges.vnstock.test_connector import vn_settings
 from tests.test_markets import ict
 
 M1 = parse_interval("1m").with_offset(-ICT_OFFSET_MS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.exchanges.vnstock_rows import BoardRows
+from streamer.exchanges.vnstock.rows import BoardRows
 
 T = 1_794_798_001_000  # 2026-11-16 10:00:01 ICT = 03:00:01 UTC
 

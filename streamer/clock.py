@@ -139,10 +139,6 @@ class ExchangeClock:
         """Local seconds to wait until the clock reads ``exchange_ms`` (0 if already past)."""
         return max(0.0, (exchange_ms - self.now_ms()) / 1000)
 
-    def forget(self, source: str) -> None:
-        """``source`` is gone (its connection closed for good): it no longer counts."""
-        self._sources.pop(source, None)
-
     @property
     def observed(self) -> bool:
         """Whether any exchange time has been seen yet."""

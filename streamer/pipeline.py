@@ -301,6 +301,8 @@ class Pipeline:
             "repairs_failed": stats.repairs_failed,
             "audited": stats.audit_matched + stats.audit_mismatched,
             "audit_mismatches": stats.audit_mismatched,
+            "quarantined": self.quarantined,
+            "held_ahead": self.guard.holding,
         }
         if self.repairs is not None:
             out["requests_waiting"] = self.repairs.pending

@@ -149,8 +149,11 @@ async def test_one_trade_stamped_30_minutes_ahead_is_quarantined_not_applied(
     bogus = trade(2, T0 + 1_800_000, received_at=T0 + 1_600)
     pipeline.on_trade(bogus)
     assert pipeline.clock.now_ms() < T0 + 60_000
+    assert pipeline.exactness()["held_ahead"] == 1
     pipeline.on_trade(trade(3, T0 + 2_000))  # the next real trade: the bogus one was wrong
     assert pipeline.quarantined == 1
+    assert pipeline.exactness()["quarantined"] == 1
+    assert pipeline.exactness()["held_ahead"] == 0
     assert pipeline.clock.now_ms() < T0 + 60_000
     assert [k for k in recorder.of("klines") if isinstance(k, Kline) and k.is_closed] == []
     traded = [t for t in recorder.of("trades") if isinstance(t, Trade)]

@@ -10,7 +10,6 @@ import pytest
 
 from fakes.vn_boards import Board, FakeBoards
 from streamer.exchanges.vnstock.connector import VnstockConnector
-from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
 from streamer.records import Quote, Status, Trade
 from streamer.settings import Settings
 from tests.conftest import RunningService, eventually, make_settings
@@ -38,24 +37,6 @@ def at(now: list[int]) -> Any:
         return VnstockConnector(settings, pipelines, now_ms=lambda: now[0])
 
     return factory
-
-
-@pytest.mark.parametrize("source", ["KBS", "VCI"])
-async def test_the_worker_runs_vnstocks_price_board_against_the_fake(source: str) -> None:
-    async with FakeBoards() as boards:
-        boards.symbols["ACB"] = Board(24850, 35983500, 24800, 24850)
-        worker = VnstockWorker(vn_settings(boards, vnstock_source=source))
-        await worker.start()
-        try:
-            (row,) = await worker.price_board(source, ["ACB"])
-        finally:
-            await worker.stop()
-    assert {k: row[k] for k in ("symbol", "price", "volume", "bid", "ask")} == {
-        "symbol": "ACB", "price": 24850, "volume": 35983500, "bid": 24800, "ask": 24850,
-    }  # fmt: skip
-    paths = {path for _, path, _ in boards.requests}
-    assert paths == ({"/iis-server/investment/stock/iss"} if source == "KBS"
-                     else {"/api/price/symbols/getList"})  # nothing else: no telemetry  # fmt: skip
 
 
 async def test_polling_emits_quotes_and_trades_derived_from_the_days_volume() -> None:
@@ -114,10 +95,3 @@ async def test_running_it_writes_nothing_into_the_working_directory_or_home(
             assert isinstance(connector, VnstockConnector)
     assert list(home.rglob("*")) == []
     assert list(work.rglob("*")) == []
-
-
-async def test_a_quota_error_waits_instead_of_crashing() -> None:
-    settings = make_settings(exchange="vnstock-poll")
-    worker = VnstockWorker(settings)
-    with pytest.raises(WorkerError, match="not running"):
-        await worker.price_board("KBS", ["ACB"])

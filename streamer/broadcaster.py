@@ -34,7 +34,7 @@ from streamer.latency import LatencyHistogram
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch, DataType, Envelope, Kline, Record, channel_key
 
-__all__ = ["Broadcaster", "ConsumerRunner", "StreamKey"]
+__all__ = ["Broadcaster", "ConsumerRunner", "StreamKey", "wait_unless"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,20 @@ class ConsumerRunner:
             self._task = None
 
 
+async def wait_unless(
+    future: asyncio.Future[Any], hurry: asyncio.Event | None, timeout: float
+) -> None:
+    """Wait for ``future`` up to ``timeout`` s, or until ``hurry`` is set (shutdown's waits)."""
+    if hurry is None:
+        await asyncio.wait({future}, timeout=timeout)
+        return
+    hurried = asyncio.ensure_future(hurry.wait())
+    try:
+        await asyncio.wait({future, hurried}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurried.cancel()
+
+
 def _is_closed(record: Record) -> bool:
     return isinstance(record, Kline) and record.is_closed
 
@@ -357,14 +371,7 @@ class Broadcaster:
         waiters: asyncio.Future[Any] = asyncio.ensure_future(
             asyncio.gather(*(runner.drain() for runner in self.runners))
         )
-        waits: set[asyncio.Future[Any]] = {waiters}
-        if hurry is not None:
-            waits.add(asyncio.ensure_future(hurry.wait()))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits - {waiters}:
-                wait.cancel()
+        await wait_unless(waiters, hurry, timeout)
         if waiters.done():
             return {}
         waiters.cancel()

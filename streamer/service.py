@@ -26,7 +26,7 @@ from typing import Any
 
 from streamer.aggregator import KlineAggregator
 from streamer.backfill import Backfill, BackfillJob, CpuShare, plan_backfill
-from streamer.broadcaster import Broadcaster, ConsumerRunner
+from streamer.broadcaster import Broadcaster, ConsumerRunner, wait_unless
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.consumers.manager import ConsumerManager
@@ -350,7 +350,7 @@ class Service:
             # then cut it off: the consumers' drain needs the rest.
             assert self.connector is not None
             closing = asyncio.ensure_future(self.connector.stop())
-            await self._wait_unless_hurried(connector_task, remaining() / 2)
+            await wait_unless(connector_task, self._hurry, remaining() / 2)
             for task in (connector_task, closing):
                 if not task.done():
                     task.cancel()
@@ -383,14 +383,6 @@ class Service:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-
-    async def _wait_unless_hurried(self, task: asyncio.Future[Any], timeout: float) -> None:
-        """Wait for ``task`` up to ``timeout`` s, or until a later signal says hurry."""
-        hurry = asyncio.ensure_future(self._hurry.wait())
-        try:
-            await asyncio.wait({task, hurry}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            hurry.cancel()
 
     def on_stop_signal(self, name: str, now: float) -> None:
         """SIGTERM or SIGINT at monotonic time ``now``.

@@ -151,7 +151,7 @@ class _Held(Generic[T]):
 
     items: list[T] = field(default_factory=list)
     symbols: set[str] = field(default_factory=set)
-    offsets: list[int] = field(default_factory=list)
+    best_offset: int = -_NEVER  # the largest offset among them
 
 
 class FutureGuard(Generic[T]):
@@ -176,7 +176,6 @@ class FutureGuard(Generic[T]):
     """
 
     __slots__ = (
-        "_best",
         "_clock",
         "_current",
         "_held",
@@ -204,8 +203,9 @@ class FutureGuard(Generic[T]):
         self.confirm_one_symbol = confirm_one_symbol
         self._current = -_NEVER  # best offset in the current window
         self._previous = -_NEVER  # best offset in the window before
-        self._best = 0  # max(current, previous); taken as zero until anything is known
-        self._limit = max_lead_ms  # _best + max_lead_ms: the offset beyond which a time is held
+        # max(current, previous) + max_lead_ms, the offset beyond which a time is held; the best
+        # offset is taken as zero until anything is known.
+        self._limit = max_lead_ms
         self._roll_at = -_NEVER
         self._held: dict[str, _Held[T]] = {}
         self.rejected: list[T] = []  # events found wrong: the caller takes and clears them
@@ -226,12 +226,11 @@ class FutureGuard(Generic[T]):
                 previous = self._previous = self._current
                 self._current = offset
                 self._roll_at = received_ms + OFFSET_WINDOW_MS
-                self._best = offset if previous == -_NEVER or offset > previous else previous
-                self._limit = self._best + self.max_lead_ms
+                best = offset if previous == -_NEVER or offset > previous else previous
+                self._limit = best + self.max_lead_ms
             elif offset > self._current:
                 self._current = offset
-                if offset > self._best:
-                    self._best = offset
+                if offset + self.max_lead_ms > self._limit:
                     self._limit = offset + self.max_lead_ms
             if self._held:
                 held = self._held.pop(source, None)
@@ -243,15 +242,16 @@ class FutureGuard(Generic[T]):
             held = self._held[source] = _Held()
         held.items.append(item)
         held.symbols.add(symbol)
-        held.offsets.append(offset)
+        if offset > held.best_offset:
+            held.best_offset = offset
         count = len(held.items)
         if (count >= self.confirm_events and len(held.symbols) > 1) or (
             count >= self.confirm_one_symbol
         ):
             del self._held[source]
             self.jumps += 1
-            self._current = self._previous = self._best = max(held.offsets)
-            self._limit = self._best + self.max_lead_ms
+            self._current = self._previous = held.best_offset
+            self._limit = held.best_offset + self.max_lead_ms
             self._roll_at = received_ms + OFFSET_WINDOW_MS
             return held.items
         return []

@@ -36,11 +36,11 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState, StartupError
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink, StartupError
 from streamer.exchanges.binance.link import BinanceLink
 from streamer.exchanges.binance.parser import (
     Ack,
@@ -58,14 +58,15 @@ from streamer.exchanges.binance.plan import (
 )
 from streamer.exchanges.binance.plan import plan as plan_connections
 from streamer.exchanges.binance.rest import BinanceRest
+from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
-from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
+from streamer.reconnect import Backoff, RetryAfter
 from streamer.records import Price, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
-__all__ = ["BinanceConnector", "ConnectionPlan", "Stalled"]
+__all__ = ["BinanceConnector", "ConnectionPlan"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +90,11 @@ def _rest(settings: Settings, channel: str, fetch_json: GetJson) -> BinanceRest:
     )
 
 
-class Stalled(Exception):
-    """The connection stayed silent and did not answer a probe."""
-
-
 @dataclass(eq=False)
 class ConnectionPlan(PlannedConnection):
-    """One planned connection (:mod:`~streamer.exchanges.binance.plan`) and its live state."""
+    """One planned connection (:mod:`~streamer.exchanges.binance.plan`) and where it opens."""
 
     base_url: str = ""  # ws base + routed path, without /stream
-    state: ConnectionState = field(init=False)
-    link: BinanceLink | None = None
-    links_opened: int = 0
-
-    def __post_init__(self) -> None:
-        self.state = ConnectionState(self.name)
 
     @classmethod
     def of(cls, planned: PlannedConnection, ws_base: str) -> ConnectionPlan:
@@ -144,10 +135,8 @@ class BinanceConnector(Connector):
         self._rest = {channel: _rest(settings, channel, fetch_json) for channel in self.pipelines}
         self._log = RateLimitedLog(logger)
         self.plans: list[ConnectionPlan] = []
+        self.connections: dict[str, ManagedConnection[BinanceLink]] = {}
         self.symbols: dict[str, list[str]] = {}
-        self.handler_errors = 0
-        self._stopping = False
-        self._links: set[BinanceLink] = set()
         self._group: asyncio.TaskGroup | None = None
         self._refreshers: list[asyncio.Task[None]] = []
 
@@ -175,6 +164,7 @@ class BinanceConnector(Connector):
         for channel in self.pipelines:
             self.symbols[channel] = await self._resolve_symbols(channel)
         self.plans = self._plan()
+        self.connections = {plan.name: self._managed(plan) for plan in self.plans}
 
     async def _resolve_symbols(self, channel: str) -> list[str]:
         settings = self.settings
@@ -241,7 +231,7 @@ class BinanceConnector(Connector):
         async with asyncio.TaskGroup() as group:
             self._group = group
             for plan in self.plans:
-                group.create_task(self._run_plan(plan), name=plan.name)
+                group.create_task(self.connections[plan.name].run(), name=plan.name)
             refresh = self.settings.exchange_symbols_refresh_seconds
             if self.settings.exchange_load_all_symbols and refresh > 0:
                 self._refreshers = [
@@ -249,50 +239,30 @@ class BinanceConnector(Connector):
                     for channel in self.pipelines
                 ]
 
-    async def _run_plan(self, plan: ConnectionPlan) -> None:
-        pipeline = self.pipelines[plan.channel]
-
-        def on_retry(error: BaseException | None, delay: float) -> None:
-            plan.state.state = LinkState.DISCONNECTED
-            plan.state.reconnects += 1
-            reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
-            logger.warning("%s: %s; reconnecting in %.2f s", plan.name, reason, delay)
-            pipeline.on_status(
-                "disconnected", connection=plan.name, message=f"{reason}; retry in {delay:.2f} s"
-            )
-
-        await run_with_reconnect(
-            lambda: self._session(plan),
-            name=plan.name,
+    def _managed(self, plan: ConnectionPlan) -> ManagedConnection[BinanceLink]:
+        """The lifecycle of ``plan``'s connection (rotation, watchdog, reconnects, status)."""
+        settings = self.settings
+        return ManagedConnection(
+            plan.name,
+            announce=announce_to([self.pipelines[plan.channel]], plan.name),
+            lifecycle=Lifecycle(
+                lifetime=settings.binance_connection_lifetime_seconds,
+                limit="the 24 h limit",
+                silence=settings.watchdog_silence_seconds,
+                stalled="no data and no answer to a probe; reconnecting",
+            ),
+            open_link=functools.partial(self._open, plan),
+            probe=functools.partial(self._probe, plan),
+            describe=lambda: (f"{len(plan.streams)} streams", list(plan.symbols)),
             backoff=self._backoff(),
-            on_retry=on_retry,
             sleep=self._sleep,
-            stopping=lambda: self._stopping or plan not in self.plans,
+            rng=self._rng,
         )
 
-    async def _open(self, plan: ConnectionPlan, reason: str) -> BinanceLink:
-        """Connect, subscribe every stream of ``plan``, and announce it."""
-        plan.state.state = LinkState.CONNECTING
-
-        def announce() -> None:  # before the first frame, so consumers hear of it first
-            plan.links_opened += 1
-            plan.state.state = LinkState.CONNECTED
-            plan.state.connected_at = time.monotonic()
-            first = plan.links_opened == 1
-            logger.info(
-                "%s: %s, %d streams", plan.name, "connected" if first else reason,
-                len(plan.streams),
-            )  # fmt: skip
-            self.pipelines[plan.channel].on_status(
-                "connected" if first else "resubscribed",
-                connection=plan.name,
-                message=f"{len(plan.streams)} streams" + ("" if first else f" ({reason})"),
-                symbols=list(plan.symbols),
-            )
-
+    async def _open(self, plan: ConnectionPlan, on_open: Callable[[], None]) -> BinanceLink:
+        """Connect and subscribe every stream of ``plan``."""
         link = BinanceLink(plan.channel, functools.partial(self._on_frame, plan))
-        await link.connect(plan.url(), self._open_wire, WS_OPTIONS, announce)
-        self._links.add(link)
+        await link.connect(plan.url(), self._open_wire, WS_OPTIONS, on_open)
         rest = plan.streams[URL_STREAMS:]
         refused_before = len(link.refused)
         if rest and not await link.subscribe(rest, timeout=WS_OPTIONS.open_timeout):
@@ -306,128 +276,54 @@ class BinanceConnector(Connector):
                 )  # fmt: skip
         return link
 
-    def _lifetime(self) -> float:
-        lifetime = self.settings.binance_connection_lifetime_seconds
-        return lifetime * (1 - 0.05 * self._rng())  # spread rotations of links opened together
-
-    async def _session(self, plan: ConnectionPlan) -> None:
-        """An unbroken stretch of streaming: links replaced make-before-break until one fails."""
-        if self._stopping:
-            return
-        link = plan.link = await self._open(plan, "reconnected")
-        try:
-            deadline = link.opened_at + self._lifetime()
-            while True:
-                event = await self._watch(plan, link, deadline)
-                if event == "closed":
-                    if link.error is not None and not self._stopping:
-                        raise link.error
-                    return
-                if event == "stalled":
-                    self.pipelines[plan.channel].on_status(
-                        "stalled", connection=plan.name,
-                        message="no data and no answer to a probe; reconnecting",
-                    )  # fmt: skip
-                    await link.abort()
-                    raise Stalled(f"silent for {self.settings.watchdog_silence_seconds:g} s")
-                reason = "replaced before the 24 h limit" if event == "expiring" else (
-                    "replaced after the server announced a shutdown"
-                )  # fmt: skip
-                replacement = await self._open(plan, reason)
-                old, link = link, replacement
-                plan.link = link
-                await old.close()
-                self._links.discard(old)
-                deadline = link.opened_at + self._lifetime()
-        finally:
-            if plan.link is link:
-                plan.link = None
-            if not link.closed.is_set():
-                await link.close()
-            self._links.discard(link)
-
-    async def _watch(self, plan: ConnectionPlan, link: BinanceLink, deadline: float) -> str:
-        """Wait for what ends this link's turn: closed, shutdown, expiring or stalled."""
-        settings = self.settings
-        silence = settings.watchdog_silence_seconds
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                return "expiring"
-            wait = min(deadline - now, max(0.01, link.last_message_at + silence - now))
-            closed = asyncio.ensure_future(link.closed.wait())
-            shutdown = asyncio.ensure_future(link.shutdown_notice.wait())
-            await asyncio.wait(
-                {closed, shutdown}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (closed, shutdown):
-                task.cancel()
-            if link.closed.is_set():
-                return "closed"
-            if link.shutdown_notice.is_set():
-                return "shutdown"
-            if time.monotonic() - link.last_message_at < silence:
-                continue
-            streams = await link.probe(settings.watchdog_probe_timeout_seconds)
-            if link.closed.is_set():
-                return "closed"
-            if streams is None:
-                return "stalled"
-            missing = [stream for stream in plan.streams if stream not in set(streams)]
-            if missing:
-                await link.subscribe(missing, timeout=WS_OPTIONS.open_timeout)
-                self.pipelines[plan.channel].on_status(
-                    "resubscribed", connection=plan.name,
-                    message=f"the server had dropped {len(missing)} streams",
-                )  # fmt: skip
+    async def _probe(self, plan: ConnectionPlan, link: BinanceLink) -> bool:
+        """LIST_SUBSCRIPTIONS on a silent link: an answer means a quiet market; any stream the
+        server forgot is subscribed again."""
+        streams = await link.probe(self.settings.watchdog_probe_timeout_seconds)
+        if streams is None:
+            return False
+        missing = [stream for stream in plan.streams if stream not in set(streams)]
+        if missing:
+            await link.subscribe(missing, timeout=WS_OPTIONS.open_timeout)
+            self.pipelines[plan.channel].on_status(
+                "resubscribed", connection=plan.name,
+                message=f"the server had dropped {len(missing)} streams",
+            )  # fmt: skip
+        return True
 
     async def stop(self) -> None:
-        self._stopping = True
         for refresher in self._refreshers:
             refresher.cancel()
         # Closing (rather than cancelling) lets each reader handle the frames it already
         # received before it sees the close: nothing that reached us is lost at shutdown.
-        await asyncio.gather(*(link.close() for link in list(self._links)), return_exceptions=True)
-        for plan in self.plans:
-            plan.state.state = LinkState.CLOSED
+        await asyncio.gather(*(c.stop() for c in self.connections.values()))
 
     # -- frames ------------------------------------------------------------------------------
 
     def _on_frame(self, plan: ConnectionPlan, link: BinanceLink, message: str | bytes) -> None:
-        state = plan.state
-        state.messages += 1
-        state.last_message_at = link.last_message_at
-        try:
-            event = self._parsers[plan.channel].parse(message, time.time_ns() // 1_000_000)
-        except ParseError as exc:
-            self._log.warning(
-                f"malformed:{plan.name}", "%s: skipped a malformed frame (%s): %.200r",
-                plan.name, exc, message,
-            )  # fmt: skip
-            return
+        parser = self._parsers[plan.channel]
+        self.connections[plan.name].receive(
+            link.last_message_at, message,
+            lambda frame: parser.parse(frame, time.time_ns() // 1_000_000),
+            lambda event: self._dispatch(plan, link, event),
+            ParseError,
+        )  # fmt: skip
+
+    def _dispatch(self, plan: ConnectionPlan, link: BinanceLink, event: object) -> None:
         pipeline = self.pipelines[plan.channel]
-        try:
-            if type(event) is Trade:
-                pipeline.on_trade(event, plan.name)
-            elif isinstance(event, Ticker | Price | Quote):
-                pipeline.on_market(event)
-            elif isinstance(event, Ack | ErrorReply):
-                link.reply(event)
-                if isinstance(event, ErrorReply):
-                    logger.error("%s: request %s refused: %s", plan.name, event.id, event.message)
-                    pipeline.on_status("error", connection=plan.name, message=event.message)
-            elif isinstance(event, ServerShutdown):
-                logger.info(
-                    "%s: the server announced a shutdown; replacing the connection", plan.name
-                )
-                pipeline.on_status("server_shutdown", connection=plan.name)
-                link.shutdown_notice.set()
-        except Exception:
-            # A bug downstream must not cost the connection (and every other symbol on it).
-            self.handler_errors += 1
-            self._log.log(
-                logging.ERROR, "handler", "%s: failed to handle a frame", plan.name, exc_info=True
-            )
+        if type(event) is Trade:
+            pipeline.on_trade(event, plan.name)
+        elif isinstance(event, Ticker | Price | Quote):
+            pipeline.on_market(event)
+        elif isinstance(event, Ack | ErrorReply):
+            link.reply(event)
+            if isinstance(event, ErrorReply):
+                logger.error("%s: request %s refused: %s", plan.name, event.id, event.message)
+                pipeline.on_status("error", connection=plan.name, message=event.message)
+        elif isinstance(event, ServerShutdown):
+            logger.info("%s: the server announced a shutdown; replacing the connection", plan.name)
+            pipeline.on_status("server_shutdown", connection=plan.name)
+            link.replace.set()
 
     # -- symbol list refresh -----------------------------------------------------------------
 
@@ -458,8 +354,9 @@ class BinanceConnector(Connector):
                 streams = self.choice.streams(channel, plan.family, symbol)
                 plan.symbols.remove(symbol)
                 plan.streams = [s for s in plan.streams if s not in streams]
-                if plan.link is not None:
-                    await plan.link.unsubscribe(streams)
+                link = self.connections[plan.name].link
+                if link is not None:
+                    await link.unsubscribe(streams)
             current.remove(symbol)
             pipeline.forget(symbol)
         if removed:
@@ -487,25 +384,28 @@ class BinanceConnector(Connector):
                 planned = new_connection(channel, family, where, [symbol], streams)
                 new = ConnectionPlan.of(planned, self._ws_base(channel))
                 self.plans.append(new)
+                self.connections[new.name] = connection = self._managed(new)
                 if self._group is not None:
-                    self._group.create_task(self._run_plan(new), name=new.name)
+                    self._group.create_task(connection.run(), name=new.name)
                 continue
             assert isinstance(where, ConnectionPlan)  # place() returns one of ours
             where.symbols.append(symbol)
             where.streams.extend(streams)
-            if where.link is not None:
-                await where.link.subscribe(streams, timeout=WS_OPTIONS.open_timeout)
+            link = self.connections[where.name].link
+            if link is not None:
+                await link.subscribe(streams, timeout=WS_OPTIONS.open_timeout)
 
     def last_data_age(self) -> float | None:
-        seen = [p.state.last_message_at for p in self.plans if p.state.last_message_at is not None]
-        return None if not seen else time.monotonic() - max(seen)
+        seen = [c.state.last_message_at for c in self.connections.values()]
+        heard = [at for at in seen if at is not None]
+        return None if not heard else time.monotonic() - max(heard)
 
     def connection_states(self) -> list[ConnectionState]:
-        return [plan.state for plan in self.plans]
+        return [connection.state for connection in self.connections.values()]
 
     def health(self) -> dict[str, object]:
         return {
             **super().health(),
             "frames": {channel: dict(parser.stats) for channel, parser in self._parsers.items()},
-            "handler_errors": self.handler_errors,
+            "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }

@@ -53,7 +53,9 @@ class BinanceLink:
         self.opened_at = clock()
         self.last_message_at = self.opened_at
         self.closed = asyncio.Event()
-        self.shutdown_notice = asyncio.Event()
+        # Set when the server announces a shutdown: the link is to be replaced.
+        self.replace = asyncio.Event()
+        self.replace_reason = "replaced after the server announced a shutdown"
         self.refused: list[str] = []  # error messages for our requests
         self._watcher: asyncio.Task[None] | None = None
         self._on_open: Callable[[], None] | None = None

@@ -24,26 +24,26 @@ by ``T`` (:mod:`streamer.exchanges.dnse.parser`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
-from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
-from streamer.exchanges.dnse.auth import AuthRefused, auth_message, check_welcome, refusal
+from streamer.exchanges.base import ConnectionState, Connector, FeedSink
+from streamer.exchanges.dnse.auth import AuthRefused, auth_message
+from streamer.exchanges.dnse.link import DnseLink
 from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError
 from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
+from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
+from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import JsonClient, WeightBudget
-from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
-from streamer.reconnect import Backoff, Verdict, classify_error, run_with_reconnect
+from streamer.reconnect import Backoff, Verdict, classify_error
 from streamer.records import Kline, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
@@ -51,17 +51,11 @@ __all__ = ["DnseConnector"]
 
 logger = logging.getLogger(__name__)
 
-PING_EVERY_S = 25.0  # as DNSE's SDK does
-HANDSHAKE_TIMEOUT_S = 10.0
-WS_OPTIONS: dict[str, Any] = {
-    "ping_interval": 20,  # websockets' keepalive frames catch a dead TCP connection
-    "ping_timeout": 20,
-    "open_timeout": HANDSHAKE_TIMEOUT_S,
-    "close_timeout": 2,
-    "max_size": 4 << 20,
-    "max_queue": 256,
-    "compression": None,
-}
+# websockets' (or picows') own pings catch a dead TCP connection; DNSE's JSON pings are the
+# link's. DNSE frames are small; 4 MiB bounds a broken one.
+WS_OPTIONS = WireOptions(
+    ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=2, max_size=4 << 20
+)
 
 
 @dataclass(eq=False)
@@ -69,78 +63,7 @@ class _Plan:
     name: str
     symbols: list[str]
     indexes: list[str]
-    state: ConnectionState = field(init=False)
-    opened: int = 0
     last_data_at: float | None = None
-
-    def __post_init__(self) -> None:
-        self.state = ConnectionState(self.name)
-
-
-class _Link:
-    """One authenticated connection and its reader and pinger."""
-
-    def __init__(
-        self, ws: ClientConnection, on_frame: Callable[[_Link, str | bytes], None]
-    ) -> None:
-        self.ws = ws
-        self._on_frame = on_frame
-        self.opened_at = time.monotonic()
-        self.last_message_at = self.opened_at
-        self.closed = asyncio.Event()
-        self.expiring = asyncio.Event()
-        self.error: BaseException | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._replies: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._ping())]
-
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                self.last_message_at = time.monotonic()
-                self._on_frame(self, message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.closed.set()
-
-    async def _ping(self) -> None:
-        while not self.closed.is_set():
-            await asyncio.sleep(PING_EVERY_S)
-            await self.send({"action": "ping"})
-
-    def reply_soon(self, frame: dict[str, Any]) -> None:
-        """Send ``frame`` from the reader's callback, without making the reader wait."""
-        task = asyncio.get_running_loop().create_task(self.send(frame))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        try:
-            await self.ws.send(orjson.dumps(frame).decode())
-        except Exception as exc:  # the reader will see the connection end
-            logger.debug("dnse: send failed: %s", exc)
-
-    async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(), 5)
-        except Exception as exc:
-            logger.debug("dnse: close failed: %s", exc)
-        for task in self._tasks:
-            if not task.done() and task is not self._tasks[0]:
-                task.cancel()
-        await asyncio.wait(self._tasks, timeout=5)
-
-    async def abort(self) -> None:
-        self.ws.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class DnseConnector(Connector):
@@ -153,22 +76,19 @@ class DnseConnector(Connector):
         settings: Settings,
         pipelines: Mapping[str, FeedSink],
         *,
-        connect_ws: Callable[..., Any] = connect,
+        open_wire: OpenWire | None = None,
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_refused_auth: bool = False,
     ) -> None:
         super().__init__(settings, pipelines)
-        self._connect = connect_ws
+        self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
         self._backoff = backoff
         self._sleep = sleep
         self.retry_refused_auth = retry_refused_auth
         self.parser = DnseParser(settings.quantity_multipliers, settings.vn_price_unit)
-        self._log = RateLimitedLog(logger)
         self.plans: list[_Plan] = []
-        self._links: set[_Link] = set()
-        self._stopping = False
-        self.handler_errors = 0
+        self.connections: dict[str, ManagedConnection[DnseLink]] = {}
         self.auth_refusals = 0
         self._first = next(iter(self.pipelines.values()))
 
@@ -226,6 +146,7 @@ class DnseConnector(Connector):
             _Plan(f"dnse-{index}", group, list(settings.dnse_market_indexes) if index == 0 else [])
             for index, group in enumerate(groups)
         ]
+        self.connections = {plan.name: self._managed(plan) for plan in self.plans}
 
     def _subscriptions(self, plan: _Plan) -> list[dict[str, Any]]:
         settings = self.settings
@@ -244,152 +165,91 @@ class DnseConnector(Connector):
 
     # -- streaming ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            for plan in self.plans:
-                group.create_task(self._run_plan(plan))
-
-    async def _run_plan(self, plan: _Plan) -> None:
-        def on_retry(error: BaseException | None, delay: float) -> None:
-            plan.state.state = LinkState.DISCONNECTED
-            plan.state.reconnects += 1
-            reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
-            logger.warning("%s: %s; reconnecting in %.2f s", plan.name, reason, delay)
-            self._announce("disconnected", connection=plan.name,
-                                  message=f"{reason}; retry in {delay:.2f} s")  # fmt: skip
+    def _managed(self, plan: _Plan) -> ManagedConnection[DnseLink]:
+        """The lifecycle of ``plan``'s connection (rotation, watchdog, reconnects, status)."""
+        settings = self.settings
 
         def classify(exc: BaseException) -> Verdict:
             if isinstance(exc, AuthRefused):
                 return Verdict.RETRY if self.retry_refused_auth else Verdict.FATAL
             return classify_error(exc)
 
-        await run_with_reconnect(
-            lambda: self._session(plan), name=plan.name, backoff=self._backoff(),
-            classify=classify, on_retry=on_retry, sleep=self._sleep,
-            stopping=lambda: self._stopping,
-        )  # fmt: skip
+        return ManagedConnection(
+            plan.name,
+            # One connection carries every board: its status is news to each board's channel.
+            announce=announce_to(list(self.pipelines.values()), plan.name),
+            lifecycle=Lifecycle(
+                lifetime=settings.dnse_connection_lifetime_seconds,
+                limit="DNSE's 8 h limit",
+                silence=settings.watchdog_silence_seconds,
+                stalled="nothing received, not even a pong",
+            ),
+            open_link=functools.partial(self._open, plan),
+            describe=lambda: ("", list(plan.symbols)),
+            backoff=self._backoff(),
+            classify=classify,
+            sleep=self._sleep,
+        )
 
-    async def _open(self, plan: _Plan, reason: str) -> _Link:
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for connection in self.connections.values():
+                group.create_task(connection.run(), name=connection.name)
+
+    def _auth(self) -> dict[str, Any]:
         settings = self.settings
         assert settings.dnse_api_key is not None
         assert settings.dnse_api_secret is not None
-        plan.state.state = LinkState.CONNECTING
-        ws = await self._connect(f"{settings.dnse_ws_url}/v1/stream?encoding=json", **WS_OPTIONS)
+        nonce = str(time.time_ns() // 1000 + secrets.randbelow(1000))  # microseconds, unique
+        return auth_message(
+            settings.dnse_api_key.get_secret_value(),
+            settings.dnse_api_secret.get_secret_value(),
+            int(time.time()),
+            nonce,
+        )
+
+    async def _open(self, plan: _Plan, on_open: Callable[[], None]) -> DnseLink:
+        link = DnseLink(functools.partial(self._on_frame, plan))
+        url = f"{self.settings.dnse_ws_url}/v1/stream?encoding=json"
         try:
-            check_welcome(orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S)))
-            nonce = str(time.time_ns() // 1000 + secrets.randbelow(1000))  # microseconds, unique
-            auth = auth_message(
-                settings.dnse_api_key.get_secret_value(),
-                settings.dnse_api_secret.get_secret_value(),
-                int(time.time()),
-                nonce,
-            )
-            await ws.send(orjson.dumps(auth).decode())
-            answer = orjson.loads(await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT_S))
-            message = refusal(answer)
-            if message is not None:
-                self.auth_refusals += 1
-                self._announce("auth_failed", connection=plan.name, message=message)
-                raise AuthRefused(f"DNSE refused the credentials: {message}")
-        except BaseException:
-            await ws.close()
+            await link.connect(url, self._open_wire, WS_OPTIONS, self._auth, on_open)
+        except AuthRefused as exc:
+            self.auth_refusals += 1
+            message = str(exc).removeprefix("DNSE refused the credentials: ")
+            announce_to(list(self.pipelines.values()), plan.name)("auth_failed", message, None)
             raise
-        link = _Link(ws, lambda link, frame: self._on_frame(plan, link, frame))
-        self._links.add(link)
-        link.start()
         await link.send({"action": "subscribe", "channels": self._subscriptions(plan)})
-        plan.opened += 1
-        plan.state.state = LinkState.CONNECTED
-        plan.state.connected_at = time.monotonic()
-        first = plan.opened == 1
-        self._announce(
-            "connected" if first else "resubscribed", connection=plan.name,
-            message="" if first else reason, symbols=list(plan.symbols),
-        )  # fmt: skip
         return link
 
-    async def _session(self, plan: _Plan) -> None:
-        if self._stopping:
-            return
-        link = await self._open(plan, "reconnected")
-        lifetime = self.settings.dnse_connection_lifetime_seconds
-        silence = self.settings.watchdog_silence_seconds
-        try:
-            while True:
-                now = time.monotonic()
-                deadline = link.opened_at + lifetime
-                wait = max(0.01, min(deadline, link.last_message_at + silence) - now)
-                waiters = [asyncio.ensure_future(e.wait()) for e in (link.closed, link.expiring)]
-                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
-                if link.closed.is_set():
-                    if link.error is not None and not self._stopping:
-                        raise link.error
-                    return
-                if time.monotonic() - link.last_message_at >= silence:
-                    self._announce("stalled", connection=plan.name,
-                                          message="nothing received, not even a pong")  # fmt: skip
-                    await link.abort()
-                    raise ConnectionError(f"silent for {silence:g} s")
-                if link.expiring.is_set() or time.monotonic() >= deadline:
-                    replacement = await self._open(plan, "replaced before DNSE's 8 h limit")
-                    old, link = link, replacement
-                    await old.close()
-                    self._links.discard(old)
-        finally:
-            if not link.closed.is_set():
-                await link.close()
-            self._links.discard(link)
-
     async def stop(self) -> None:
-        self._stopping = True
-        await asyncio.gather(*(link.close() for link in list(self._links)), return_exceptions=True)
-        for plan in self.plans:
-            plan.state.state = LinkState.CLOSED
+        await asyncio.gather(*(c.stop() for c in self.connections.values()))
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _on_frame(self, plan: _Plan, link: _Link, message: str | bytes) -> None:
-        plan.state.messages += 1
-        plan.state.last_message_at = link.last_message_at
-        try:
-            board, event = self.parser.parse_routed(message, wall_clock_ms())
-        except ParseError as exc:
-            self._log.warning(
-                f"malformed:{plan.name}", "%s: skipped a malformed frame (%s): %.200r",
-                plan.name, exc, message,
-            )  # fmt: skip
-            return
-        try:
-            self._dispatch(plan, link, board, event)
-        except Exception:
-            self.handler_errors += 1
-            self._log.log(logging.ERROR, "handler", "%s: failed to handle a frame", plan.name,
-                          exc_info=True)  # fmt: skip
+    def _on_frame(self, plan: _Plan, link: DnseLink, message: str | bytes) -> None:
+        self.connections[plan.name].receive(
+            link.last_message_at, message,
+            lambda frame: self.parser.parse_routed(frame, wall_clock_ms()),
+            lambda routed: self._dispatch(plan, link, *routed),
+            ParseError,
+        )  # fmt: skip
 
     def _pipeline(self, board: str | None) -> FeedSink:
         return self._first if board is None else self.pipelines.get(board, self._first)
 
-    def _announce(
-        self, event: str, *, connection: str, message: str = "", symbols: list[str] | None = None
-    ) -> None:
-        """A connection's status concerns every board it carries: tell each board's channel."""
-        for pipeline in self.pipelines.values():
-            pipeline.on_status(event, connection=connection, message=message, symbols=symbols)
-
-    def _dispatch(self, plan: _Plan, link: _Link, board: str | None, event: Any) -> None:
+    def _dispatch(self, plan: _Plan, link: DnseLink, board: str | None, event: Any) -> None:
         if isinstance(event, Control):
             action = event.action
             if action == "ping":
                 link.reply_soon({"action": "pong", "timestamp": event.frame.get("timestamp")})
             elif action == "connection_expired":
                 logger.info("%s: DNSE says the connection expires; replacing it", plan.name)
-                link.expiring.set()
+                link.replace.set()
             elif action == "error":
                 code, message = event.frame.get("code"), event.frame.get("message")
                 logger.error("%s: DNSE error %s: %s", plan.name, code, message)
-                self._announce("error", connection=plan.name, message=f"{code}: {message}")
+                for pipeline in self.pipelines.values():
+                    pipeline.on_status("error", connection=plan.name, message=f"{code}: {message}")
             return
         if event is None:
             return
@@ -411,7 +271,7 @@ class DnseConnector(Connector):
         return None if not seen else time.monotonic() - max(seen)
 
     def connection_states(self) -> list[ConnectionState]:
-        return [plan.state for plan in self.plans]
+        return [connection.state for connection in self.connections.values()]
 
     def health(self) -> dict[str, object]:
         return {
@@ -419,5 +279,5 @@ class DnseConnector(Connector):
             "frames": {"dnse": dict(self.parser.stats)},
             "last_data_age_s": self.last_data_age(),
             "auth_refusals": self.auth_refusals,
-            "handler_errors": self.handler_errors,
+            "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }

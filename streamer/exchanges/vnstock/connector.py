@@ -33,12 +33,13 @@ from typing import Any
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
+from streamer.exchanges.managed import Link, ManagedConnection, announce_to
 from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
 from streamer.exchanges.vnstock.rows import BoardRows
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
-from streamer.reconnect import Backoff, RetryAfter, run_with_reconnect
+from streamer.reconnect import Backoff, RetryAfter
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["VnstockConnector"]
@@ -69,15 +70,19 @@ class VnstockConnector(Connector):
         self._worker_factory = worker
         self._sleep = sleep
         self._now = now_ms
-        self._backoff = backoff
         self.pipeline = self.pipelines.get("G1") or next(iter(self.pipelines.values()))
         self.market = self.calendar(settings)
         self.symbols = settings.symbol_shard.select(settings.exchange_symbols)
         keyed = settings.vnstock_api_key is not None
         self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
-        self.state = ConnectionState("vnstock")
+        self.connection: ManagedConnection[Link] = ManagedConnection(
+            "vnstock",
+            announce=announce_to([self.pipeline], "vnstock"),
+            backoff=backoff(),
+            sleep=sleep,
+        )
+        self.state = self.connection.state
         self.rows = BoardRows(settings.vn_price_unit == "thousand_vnd", self.source)
-        self._stopping = False
         self._wake = asyncio.Event()
         self._log = RateLimitedLog(logger)
         self.polls = 0
@@ -116,29 +121,19 @@ class VnstockConnector(Connector):
         self.symbols = self.own_symbols(self.settings.exchange_symbols)
 
     async def run(self) -> None:
-        self._stopping = False
         self._wake.clear()
-
-        def on_retry(error: BaseException | None, delay: float) -> None:
-            self.state.state = LinkState.DISCONNECTED
-            self.state.reconnects += 1
-            self.pipeline.on_status("disconnected", connection="vnstock",
-                                    message=f"{error}; retry in {delay:.1f} s")  # fmt: skip
-
-        await run_with_reconnect(self._session, name="vnstock", backoff=self._backoff(),
-                                 on_retry=on_retry, sleep=self._sleep,
-                                 stopping=lambda: self._stopping)  # fmt: skip
+        await self.connection.keep(self._session)
 
     async def _session(self) -> None:
         worker = self._worker_factory(self.settings)
         await worker.start()
-        self.state.state = LinkState.CONNECTED
-        self.pipeline.on_status("connected", connection="vnstock",
-                                message=f"polling {self.settings.vnstock_source} every "
-                                f"{self.settings.vnstock_poll_interval:g} s",
-                                symbols=list(self.symbols))  # fmt: skip
+        settings = self.settings
+        self.connection.connected(
+            f"polling {settings.vnstock_source} every {settings.vnstock_poll_interval:g} s",
+            list(self.symbols),
+        )
         try:
-            while not self._stopping:
+            while not self.connection.stopping:
                 now = self._now()
                 if not self.market.in_session(now):
                     self.state.state = LinkState.MARKET_CLOSED
@@ -169,9 +164,8 @@ class VnstockConnector(Connector):
             await asyncio.wait_for(self._wake.wait(), min(seconds, 3600.0))
 
     async def stop(self) -> None:
-        self._stopping = True
         self._wake.set()
-        self.state.state = LinkState.CLOSED
+        await self.connection.stop()
 
     # -- rows -> records ---------------------------------------------------------------------
 

@@ -269,7 +269,6 @@ class Broadcaster:
         self.taps = list(taps)
         self.tap_errors = 0
         self._log = RateLimitedLog(logger)
-        self._sources: list[Callable[[], None]] = []
         self._pending: dict[StreamKey, list[Record]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
@@ -299,15 +298,6 @@ class Broadcaster:
         else:
             pending.extend(records)
 
-    def add_source(self, collect: Callable[[], None]) -> None:
-        """Call ``collect`` at the start of every flush, to publish what it has gathered since
-        (the aggregator's klines: once per batch rather than once per trade)."""
-        self._sources.append(collect)
-
-    def wake(self) -> None:
-        """Make sure a flush comes this loop turn (a source has something)."""
-        self._schedule()
-
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -318,8 +308,6 @@ class Broadcaster:
     def flush(self) -> None:
         """Hand the pending records to every consumer as one batch, now."""
         self._scheduled = False
-        for collect in self._sources:
-            collect()
         if not self._pending:
             return
         pending, self._pending = self._pending, {}

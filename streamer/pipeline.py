@@ -76,6 +76,7 @@ class Pipeline:
         self._deadline: int | None = None
         self._version = -1  # the aggregator version the deadline was computed at
         self._closing = False  # a boundary's bars are being closed over several loop turns
+        self._push_scheduled = False  # push_klines is due this loop turn
         self._timer: asyncio.TimerHandle | None = None
         self._updates: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,8 +155,11 @@ class Pipeline:
             return
         if self.publish_trades:
             self.broadcaster.publish(self._trades_key, trade)
-        if aggregator.has_output:
-            self.broadcaster.wake()  # klines are collected once per batch, by _collect
+        if aggregator.has_output and not self._push_scheduled and self._loop is not None:
+            # Once per loop turn, not per trade: a burst of late trades revising one bar
+            # publishes one revision of it.
+            self._push_scheduled = True
+            self._loop.call_soon(self.push_klines)
         if aggregator.version != self._version:
             self._version = aggregator.version
             deadline = aggregator.next_deadline()
@@ -165,8 +169,10 @@ class Pipeline:
         if deadline is not None and trade.timestamp >= deadline and not self._closing:
             self._tick()  # this trade's own time says bars are due: no need to wait
 
-    def _collect(self) -> None:
-        """Publish the klines the aggregator made since the last batch (a broadcaster source)."""
+    def push_klines(self) -> None:
+        """Publish the klines the aggregator has made since the last call (revisions, bars
+        closed by a trade). Runs by itself once per loop turn in which trades made some."""
+        self._push_scheduled = False
         if self.aggregator is not None:
             self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
 
@@ -341,7 +347,6 @@ class Pipeline:
         self._loop = asyncio.get_running_loop()
         aggregator = self.aggregator
         if aggregator is not None:
-            self.broadcaster.add_source(self._collect)
             if aggregator.repairs and self.klines is not None:
                 self.repairs = RepairWorker(aggregator, self.klines, self._repaired)
                 self.repairs.start()
@@ -361,6 +366,7 @@ class Pipeline:
         self._timer = self._updates = self._audit = None
         self._deadline = None
         self._loop = None
+        self.push_klines()  # what the last trades made (closed bars, revisions)
         if self.repairs is not None:
             await self.repairs.stop()
 

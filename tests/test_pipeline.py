@@ -24,6 +24,7 @@ class Recorder(Broadcaster):
     def __init__(self) -> None:
         super().__init__([])
         self.published: list[tuple[str, Record]] = []
+        self.pipelines: list[Pipeline] = []
 
     def publish(self, key: StreamKey, record: Record) -> None:
         self.published.append((key[2], record))
@@ -32,7 +33,8 @@ class Recorder(Broadcaster):
         self.published.extend((key[2], record) for record in records)
 
     def of(self, data_type: str) -> list[Record]:
-        self.flush()  # what a loop turn would do: collect the klines made so far
+        for pipeline in self.pipelines:  # what the next loop turn would do
+            pipeline.push_klines()
         return [record for kind, record in self.published if kind == data_type]
 
 
@@ -55,6 +57,7 @@ def make(
         "binance", "spot", recorder, aggregator=aggregator, clock=clock,
         updates_interval_ms=updates,
     )  # fmt: skip
+    recorder.pipelines.append(pipeline)
     return pipeline, recorder
 
 
@@ -333,4 +336,30 @@ async def test_ids_still_missing_after_the_grace_are_announced_once() -> None:
         pipeline.on_trade(trade(i, T0 + (i - 4) * 1_000))
     (gap,) = statuses(recorder, "gap")
     assert "trade ids 2..4" in gap.message
+    await pipeline.stop()
+
+
+async def test_klines_are_pushed_once_per_loop_turn_so_a_burst_of_late_trades_is_one_revision() -> (
+    None
+):
+    """The pipeline pushes the aggregator's klines to the broadcaster itself, once per loop
+    turn: 50 late trades into one closed bar in one turn give one revision, not 50."""
+    received: list[Kline] = []
+
+    class Klines(Broadcaster):
+        def publish_many(self, key: StreamKey, records: Sequence[Record]) -> None:
+            received.extend(r for r in records if isinstance(r, Kline))
+
+    aggregator = KlineAggregator(parse_intervals(["1m"]), waiter_latency_ms=0)
+    pipeline = Pipeline("binance", "spot", Klines([]), aggregator=aggregator)
+    pipeline.start()
+    pipeline.on_trade(trade(1, T0 + 1))
+    pipeline.on_trade(trade(2, T0 + 60_001))  # closes the first bar
+    await asyncio.sleep(0)
+    assert [(k.timestamp, k.revision) for k in received] == [(T0, 0)]
+    for tid in range(3, 53):  # late: they belong to the closed bar
+        pipeline.on_trade(trade(tid, T0 + 2))
+    assert len(received) == 1  # nothing yet: pushed at the end of the turn
+    await asyncio.sleep(0)
+    assert [(k.timestamp, k.revision, k.trade_count) for k in received[1:]] == [(T0, 1, 51)]
     await pipeline.stop()

@@ -81,7 +81,7 @@ class Stages:
 
     def __init__(self, clients: int, channels: bool) -> None:
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             exchange="binance",
             http_port=0,
             websocket_port=0,

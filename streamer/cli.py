@@ -18,11 +18,12 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from streamer import __version__
+from streamer.configuration import builtin_sections, sections_of
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges import StartupError, connector_for
 from streamer.logs import setup_logging
 from streamer.service import Service
-from streamer.settings import ConfigError, Settings, load_settings, unknown_variables
+from streamer.settings import ConfigError, Section, Settings, load_settings, unknown_variables
 
 __all__ = ["GC_THRESHOLDS", "main", "serve", "tune_gc"]
 
@@ -72,9 +73,23 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return result
 
 
+def _sections(settings: Settings) -> list[type[Section]]:
+    """Every section a variable may belong to: the built-ins' and the configured plugins'."""
+    configured: list[type[Any]] = []
+    try:
+        configured.append(connector_for(settings))
+        configured += [ConsumerManager().resolve(name) for name in settings.enabled_consumers]
+    except ConfigError:
+        pass  # reported when the service is built
+    return [*builtin_sections(), *sections_of(configured)]
+
+
 def check(settings: Settings) -> None:
     """Validate what can be validated without connecting; raise :class:`ConfigError`."""
-    connector_for(settings).validate(settings)
+    connector = connector_for(settings)
+    connector.validate(settings)
+    for section in connector.sections:  # read them all, so that --check shows and checks them
+        settings.section(section)
     ConsumerManager().create(settings)
 
 
@@ -102,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("configuration error", str(exc))
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    for name in unknown_variables(env_file=args.env_file):
+    for name in unknown_variables(_sections(settings), env_file=args.env_file):
         logger.warning("ignoring unknown setting %s", name)
 
     if args.check:

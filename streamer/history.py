@@ -51,6 +51,9 @@ class Held:
 class HistoryHolder(Protocol):
     """A consumer that keeps closed bars (the redis consumer). Built-in or plugin alike."""
 
+    #: Closed bars it keeps per series: the start-up backfill loads that many.
+    history_limit: int
+
     async def held_bars(
         self,
         exchange: str,

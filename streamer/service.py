@@ -205,7 +205,7 @@ class Service:
         assert self.connector is not None
         assert self.history is not None
         holders = self.history.holders()
-        keep = settings.redis_history_limit if holders else 0
+        keep = max((holder.history_limit for holder in holders), default=0)
         jobs: list[BackfillJob] = []
         for channel, symbols in self.connector.streamed_symbols().items():
             aggregator = self.pipelines[channel].aggregator

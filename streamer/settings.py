@@ -1,10 +1,19 @@
 """Configuration from ``STREAMER_*`` environment variables and an optional ``.env`` file.
 
-Variable names are klines-streamer's where it had one, so its users can switch. Every default is
-pinned by a test. An invalid value raises :class:`ConfigError` whose message names the variable
-and what it accepts; the command line prints it on one line and exits with status 2.
+Each component owns its settings: a :class:`Section` subclass beside its code (the Redis
+consumer's :class:`~streamer.consumers.redis.RedisSettings`, Binance's
+:class:`~streamer.exchanges.binance.settings.BinanceSettings`...), listed in the component's
+``sections``. :class:`Settings` holds what the whole process shares (the exchange, symbols,
+streams, klines, history, consumers, HTTP, logging) and hands each component its section:
+``settings.section(RedisSettings)``, read from the same environment and ``.env`` file and
+validated when the component is built. Plugins declare sections the same way.
 
-Lists are comma-separated: ``STREAMER_KLINE_INTERVALS=1m,5m,1h``.
+Field ``foo_bar`` is read from ``STREAMER_FOO_BAR``; names are klines-streamer's where it had
+one, so its users can switch. Lists are comma-separated: ``STREAMER_KLINE_INTERVALS=1m,5m,1h``.
+An invalid value raises :class:`ConfigError` whose message names the variable and what it
+accepts; the command line prints it on one line and exits with status 2. ``.env.example`` and
+``docs/configuration-reference.md`` are generated from the sections
+(:mod:`streamer.configuration`); a test keeps them current.
 """
 
 from __future__ import annotations
@@ -13,15 +22,16 @@ import difflib
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from dotenv import dotenv_values
 from pydantic import (
-    AliasChoices,
+    AfterValidator,
+    BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -30,23 +40,24 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamer.intervals import Interval, parse_intervals
-from streamer.records import DATA_TYPES, DataType
 from streamer.shard import Shard
 
 __all__ = [
     "DEFAULT_INTERVALS",
     "ENV_PREFIX",
+    "CommaList",
     "ConfigError",
+    "HttpUrl",
+    "Section",
     "Settings",
+    "Unset",
+    "WsUrl",
     "load_settings",
     "unknown_variables",
 ]
 
 ENV_PREFIX = "STREAMER_"
-EXCHANGES = ("binance", "dnse", "vnstock-poll")  # built in; plugins add theirs by entry point
 _EXCHANGE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # safe in Redis keys and NATS subjects
-
-Channel = Literal["spot", "linear"]
 
 
 class ConfigError(Exception):
@@ -60,13 +71,41 @@ def _split(value: Any) -> Any:
     return value
 
 
-CommaList = Annotated[list[str], NoDecode]
+def _empty_is_unset(value: Any) -> Any:
+    # `STREAMER_REDIS_URL=` (as klines-streamer's .env.example writes it) means unset.
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _ws_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError(f"{value!r} is not a WebSocket URL; use wss://host[:port] or ws://")
+    return value.rstrip("/")
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an HTTP URL; use https://host[:port] or http://")
+    return value.rstrip("/")
+
+
+T = TypeVar("T")
+#: A comma-separated list (``NoDecode``: not parsed as JSON first).
+CommaList = Annotated[list[T], NoDecode, BeforeValidator(_split)]
+#: An empty value means unset (None).
+Unset = BeforeValidator(_empty_is_unset)
+WsUrl = Annotated[str, AfterValidator(_ws_url)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
 # STREAMER_KLINE_INTERVALS' default: Binance's usual set (benchmarks use it too).
 DEFAULT_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 
+S = TypeVar("S", bound="Section")
 
-class Settings(BaseSettings):
-    """All settings. Field ``foo_bar`` is read from ``STREAMER_FOO_BAR``."""
+
+class Section(BaseSettings):
+    """Settings of one component. Subclass it beside the component, give it a :attr:`title`
+    and a ``description`` for every field (they become ``.env.example`` and the
+    configuration reference), and list it in the component's ``sections``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -77,194 +116,248 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    # -- exchange ----------------------------------------------------------------------------
-    exchange: str
-    exchange_channels: Annotated[list[Channel], NoDecode] = Field(default=["spot"])
-    exchange_symbols: CommaList = Field(default=["BTCUSDT", "ETHUSDT"])
-    exchange_load_all_symbols: bool = False
-    exchange_symbols_limit: int | None = Field(default=None, ge=1)
-    exchange_socket_pool_size: int = Field(default=50, ge=1, le=1000)
-    exchange_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
-    exchange_ws_client: Literal["auto", "websockets", "picows"] = "auto"
-    shard: str = "0/1"
-    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
-    binance_linear_ws_url: str = "wss://fstream.binance.com"
-    binance_spot_rest_url: str = "https://api.binance.com"
-    binance_linear_rest_url: str = "https://fapi.binance.com"
-    rest_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    exchange_symbols_refresh_seconds: float = Field(default=900.0, ge=0, le=86_400)
-    binance_connection_lifetime_seconds: float = Field(default=84_600.0, gt=0, le=86_400)
-    watchdog_silence_seconds: float = Field(default=30.0, gt=0, le=3_600)
-    watchdog_probe_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: The heading of this section in ``.env.example`` and the configuration reference.
+    title: ClassVar[str] = ""
+    #: More headings, by the field they start at (for a section with several parts).
+    headings: ClassVar[Mapping[str, str]] = {}
 
-    # -- Vietnam: DNSE, vnstock, failover ----------------------------------------------------
-    dnse_ws_url: str = "wss://ws-openapi.dnse.com.vn"
-    dnse_rest_url: str = "https://openapi.dnse.com.vn"
-    dnse_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("STREAMER_DNSE_API_KEY", "DNSE_API_KEY")
+    @classmethod
+    def load(cls, env_file: str | Path | None = ".env", **given: Any) -> Self:
+        """Read the section from the environment, ``env_file`` and ``given`` values (which
+        win). :class:`ConfigError` with one line per problem, each naming its variable."""
+        try:
+            return cls(_env_file=env_file, **given)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """The ``STREAMER_*`` names this section reads."""
+        return [ENV_PREFIX + name.upper() for name in cls.model_fields]
+
+    def effective(self) -> dict[str, str]:
+        """Every setting as ``STREAMER_NAME -> value`` text, secrets masked."""
+        return {
+            ENV_PREFIX + name.upper(): as_text(getattr(self, name))
+            for name in type(self).model_fields
+        }
+
+
+def as_text(value: Any) -> str:
+    """A setting's value as it would be written in ``.env`` (secrets masked)."""
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return ""
+    return str(value)
+
+
+class Settings(Section):
+    """What the whole process shares; each component's own settings come from
+    :meth:`section`."""
+
+    title = "exchange"
+    headings = {
+        "enable_klines_stream": "what to publish",
+        "kline_intervals": "klines",
+        "history_bars": "history",
+        "enabled_consumers": "consumers",
+        "http_host": "health and metrics",
+        "log_level": "process",
+    }
+
+    # -- exchange ----------------------------------------------------------------------------
+    exchange: str = Field(
+        examples=["binance"],
+        description="Which exchange this process streams (required): binance | dnse | "
+        "vnstock-poll, or a connector plugin's name",
     )
-    dnse_api_secret: SecretStr | None = Field(
+    exchange_symbols: CommaList[str] = Field(
+        default=["BTCUSDT", "ETHUSDT"], description="Symbols to stream, upper-case"
+    )
+    exchange_load_all_symbols: bool = Field(
+        default=False,
+        description="Stream every symbol the exchange lists as trading instead (then "
+        "STREAMER_EXCHANGE_SYMBOLS_LIMIT)",
+    )
+    exchange_symbols_limit: Annotated[int | None, Unset] = Field(
+        default=None, ge=1, description="With LOAD_ALL_SYMBOLS: keep only the first N symbols "
+        "(empty: all)"
+    )  # fmt: skip
+    shard: str = Field(
+        default="0/1",
+        description="Run n replicas of one exchange, each streaming its share of the symbols: "
+        "replica i of n (0-based, i/n: 0/2 and 1/2). A symbol's replica is fixed by a hash of "
+        "its name (CRC-32).",
+    )
+    exchange_ws_client: Literal["auto", "websockets", "picows"] = Field(
+        default="auto",
+        description="WebSocket client for the exchange: auto (picows when installed, else "
+        'websockets), websockets, or picows (pip install "streamer[fast]"; about a quarter of '
+        "the CPU per frame)",
+    )
+    rest_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of each REST call, in seconds"
+    )
+    watchdog_silence_seconds: float = Field(
+        default=30.0, gt=0, le=3_600,
+        description="A connection silent this long is probed where the exchange allows it "
+        "(Binance: LIST_SUBSCRIPTIONS) and recycled if it does not answer (DNSE: at once)",
+    )  # fmt: skip
+    watchdog_probe_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long the watchdog's probe may take"
+    )
+    feed_silence_seconds: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="No market data this long while the market trades: the feed is stale "
+        "(/health, failover)",
+    )  # fmt: skip
+    fallback_exchange: Annotated[Literal["vnstock-poll"] | None, Unset] = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "STREAMER_DNSE_API_SECRET", "DNSE_API_SECRET_KEY", "DNSE_API_SECRET"
-        ),
+        description="vnstock-poll as DNSE's automatic fallback (only with STREAMER_EXCHANGE=dnse)",
     )
-    dnse_boards: CommaList = Field(default=["G1"])
-    dnse_market_indexes: CommaList = Field(default=[])
-    dnse_ohlc_resolutions: CommaList = Field(default=[])
-    dnse_quantity_multipliers: CommaList = Field(default=["STO:10"])
-    dnse_connection_lifetime_seconds: float = Field(default=27_900.0, gt=0, le=28_800)
-    dnse_symbols_per_connection: int = Field(default=100, ge=1, le=200)
-    vn_price_unit: Literal["vnd", "thousand_vnd"] = "vnd"
-    vn_holidays: CommaList = Field(default=[])
-    vnstock_source: Literal["KBS", "VCI"] = "KBS"
-    vnstock_poll_interval: float = Field(default=3.0, ge=0.5, le=3_600)
-    vnstock_kbs_url: str = "https://kbbuddywts.kbsec.com.vn"
-    vnstock_vci_url: str = "https://trading.vietcap.com.vn"
-    vnstock_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("STREAMER_VNSTOCK_API_KEY", "VNSTOCK_API_KEY"),
-    )
-    fallback_exchange: Literal["vnstock-poll"] | None = None
-    failover_after_seconds: float = Field(default=30.0, gt=0, le=3_600)
-    failover_recovery_seconds: float = Field(default=120.0, gt=0, le=86_400)
-    feed_silence_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     # -- streams -----------------------------------------------------------------------------
-    enable_klines_stream: bool = True
-    enable_trades_stream: bool = False
-    enable_ticker_stream: bool = False
-    enable_price_stream: bool = False
-    enable_quotes_stream: bool = False
+    enable_klines_stream: bool = Field(default=True, description="Klines built from trades")
+    enable_trades_stream: bool = Field(default=False, description="Every trade")
+    enable_ticker_stream: bool = Field(default=False, description="24 h rolling ticker")
+    enable_price_stream: bool = Field(default=False, description="Last price about once a second")
+    enable_quotes_stream: bool = Field(default=False, description="Best bid and ask")
 
     # -- aggregator --------------------------------------------------------------------------
-    kline_intervals: CommaList = Field(default=list(DEFAULT_INTERVALS))
-    aggregator_waiter_mode_enabled: bool = True
-    aggregator_waiter_latency_ms: int = Field(default=80, ge=0, le=60_000)
-    aggregator_late_window_ms: int = Field(default=60_000, ge=0, le=3_600_000)
-    aggregator_empty_bars_enabled: bool = True
-    kline_updates_interval_ms: int = Field(default=0, ge=0, le=3_600_000)
-    aggregator_repairs_enabled: bool = True
-    aggregator_repair_delay_ms: int = Field(default=1_000, ge=0, le=600_000)
-    aggregator_gap_grace_ms: int = Field(default=3_000, ge=0, le=60_000)
-    clock_max_lead_ms: int = Field(default=5_000, ge=100, le=86_400_000)
-    rest_weight_per_minute: int = Field(default=1_200, ge=10, le=100_000)
-    audit_interval_seconds: float = Field(default=300.0, ge=0, le=86_400)
-    audit_sample: int = Field(default=20, ge=1, le=10_000)
+    kline_intervals: CommaList[str] = Field(
+        default=list(DEFAULT_INTERVALS),
+        description="Binance's 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M, any N "
+        "s/m/h/d, or 1D/1H/1W",
+    )
+    aggregator_waiter_mode_enabled: bool = Field(
+        default=True,
+        description="Close a bar without a later trade once the exchange clock is past its "
+        "end + STREAMER_AGGREGATOR_WAITER_LATENCY_MS",
+    )
+    aggregator_waiter_latency_ms: int = Field(
+        default=80, ge=0, le=60_000,
+        description="How long after a bar's end the waiter closes it",
+    )  # fmt: skip
+    aggregator_late_window_ms: int = Field(
+        default=60_000, ge=0, le=3_600_000,
+        description="How long closed bars stay revisable by late trades (exchange time)",
+    )  # fmt: skip
+    aggregator_empty_bars_enabled: bool = Field(
+        default=True,
+        description="Publish a bar for an interval without trades (previous close, zero "
+        "volume), as Binance does",
+    )
+    kline_updates_interval_ms: int = Field(
+        default=0, ge=0, le=3_600_000,
+        description="Publish forming bars (is_closed false) at most this often per symbol and "
+        "interval; 0: off",
+    )  # fmt: skip
+    aggregator_repairs_enabled: bool = Field(
+        default=True,
+        description="Complete bars that trade ids cannot prove (the first after start-up, "
+        "those touched by a gap) from the exchange's REST klines: forming ones at once "
+        "(seeded), closed ones as a new revision",
+    )
+    aggregator_repair_delay_ms: int = Field(
+        default=1_000, ge=0, le=600_000,
+        description="How long after a bar closes before fetching its repair",
+    )  # fmt: skip
+    aggregator_gap_grace_ms: int = Field(
+        default=3_000, ge=0, le=60_000,
+        description="How long missing trade ids may take to arrive (a reordering) before they "
+        'are a gap: announced with a "gap" status and repaired. Reorderings within it only '
+        "count in gaps_filled",
+    )  # fmt: skip
+    clock_max_lead_ms: int = Field(
+        default=5_000, ge=100, le=86_400_000,
+        description="How far ahead of its connection's clock (and of receive time + the usual "
+        "offset) a trade's time may be. Later ones are held; unless trades of other symbols "
+        "agree, they are quarantined: not applied, counted, logged, announced",
+    )  # fmt: skip
+    audit_interval_seconds: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="Every this many seconds, compare a sample of recently closed bars with "
+        "the exchange's; 0: off",
+    )  # fmt: skip
+    audit_sample: int = Field(default=20, ge=1, le=10_000, description="Bars compared per audit")
 
     # -- history -----------------------------------------------------------------------------
-    history_bars: int = Field(default=300, ge=0, le=10_000)
-    history_memory_bytes: int = Field(default=48 << 20, ge=1 << 20, le=1 << 40)
+    history_bars: int = Field(
+        default=300, ge=0, le=10_000,
+        description="Closed bars loaded per symbol and interval at start-up (and published "
+        "where no consumer holds them); 0: only the bars since the newest one a consumer holds",
+    )  # fmt: skip
+    history_memory_bytes: int = Field(
+        default=48 << 20, ge=1 << 20, le=1 << 40,
+        description="Memory for the closed bars served by /v1/klines and WebSocket history "
+        "(older ones come from Redis or the exchange)",
+    )  # fmt: skip
 
     # -- consumers ---------------------------------------------------------------------------
-    enabled_consumers: CommaList = Field(default=["console"])
-    consumer_queue_max_events: int = Field(default=100_000, ge=100, le=100_000_000)
-    consumer_batch_max_events: int = Field(default=10_000, ge=1, le=1_000_000)
-    console_format: Literal["text", "json"] = "text"
-    console_data_types: Annotated[list[DataType], NoDecode] = Field(default=list(DATA_TYPES))
-    file_consumer_base_path: Path = Path("data")
-    file_consumer_retention_hours: int = Field(default=24, ge=1, le=24 * 3650)
-    file_consumer_gzip: bool = False
-    file_consumer_flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
-
-    # -- redis consumer ----------------------------------------------------------------------
-    redis_url: SecretStr | None = None
-    redis_host: str = "localhost"
-    redis_port: int = Field(default=6379, ge=1, le=65535)
-    redis_user: str | None = None
-    redis_password: SecretStr | None = None
-    redis_base: int = Field(default=0, ge=0, le=10_000)
-    redis_main_key: str = Field(default="market-data", min_length=1)
-    redis_history_limit: int = Field(default=1000, ge=1, le=1_000_000)
-    redis_streams_enabled: bool = False
-    redis_streams_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
-    redis_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-
-    # -- nats consumer (JetStream) -----------------------------------------------------------
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_user: str | None = None
-    nats_password: SecretStr | None = None
-    nats_token: SecretStr | None = None
-    nats_subject_prefix: str = Field(default="market-data", pattern=r"^[A-Za-z0-9_-]+$")
-    nats_stream: str = Field(default="MARKET_DATA", pattern=r"^[A-Za-z0-9_-]+$")
-    nats_stream_max_age_seconds: float = Field(default=86_400.0, gt=0, le=365 * 86_400)
-    nats_stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20, le=1 << 50)
-    nats_duplicate_window_seconds: float = Field(default=120.0, gt=0, le=86_400)
-    nats_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    nats_reconnect_seconds: float = Field(default=2.0, gt=0, le=300)
-    nats_max_in_flight: int = Field(default=4_000, ge=1, le=1_000_000)
-    nats_pending_bytes: int = Field(default=8 << 20, ge=65_536, le=1 << 30)
-
-    # -- websocket-server consumer -----------------------------------------------------------
-    websocket_host: str = "0.0.0.0"  # a server for other hosts; auth is on by default
-    websocket_port: int = Field(default=9500, ge=0, le=65535)
-    websocket_path: str = "/"
-    websocket_tls_certfile: Path | None = None
-    websocket_tls_keyfile: Path | None = None
-    websocket_max_clients: int = Field(default=1000, ge=1, le=100_000)
-    websocket_client_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
-    websocket_client_queue_bytes: int = Field(default=16 << 20, ge=65_536, le=1 << 30)
-    websocket_max_message_bytes: int = Field(default=65_536, ge=256, le=16 * 1024 * 1024)
-    websocket_client_max_messages_per_second: int = Field(default=20, ge=1, le=10_000)
-    wss_auth_user: str | None = None
-    wss_auth_key: SecretStr | None = None
-    wss_users: SecretStr | None = None
-    wss_auth_disabled: bool = False
-    wss_auth_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    websocket_trusted_proxies: CommaList = Field(default=[])
+    enabled_consumers: CommaList[str] = Field(
+        default=["console"],
+        description="Where events go: console, file, redis, nats, websocket, an entry-point "
+        "name or package.module:Class",
+    )
+    consumer_queue_max_events: int = Field(
+        default=100_000, ge=100, le=100_000_000,
+        description="Events each consumer may have waiting before its oldest are dropped (and "
+        "counted)",
+    )  # fmt: skip
+    consumer_batch_max_events: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="A consumer that fell behind gets its waiting batches merged, up to this "
+        "many events at once",
+    )  # fmt: skip
 
     # -- health and metrics ------------------------------------------------------------------
-    http_host: str = "0.0.0.0"  # probes and scrapers come from other hosts
-    http_port: int = Field(default=8100, ge=0, le=65535)
+    http_host: str = Field(
+        default="0.0.0.0",  # probes and scrapers come from other hosts
+        description="GET /health, /metrics and /v1 listen here",
+    )
+    http_port: int = Field(
+        default=8100, ge=0, le=65535, description="Port 0 turns the listener off"
+    )
 
     # -- process -----------------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    shutdown_timeout_seconds: float = Field(default=4.0, gt=0, le=300)
-
-    @field_validator(
-        "exchange_channels",
-        "exchange_symbols",
-        "kline_intervals",
-        "enabled_consumers",
-        "console_data_types",
-        "dnse_boards",
-        "dnse_market_indexes",
-        "dnse_ohlc_resolutions",
-        "dnse_quantity_multipliers",
-        "vn_holidays",
-        "websocket_trusted_proxies",
-        mode="before",
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG | INFO | WARNING | ERROR | CRITICAL"
     )
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        return _split(value)
-
-    @field_validator(
-        "exchange_symbols_limit",
-        "dnse_api_key",
-        "dnse_api_secret",
-        "vnstock_api_key",
-        "fallback_exchange",
-        "redis_url",
-        "redis_user",
-        "redis_password",
-        "nats_user",
-        "nats_password",
-        "nats_token",
-        "websocket_tls_certfile",
-        "websocket_tls_keyfile",
-        "wss_auth_user",
-        "wss_auth_key",
-        "wss_users",
-        mode="before",
+    log_format: Literal["text", "json"] = Field(default="text", description="text | json")
+    shutdown_timeout_seconds: float = Field(
+        default=4.0, gt=0, le=300, description="Budget for an orderly stop after SIGTERM/SIGINT"
     )
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # `STREAMER_REDIS_URL=` (as klines-streamer's .env.example writes it) means unset.
-        return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("exchange", "log_level", "log_format", "console_format", mode="before")
+    # What the process was given besides the environment, and the sections read from both.
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _env_file: Any = PrivateAttr(default=".env")
+    _sections: dict[type[Section], Section] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._env_file = values.get("_env_file", ".env")
+        self._given = {key: value for key, value in values.items() if not key.startswith("_")}
+
+    def section(self, model: type[S]) -> S:
+        """The component settings ``model``, read from the same environment, ``.env`` file and
+        given values as these; :class:`ConfigError` if a value is invalid. Read once."""
+        found = self._sections.get(model)
+        if found is None:
+            given = {key: v for key, v in self._given.items() if key in model.model_fields}
+            found = self._sections[model] = model.load(self._env_file, **given)
+        assert isinstance(found, model)
+        return found
+
+    def sections(self) -> list[Section]:
+        """The component sections read so far, in the order they were first asked for."""
+        return list(self._sections.values())
+
+    @field_validator("exchange", "log_level", "log_format", mode="before")
     @classmethod
     def _fold_case(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -277,8 +370,8 @@ class Settings(BaseSettings):
     def _exchange(cls, value: str) -> str:
         if not _EXCHANGE_NAME.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not an exchange name; use one of {', '.join(EXCHANGES)} or an "
-                "installed connector plugin's name (lower case letters, digits, - and _)"
+                f"{value!r} is not an exchange name; use one of {', '.join(_exchanges())} or "
+                "an installed connector plugin's name (lower case letters, digits, - and _)"
             )
         return value
 
@@ -286,13 +379,6 @@ class Settings(BaseSettings):
     @classmethod
     def _shard(cls, value: str) -> str:
         return str(Shard.parse(value))
-
-    @field_validator("exchange_channels")
-    @classmethod
-    def _channels(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("set spot, linear or spot,linear")
-        return list(dict.fromkeys(value))
 
     @field_validator("exchange_symbols")
     @classmethod
@@ -318,37 +404,6 @@ class Settings(BaseSettings):
             raise ValueError("at least one consumer is required, e.g. console")
         return list(dict.fromkeys(value))
 
-    @field_validator("dnse_quantity_multipliers")
-    @classmethod
-    def _multipliers(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            market, _, factor = entry.partition(":")
-            if not (market and factor.isdigit() and int(factor) > 0):
-                raise ValueError(
-                    f"{entry!r}: use MARKET:FACTOR pairs such as STO:10,STX:1 (marketId of DNSE)"
-                )
-        return [entry.upper() for entry in value]
-
-    @field_validator("vn_holidays")
-    @classmethod
-    def _holidays(cls, value: list[str]) -> list[str]:
-        for day in value:
-            try:
-                date.fromisoformat(day)
-            except ValueError:
-                raise ValueError(f"{day!r} is not a date; use YYYY-MM-DD,YYYY-MM-DD") from None
-        return value
-
-    @field_validator("dnse_ws_url")
-    @classmethod
-    def _dnse_url(cls, value: str) -> str:
-        return cls._ws_url(value)
-
-    @field_validator("vnstock_kbs_url", "vnstock_vci_url", "dnse_rest_url")
-    @classmethod
-    def _vnstock_urls(cls, value: str) -> str:
-        return cls._http_url(value)
-
     @field_validator("exchange_ws_client")
     @classmethod
     def _ws_client(cls, value: str) -> str:
@@ -357,27 +412,6 @@ class Settings(BaseSettings):
                 "picows is not installed; pip install 'streamer[fast]', or use auto or websockets"
             )
         return value
-
-    @field_validator("websocket_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"{value!r} is not a URL path; start it with / (default /)")
-        return value
-
-    @field_validator("binance_spot_ws_url", "binance_linear_ws_url")
-    @classmethod
-    def _ws_url(cls, value: str) -> str:
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError(f"{value!r} is not a WebSocket URL; use wss://host[:port] or ws://")
-        return value.rstrip("/")
-
-    @field_validator("binance_spot_rest_url", "binance_linear_rest_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an HTTP URL; use https://host[:port] or http://")
-        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _something_to_stream(self) -> Settings:
@@ -412,51 +446,35 @@ class Settings(BaseSettings):
         return Shard.parse(self.shard)
 
     @property
-    def quantity_multipliers(self) -> dict[str, int]:
-        """DNSE marketId -> factor turning its quantities into shares or contracts."""
-        return {m: int(f) for m, _, f in (e.partition(":") for e in self.dnse_quantity_multipliers)}
-
-    @property
-    def holidays(self) -> list[date]:
-        """Vietnamese non-trading weekdays."""
-        return [date.fromisoformat(day) for day in self.vn_holidays]
-
-    @property
     def waiter_latency_ms(self) -> int:
         """How long after a bar's end it closes without a later trade (0 with waiter off)."""
         return self.aggregator_waiter_latency_ms if self.aggregator_waiter_mode_enabled else 0
 
     def effective(self) -> dict[str, str]:
-        """Every setting as ``STREAMER_NAME -> value`` text, secrets masked."""
-        out: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                text = "********" if value.get_secret_value() else ""
-            elif isinstance(value, list):
-                text = ",".join(str(item) for item in value)
-            elif isinstance(value, bool):
-                text = str(value).lower()
-            elif value is None:
-                text = ""
-            else:
-                text = str(value)
-            out[ENV_PREFIX + name.upper()] = text
+        """Every setting as ``STREAMER_NAME -> value`` text, secrets masked: these, then each
+        component section read so far."""
+        out = super().effective()
+        for section in self._sections.values():
+            out.update(section.effective())
         return out
+
+
+def _exchanges() -> list[str]:
+    # Imported here: the exchange registry imports this module.
+    from streamer.exchanges import known_exchanges
+
+    return known_exchanges()
 
 
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
-    """Read settings from the environment and ``env_file`` (environment wins).
+    """Read the process settings from the environment and ``env_file`` (environment wins).
 
     Raises :class:`ConfigError` with one line per problem, each naming its variable.
     """
-    try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    return Settings.load(env_file)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -470,7 +488,7 @@ def _describe(exc: ValidationError) -> str:
         variable = ENV_PREFIX + field.upper()
         if error["type"] == "missing":
             if field == "exchange":
-                lines.append(f"{variable} is required: set it to one of {', '.join(EXCHANGES)}")
+                lines.append(f"{variable} is required: set it to one of {', '.join(_exchanges())}")
             else:
                 lines.append(f"{variable} is required")
             continue
@@ -481,13 +499,14 @@ def _describe(exc: ValidationError) -> str:
 
 
 def unknown_variables(
-    env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    sections: Iterable[type[Section]],
+    env: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
 ) -> list[str]:
-    """``STREAMER_*`` variables that no setting reads, each with a close match if there is one.
-
-    A mistyped name (``STREAMER_KLINE_INTERVAL``) would otherwise be ignored silently.
-    """
-    names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    """``STREAMER_*`` variables that none of ``sections`` reads, each with a close match if
+    there is one. A mistyped name (``STREAMER_KLINE_INTERVAL``) would otherwise be ignored
+    silently."""
+    names = {name for section in sections for name in section.variables()}
     seen: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         seen.update(dict.fromkeys(dotenv_values(env_file), ""))

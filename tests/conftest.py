@@ -36,7 +36,7 @@ def make_settings(**overrides: Any) -> Settings:
     The health listener is off (port 0) unless a test asks for it."""
     values: dict[str, Any] = {"exchange": "binance", "http_port": 0}
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 class CollectingConsumer(BaseConsumer):

@@ -32,6 +32,8 @@ def kline(i: int, close: str = "1", revision: int = 0) -> Kline:
 class Holder:
     """A consumer keeping bars 80..89 (the redis consumer, say)."""
 
+    history_limit = 10
+
     def __init__(self) -> None:
         self.asked: list[tuple[int, int]] = []
 

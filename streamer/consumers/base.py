@@ -30,12 +30,12 @@ import abc
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import Metric
 
 from streamer.records import Batch
-from streamer.settings import Settings
+from streamer.settings import Section, Settings
 
 if TYPE_CHECKING:
     from streamer.history import History
@@ -58,6 +58,11 @@ class BaseConsumer(abc.ABC):
     An exception from :meth:`consume` is logged (rate-limited) and counted, and the consumer
     keeps receiving the following batches; it never reaches the exchange connection.
     """
+
+    #: The settings this consumer reads besides the shared :class:`Settings` (each a
+    #: :class:`~streamer.settings.Section`, read with ``settings.section(...)``). They are
+    #: listed in ``.env.example`` and checked for unknown names like the built-ins'.
+    sections: ClassVar[tuple[type[Section], ...]] = ()
 
     #: Said after the count of events this consumer could not deliver at shutdown: what, if
     #: anything, makes up for them.

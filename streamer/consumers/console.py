@@ -23,13 +23,15 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
+
+from pydantic import Field, field_validator
 
 from streamer.consumers.base import BaseConsumer
-from streamer.records import Batch, Kline, Price, Quote, Record, Ticker, Trade
-from streamer.settings import Settings
+from streamer.records import DATA_TYPES, Batch, DataType, Kline, Price, Quote, Record, Ticker, Trade
+from streamer.settings import CommaList, Section, Settings
 
-__all__ = ["ConsoleConsumer", "format_record"]
+__all__ = ["ConsoleConsumer", "ConsoleSettings", "format_record"]
 
 
 def _iso(ms: int | None) -> str:
@@ -92,14 +94,35 @@ def _backfill_summaries(exchange: str, channel: str, records: Sequence[Record]) 
     ]
 
 
+class ConsoleSettings(Section):
+    """The console consumer's settings."""
+
+    title = "console consumer"
+
+    console_format: Literal["text", "json"] = Field(
+        default="text", description="text (one line per event) or json (one envelope per line)"
+    )
+    console_data_types: CommaList[DataType] = Field(
+        default=list(DATA_TYPES), description="The data types printed"
+    )
+
+    @field_validator("console_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class ConsoleConsumer(BaseConsumer):
     """Prints events to stdout (or ``stream``, for tests)."""
 
+    sections = (ConsoleSettings,)
+
     def __init__(self, settings: Settings, name: str, stream: BinaryIO | None = None) -> None:
         super().__init__(settings, name)
+        config = settings.section(ConsoleSettings)
         self._stream = stream if stream is not None else sys.stdout.buffer
-        self._types = frozenset(settings.console_data_types)
-        self._json = settings.console_format == "json"
+        self._types = frozenset(config.console_data_types)
+        self._json = config.console_format == "json"
 
     async def consume(self, batch: Batch) -> None:
         chunks: list[bytes] = []

@@ -28,14 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiofiles
+from pydantic import Field
 
 from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
 from streamer.logs import RateLimitedLog
 from streamer.records import Batch
-from streamer.settings import ConfigError, Settings
+from streamer.settings import ConfigError, Section, Settings
 
-__all__ = ["FileConsumer"]
+__all__ = ["FileConsumer", "FileSettings"]
 
 FLUSH_BYTES = 4 * 1024 * 1024
 MAX_PENDING_BYTES = 64 * 1024 * 1024
@@ -46,17 +47,39 @@ _HOUR_FILE = re.compile(r"(\d{2})\.jsonl(\.gz)?")
 _Key = tuple[str, str, str, int]  # exchange, channel, data_type, hour start (ms)
 
 
+class FileSettings(Section):
+    """The file consumer's settings."""
+
+    title = "file consumer"
+
+    file_consumer_base_path: Path = Field(
+        default=Path("data"),
+        description="Files are {base}/{exchange}/{channel}/{data_type}/YYYY/MM/DD/HH.jsonl",
+    )
+    file_consumer_retention_hours: int = Field(
+        default=24, ge=1, le=24 * 3650, description="Hourly files older than this are deleted"
+    )
+    file_consumer_gzip: bool = Field(default=False, description="Write .jsonl.gz files")
+    file_consumer_flush_interval_ms: int = Field(
+        default=1000, ge=10, le=60_000,
+        description="Buffered lines are written at least this often",
+    )  # fmt: skip
+
+
 class FileConsumer(BaseConsumer):
     """Appends every record to its hourly JSON Lines file. ``clock`` gives wall-clock ms."""
+
+    sections = (FileSettings,)
 
     def __init__(
         self, settings: Settings, name: str, clock: Callable[[], int] = wall_clock_ms
     ) -> None:
         super().__init__(settings, name)
-        self.base = Path(settings.file_consumer_base_path)
-        self.gzip = settings.file_consumer_gzip
-        self.retention_hours = settings.file_consumer_retention_hours
-        self.flush_interval = settings.file_consumer_flush_interval_ms / 1000
+        config = settings.section(FileSettings)
+        self.base = Path(config.file_consumer_base_path)
+        self.gzip = config.file_consumer_gzip
+        self.retention_hours = config.file_consumer_retention_hours
+        self.flush_interval = config.file_consumer_flush_interval_ms / 1000
         self._clock = clock
         self._buffers: dict[_Key, list[bytes]] = {}
         self._buffered_bytes = 0

@@ -1,14 +1,11 @@
 """Finding consumers by name: built-ins, registered classes, entry points, dotted paths.
 
-``STREAMER_ENABLED_CONSUMERS`` lists names. Each is looked up, in order:
-
-1. classes registered on this manager (the built-ins ``console``, ``file``, ``nats``, ``redis``
-   and ``websocket``, and yours via
-   :meth:`ConsumerManager.register_consumer`);
-2. the ``streamer.consumers`` entry-point group of installed packages;
-3. a dotted path ``package.module:ClassName``.
-
-An unknown name is a configuration error that lists the names known.
+``STREAMER_ENABLED_CONSUMERS`` lists names, each found by a :class:`~streamer.registry.Registry`
+(the same pattern as exchanges): classes registered on this manager
+(:meth:`ConsumerManager.register_consumer`), the built-ins ``console``, ``file``, ``nats``,
+``redis`` and ``websocket``, the ``streamer.consumers`` entry-point group of installed
+packages, or a dotted path ``package.module:ClassName``. An unknown name is a configuration
+error that lists the names known.
 """
 
 from __future__ import annotations
@@ -16,63 +13,35 @@ from __future__ import annotations
 import inspect
 
 from streamer.consumers.base import BaseConsumer, ConsumerContext
-from streamer.plugins import entry_point_names, import_attr, load_class, load_entry_point
-from streamer.settings import ConfigError, Settings
+from streamer.registry import Registry
+from streamer.settings import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "ConsumerManager"]
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "ConsumerManager"]
 
 ENTRY_POINT_GROUP = "streamer.consumers"
-_VARIABLE = "STREAMER_ENABLED_CONSUMERS"
+
+#: The built-in consumers: one line each (imported only when enabled).
+BUILTIN = {
+    "console": "streamer.consumers.console:ConsoleConsumer",
+    "file": "streamer.consumers.file:FileConsumer",
+    "nats": "streamer.consumers.nats:NatsConsumer",
+    "redis": "streamer.consumers.redis:RedisConsumer",
+    "websocket": "streamer.consumers.websocket:WebSocketConsumer",
+}
 
 
-def _builtins() -> dict[str, type[BaseConsumer]]:
-    # Imported here so that a plugin importing the manager does not pull every consumer in.
-    from streamer.consumers.console import ConsoleConsumer
-    from streamer.consumers.file import FileConsumer
-    from streamer.consumers.nats import NatsConsumer
-    from streamer.consumers.redis import RedisConsumer
-    from streamer.consumers.websocket import WebSocketConsumer
-
-    return {
-        "console": ConsoleConsumer,
-        "file": FileConsumer,
-        "nats": NatsConsumer,
-        "redis": RedisConsumer,
-        "websocket": WebSocketConsumer,
-    }
-
-
-class ConsumerManager:
+class ConsumerManager(Registry[BaseConsumer]):
     """A registry of consumer classes by name; each service owns one."""
 
     def __init__(self) -> None:
-        self._registry: dict[str, type[BaseConsumer]] = _builtins()
+        super().__init__(
+            "consumer", BaseConsumer, ENTRY_POINT_GROUP, "STREAMER_ENABLED_CONSUMERS", BUILTIN,
+            example="mypkg.sinks:MyConsumer",
+        )  # fmt: skip
 
     def register_consumer(self, name: str, cls: type[BaseConsumer]) -> None:
         """Make ``cls`` available as ``name`` in ``STREAMER_ENABLED_CONSUMERS``."""
-        if not (isinstance(cls, type) and issubclass(cls, BaseConsumer)):
-            raise TypeError(f"{cls!r} is not a BaseConsumer subclass")
-        self._registry[name] = cls
-
-    def known(self) -> list[str]:
-        """Names that resolve without a dotted path: registered and entry points."""
-        return sorted(set(self._registry) | entry_point_names(ENTRY_POINT_GROUP))
-
-    def resolve(self, name: str) -> type[BaseConsumer]:
-        """The class for ``name``; :class:`ConfigError` if there is none."""
-        if name in self._registry:
-            return self._registry[name]
-        plugin = load_entry_point(ENTRY_POINT_GROUP, name, BaseConsumer, _VARIABLE, "consumer")
-        if plugin is not None:
-            return plugin
-        if ":" in name:
-            return load_class(
-                lambda: import_attr(name), f"consumer {name!r}", BaseConsumer, _VARIABLE
-            )
-        raise ConfigError(
-            f"{_VARIABLE}: unknown consumer {name!r}; known: "
-            f"{', '.join(self.known())} (or a dotted path such as mypkg.sinks:MyConsumer)"
-        )
+        self.register(name, cls)
 
     def create(
         self, settings: Settings, context: ConsumerContext | None = None

@@ -31,18 +31,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
 
 from streamer.consumers.remote import RemoteConsumer
 from streamer.records import Batch, Kline, Price, Quote, Record, Status, Ticker, Trade
-from streamer.settings import ConfigError, Settings
+from streamer.settings import ConfigError, Section, Settings, Unset
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.js.client import JetStreamContext
 
-__all__ = ["Message", "NatsConsumer", "message_id", "subject_token"]
+__all__ = ["Message", "NatsConsumer", "NatsSettings", "message_id", "subject_token"]
 
 Message = tuple[str, bytes, str]  # subject, payload, Nats-Msg-Id
 _RESERVED = re.compile(r"[.*>\s]")
@@ -95,15 +97,68 @@ def _nats_unavailable() -> tuple[type[BaseException], ...]:
     )  # nats' TimeoutError is an asyncio.TimeoutError, i.e. TimeoutError: the base's already
 
 
+class NatsSettings(Section):
+    """The nats consumer's settings."""
+
+    title = 'nats consumer (NATS JetStream; pip install "streamer[nats]")'
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="Servers, comma-separated: nats://host:port (tls://, ws://, wss:// too)",
+    )
+    nats_user: Annotated[str | None, Unset] = Field(
+        default=None,
+        description="Credentials, if the server asks for them: a user and password, or a token",
+    )
+    nats_password: Annotated[SecretStr | None, Unset] = None
+    nats_token: Annotated[SecretStr | None, Unset] = None
+    nats_subject_prefix: str = Field(
+        default="market-data", pattern=r"^[A-Za-z0-9_-]+$",
+        description="Subjects are PREFIX.exchange.channel.data_type.SYMBOL (and "
+        "PREFIX.exchange.channel.status)",
+    )  # fmt: skip
+    nats_stream: str = Field(
+        default="MARKET_DATA", pattern=r"^[A-Za-z0-9_-]+$",
+        description="The JetStream stream capturing PREFIX.>; created with the limits below if "
+        "it does not exist",
+    )  # fmt: skip
+    nats_stream_max_age_seconds: float = Field(default=86_400.0, gt=0, le=365 * 86_400)
+    nats_stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20, le=1 << 50)
+    nats_duplicate_window_seconds: float = Field(
+        default=120.0, gt=0, le=86_400,
+        description="Messages carry Nats-Msg-Id; JetStream stores an id once within this window",
+    )  # fmt: skip
+    nats_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Connect timeout, and how long a message may wait for its acknowledgement "
+        "before it is re-sent",
+    )  # fmt: skip
+    nats_reconnect_seconds: float = Field(
+        default=2.0, gt=0, le=300,
+        description="Delay between reconnection attempts (they never stop)",
+    )  # fmt: skip
+    nats_max_in_flight: int = Field(
+        default=4_000, ge=1, le=1_000_000,
+        description="Most messages awaiting their acknowledgement at once",
+    )  # fmt: skip
+    nats_pending_bytes: int = Field(
+        default=8 << 20, ge=65_536, le=1 << 30,
+        description="Most bytes buffered while reconnecting",
+    )  # fmt: skip
+
+
 class NatsConsumer(RemoteConsumer[list[Message]]):
     """Publishes every record to JetStream. See the module docstring."""
 
-    unavailable = (*RemoteConsumer.unavailable, *_nats_unavailable())
+    sections = (NatsSettings,)
 
     def __init__(self, settings: Settings, name: str, **retry: Any) -> None:
         """``retry``: ``backoff`` and ``sleep``, see :class:`RemoteConsumer` (tests)."""
         super().__init__(settings, name, **retry)
-        self.prefix = settings.nats_subject_prefix
+        # nats-py is imported only by a consumer that uses it (it takes 0.15 s).
+        self.unavailable = (*RemoteConsumer.unavailable, *_nats_unavailable())
+        self.config = settings.section(NatsSettings)
+        self.prefix = self.config.nats_subject_prefix
         self.client: NatsClient | None = None
         self.js: JetStreamContext | None = None
         self.published = 0
@@ -116,7 +171,7 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
         return ",".join(f"{url.hostname}:{url.port or 4222}" for url in servers)
 
     def _servers(self) -> list[str]:
-        return self.settings.nats_url.split(",")
+        return self.config.nats_url.split(",")
 
     def validate(self) -> None:
         try:
@@ -142,7 +197,7 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
     async def _connect(self) -> None:
         import nats
 
-        settings = self.settings
+        settings = self.config
         wait = settings.nats_reconnect_seconds
 
         async def on_error(exc: Exception) -> None:
@@ -189,7 +244,7 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
         from nats.js.api import DiscardPolicy, StorageType
         from nats.js.errors import NotFoundError
 
-        settings = self.settings
+        settings = self.config
         try:
             await js.stream_info(settings.nats_stream)
         except NotFoundError:
@@ -235,7 +290,7 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
         if self._check_stream:  # it answered "no stream": deleted since start-up?
             await self._ensure_stream(js)
             self._check_stream = False
-        timeout = self.settings.nats_timeout_seconds
+        timeout = self.config.nats_timeout_seconds
         futures: list[asyncio.Future[Any]] = []
         try:
             for subject, payload, msg_id in work:
@@ -272,7 +327,7 @@ class NatsConsumer(RemoteConsumer[list[Message]]):
         await super().stop()
         if self.client is not None:
             try:  # flush what is buffered, within the shutdown budget (nats-py waits 30 s)
-                await asyncio.wait_for(self.client.drain(), self.settings.nats_timeout_seconds)
+                await asyncio.wait_for(self.client.drain(), self.config.nats_timeout_seconds)
             except Exception:
                 await self.client.close()
 

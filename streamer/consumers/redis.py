@@ -30,11 +30,12 @@ import asyncio
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import hiredis
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import Field, SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -46,9 +47,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamer.consumers.remote import RemoteConsumer
 from streamer.history import Held
 from streamer.records import Batch, Kline, Price, Quote, Record, Ticker
-from streamer.settings import ConfigError, Settings
+from streamer.settings import ConfigError, Section, Settings, Unset
 
-__all__ = ["RedisConsumer", "Writes"]
+__all__ = ["RedisConsumer", "RedisSettings", "Writes"]
 
 Command = tuple[Any, ...]  # ("PUBLISH", channel, message): a command and its arguments
 # RESP encoding in C. (hiredis' stub types the argument as a 1-tuple; it takes any tuple.)
@@ -119,8 +120,45 @@ class Writes:
         return b"".join(parts), replies
 
 
+class RedisSettings(Section):
+    """The redis consumer's settings."""
+
+    title = "redis consumer"
+
+    redis_url: Annotated[SecretStr | None, Unset] = Field(
+        default=None,
+        description="redis://[user:password@]host:port/db (rediss:// for TLS); when empty, the "
+        "five below are used",
+    )
+    redis_host: str = "localhost"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_user: Annotated[str | None, Unset] = None
+    redis_password: Annotated[SecretStr | None, Unset] = None
+    redis_base: int = Field(default=0, ge=0, le=10_000, description="Database number")
+    redis_main_key: str = Field(
+        default="market-data",
+        min_length=1,
+        description="Keys are {main_key}:{exchange}:{channel}:...",
+    )
+    redis_history_limit: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="Closed klines kept per symbol and interval in the history sorted set",
+    )  # fmt: skip
+    redis_streams_enabled: bool = Field(
+        default=False,
+        description="Also XADD every envelope to {P}:stream:{data_type}, trimmed to about "
+        "STREAMER_REDIS_STREAMS_MAXLEN entries",
+    )
+    redis_streams_maxlen: int = Field(default=100_000, ge=100, le=100_000_000)
+    redis_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Connect and command timeout"
+    )
+
+
 class RedisConsumer(RemoteConsumer[Writes]):
     """Writes every batch to Redis in one pipeline. See the module docstring for the layout."""
+
+    sections = (RedisSettings,)
 
     unavailable = (RedisConnectionError, RedisTimeoutError, OSError)
     undelivered_note = (
@@ -131,10 +169,11 @@ class RedisConsumer(RemoteConsumer[Writes]):
     def __init__(self, settings: Settings, name: str, **retry: Any) -> None:
         """``retry``: ``backoff`` and ``sleep``, see :class:`RemoteConsumer` (tests)."""
         super().__init__(settings, name, **retry)
-        self.main_key = settings.redis_main_key
-        self.history_limit = settings.redis_history_limit
-        self.streams = settings.redis_streams_enabled
-        self.streams_maxlen = settings.redis_streams_maxlen
+        self.config = config = settings.section(RedisSettings)
+        self.main_key = config.redis_main_key
+        self.history_limit = config.redis_history_limit
+        self.streams = config.redis_streams_enabled
+        self.streams_maxlen = config.redis_streams_maxlen
         self.client: Redis | None = None
         self._last_closed: dict[str, int] = {}  # history key -> newest open time published
 
@@ -152,14 +191,14 @@ class RedisConsumer(RemoteConsumer[Writes]):
     @property
     def where(self) -> str:
         """Where Redis is, for messages (no password)."""
-        settings = self.settings
+        settings = self.config
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
             return url.split("@", 1)[-1] if "@" in url else url
         return f"{settings.redis_host}:{settings.redis_port}/{settings.redis_base}"
 
     def validate(self) -> None:
-        url = self.settings.redis_url
+        url = self.config.redis_url
         if url is not None and not url.get_secret_value().startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -169,7 +208,7 @@ class RedisConsumer(RemoteConsumer[Writes]):
             )
 
     async def setup(self) -> None:
-        settings = self.settings
+        settings = self.config
         common: dict[str, Any] = {
             "socket_timeout": settings.redis_timeout_seconds,
             "socket_connect_timeout": settings.redis_timeout_seconds,
@@ -214,7 +253,7 @@ class RedisConsumer(RemoteConsumer[Writes]):
         try:
             await connection.send_packed_command(payload)
             # One deadline for the whole batch, rather than one timer per reply.
-            async with asyncio.timeout(self.settings.redis_timeout_seconds):
+            async with asyncio.timeout(self.config.redis_timeout_seconds):
                 for _ in range(replies):
                     try:
                         await connection.read_response(timeout=math.inf)

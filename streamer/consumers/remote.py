@@ -14,7 +14,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -37,7 +37,7 @@ class RemoteConsumer(BaseConsumer, Generic[W]):
     """
 
     #: Exceptions meaning "not reachable now, retry"; subclasses extend it.
-    unavailable: ClassVar[tuple[type[BaseException], ...]] = (OSError, TimeoutError)
+    unavailable: tuple[type[BaseException], ...] = (OSError, TimeoutError)
 
     def __init__(
         self,

@@ -41,22 +41,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import translate
 from operator import attrgetter
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import Field, field_validator
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
 
 from streamer.consumers.base import BaseConsumer, ConsumerContext
-from streamer.consumers.websocket_auth import AuthThrottle, Credentials, claimant, client_address
+from streamer.consumers.websocket_auth import (
+    AuthSettings,
+    AuthThrottle,
+    Credentials,
+    claimant,
+    client_address,
+)
 from streamer.history import MAX_LIMIT, History
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
-from streamer.settings import ConfigError, Settings
+from streamer.settings import CommaList, ConfigError, Section, Settings, Unset
 
 __all__ = [
     "CLOSE_AUTH_FAILED",
@@ -64,6 +72,7 @@ __all__ = [
     "CLOSE_RATE_LIMITED",
     "CLOSE_TOO_SLOW",
     "WebSocketConsumer",
+    "WebSocketSettings",
 ]
 
 CLOSE_AUTH_FAILED = 4401
@@ -251,21 +260,75 @@ class _Handshake:
     gzip: bool
 
 
+class WebSocketSettings(Section):
+    """The websocket-server consumer's settings."""
+
+    title = "websocket-server consumer"
+
+    websocket_host: str = Field(
+        default="0.0.0.0",  # a server for other hosts; auth is on by default
+        description="Where the server listens",
+    )
+    websocket_port: int = Field(default=9500, ge=0, le=65535)
+    websocket_path: str = "/"
+    websocket_tls_certfile: Annotated[Path | None, Unset] = Field(
+        default=None,
+        description="Both set: serve wss:// with this certificate chain and key",
+    )
+    websocket_tls_keyfile: Annotated[Path | None, Unset] = None
+    websocket_max_clients: int = Field(default=1000, ge=1, le=100_000)
+    websocket_client_queue_size: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="Messages queued per client before it is disconnected as too slow (close "
+        "code 1013)",
+    )  # fmt: skip
+    websocket_client_queue_bytes: int = Field(
+        default=16 << 20, ge=65_536, le=1 << 30,
+        description="... or this many bytes (16 MiB): past either, the client is too slow and "
+        "is closed with 1013",
+    )  # fmt: skip
+    websocket_max_message_bytes: int = Field(
+        default=65_536, ge=256, le=16 * 1024 * 1024,
+        description="Largest message a client may send (close code 1009 past it)",
+    )  # fmt: skip
+    websocket_client_max_messages_per_second: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Messages a client may send per second (close code 1008 past it)",
+    )  # fmt: skip
+    websocket_trusted_proxies: CommaList[str] = Field(
+        default=[],
+        description="Addresses of reverse proxies whose X-Forwarded-For (or X-Real-IP) names "
+        "the client, for failed-login throttling and logs (comma-separated IPs; empty: believe "
+        "no header)",
+    )
+
+    @field_validator("websocket_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a URL path; start it with / (default /)")
+        return value
+
+
 class WebSocketConsumer(BaseConsumer):
     """Serves every batch to authenticated WebSocket clients. See the module docstring."""
+
+    sections = (WebSocketSettings, AuthSettings)
 
     def __init__(
         self, settings: Settings, name: str, *, context: ConsumerContext | None = None
     ) -> None:
         super().__init__(settings, name, context=context)
-        self.path = settings.websocket_path
+        self.config = config = settings.section(WebSocketSettings)
+        self.auth_config = settings.section(AuthSettings)
+        self.path = config.websocket_path
         self._seq = 0  # the last batch handed to clients (history requests stop there)
         self._history_tasks: set[asyncio.Task[None]] = set()
-        self.queue_limit = settings.websocket_client_queue_size
-        self.rate_limit = settings.websocket_client_max_messages_per_second
+        self.queue_limit = config.websocket_client_queue_size
+        self.rate_limit = config.websocket_client_max_messages_per_second
         self.credentials: Credentials | None = None
         self.throttle = AuthThrottle()
-        self.trusted_proxies = frozenset(settings.websocket_trusted_proxies)
+        self.trusted_proxies = frozenset(config.websocket_trusted_proxies)
         self.server: Server | None = None
         self.port: int | None = None
         self.clients: set[Client] = set()
@@ -283,11 +346,9 @@ class WebSocketConsumer(BaseConsumer):
         self.auth_failures = 0
 
     def validate(self) -> None:
-        settings = self.settings
-        self.credentials = (
-            None if settings.wss_auth_disabled else Credentials.from_settings(settings)
-        )
-        if settings.wss_auth_disabled and (settings.wss_auth_key or settings.wss_users):
+        settings, auth = self.config, self.auth_config
+        self.credentials = None if auth.wss_auth_disabled else Credentials.from_settings(auth)
+        if auth.wss_auth_disabled and (auth.wss_auth_key or auth.wss_users):
             raise ConfigError(
                 "STREAMER_WSS_AUTH_DISABLED=true but credentials are set; remove one or the other"
             )
@@ -302,7 +363,7 @@ class WebSocketConsumer(BaseConsumer):
                 raise ConfigError(f"STREAMER_WEBSOCKET_TLS_{variable}={str(path)!r}: no such file")
 
     def _tls(self) -> ssl.SSLContext | None:
-        settings = self.settings
+        settings = self.config
         if settings.websocket_tls_certfile is None or settings.websocket_tls_keyfile is None:
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -315,10 +376,10 @@ class WebSocketConsumer(BaseConsumer):
         return context
 
     async def setup(self) -> None:
-        settings = self.settings
-        if self.credentials is None and not settings.wss_auth_disabled:
+        settings = self.config
+        if self.credentials is None and not self.auth_config.wss_auth_disabled:
             self.validate()
-        if settings.wss_auth_disabled:
+        if self.auth_config.wss_auth_disabled:
             self.logger.warning(
                 "authentication is disabled (STREAMER_WSS_AUTH_DISABLED=true): anyone who can "
                 "reach port %d can read the stream",
@@ -360,7 +421,7 @@ class WebSocketConsumer(BaseConsumer):
         path, _, query = request.path.partition("?")
         if path != self.path:
             return ws.respond(http.HTTPStatus.NOT_FOUND, f"Not found; connect to {self.path}\n")
-        if len(self.clients) + len(self._handshakes) >= self.settings.websocket_max_clients:
+        if len(self.clients) + len(self._handshakes) >= self.config.websocket_max_clients:
             return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Too many clients\n")
         use_gzip = parse_qs(query).get("compression", [""])[0] == "gzip"
         user = None
@@ -400,7 +461,7 @@ class WebSocketConsumer(BaseConsumer):
         """klines-streamer's first message ``{"user", "key"}``; the user, or None (closed)."""
         assert self.credentials is not None
         try:
-            raw = await asyncio.wait_for(ws.recv(), self.settings.wss_auth_timeout_seconds)
+            raw = await asyncio.wait_for(ws.recv(), self.auth_config.wss_auth_timeout_seconds)
         except TimeoutError:
             self._auth_failed(address, "no credentials in time")
             await ws.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
@@ -443,7 +504,7 @@ class WebSocketConsumer(BaseConsumer):
             if user is None:
                 return
             client = Client(
-                ws, user, address, handshake.gzip, self.settings.websocket_client_queue_bytes
+                ws, user, address, handshake.gzip, self.config.websocket_client_queue_bytes
             )
             client.offer(Frame.json({"status": "authenticated", "user": user}), self.queue_limit)
             client.task = asyncio.get_running_loop().create_task(client.send_loop())

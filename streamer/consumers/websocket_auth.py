@@ -12,19 +12,41 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
+from typing import Annotated
 
+from pydantic import Field, SecretStr
 from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 
-from streamer.settings import ConfigError, Settings
+from streamer.settings import ConfigError, Section, Unset
 
-__all__ = ["AuthThrottle", "Credentials", "claimant", "client_address"]
+__all__ = ["AuthSettings", "AuthThrottle", "Credentials", "claimant", "client_address"]
 
 _MISSING = (
     "the websocket consumer needs credentials: set STREAMER_WSS_AUTH_USER and "
     "STREAMER_WSS_AUTH_KEY (or STREAMER_WSS_USERS=user:key,...), or run without authentication "
     "with STREAMER_WSS_AUTH_DISABLED=true"
 )
+
+
+class AuthSettings(Section):
+    """Who may connect to the WebSocket server."""
+
+    title = "websocket-server authentication"
+
+    wss_auth_user: Annotated[str | None, Unset] = Field(
+        default=None,
+        description="One user (klines-streamer) and/or several: user:key,user2:key2. Required "
+        "unless disabled.",
+    )
+    wss_auth_key: Annotated[SecretStr | None, Unset] = None
+    wss_users: Annotated[SecretStr | None, Unset] = None
+    wss_auth_disabled: bool = False
+    wss_auth_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description='How long a client has to send {"user": ..., "key": ...} (close code 4408 '
+        "past it)",
+    )  # fmt: skip
 
 
 class Credentials:
@@ -39,7 +61,7 @@ class Credentials:
         return [user.decode() for user, _ in self._users]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Credentials:
+    def from_settings(cls, settings: AuthSettings) -> Credentials:
         """Read and check the credential settings; :class:`ConfigError` if unusable."""
         users: dict[str, str] = {}
         if settings.wss_users is not None:

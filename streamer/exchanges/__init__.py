@@ -14,49 +14,45 @@ Redis keys and NATS subjects carry. A built-in name cannot be taken over by a pl
 from __future__ import annotations
 
 from streamer.exchanges.base import Connector, StartupError
-from streamer.plugins import entry_point_names, import_attr, load_entry_point
+from streamer.registry import Registry
 from streamer.settings import ConfigError, Settings
 
 __all__ = [
+    "BUILTIN",
     "ENTRY_POINT_GROUP",
     "Connector",
     "StartupError",
     "connector_class",
     "connector_for",
+    "exchange_registry",
     "known_exchanges",
 ]
 
 ENTRY_POINT_GROUP = "streamer.connectors"
 
-# Imported on demand: choosing one exchange never imports another's dependencies.
-_BUILTIN = {
+#: The built-in exchanges: one line each.
+BUILTIN = {
     "binance": "streamer.exchanges.binance.connector:BinanceConnector",
     "dnse": "streamer.exchanges.dnse.connector:DnseConnector",
     "vnstock-poll": "streamer.exchanges.vnstock.connector:VnstockConnector",
 }
 
 
+def exchange_registry() -> Registry[Connector]:
+    """A registry of the exchanges: the built-ins and installed connector plugins."""
+    return Registry[Connector](
+        "exchange", Connector, ENTRY_POINT_GROUP, "STREAMER_EXCHANGE", BUILTIN
+    )
+
+
 def known_exchanges() -> list[str]:
     """Built-in exchange names, then those installed plugins register."""
-    return [*_BUILTIN, *sorted(entry_point_names(ENTRY_POINT_GROUP) - set(_BUILTIN))]
+    return exchange_registry().known()
 
 
 def connector_class(exchange: str) -> type[Connector]:
     """The connector class for ``exchange``; :class:`ConfigError` if there is none."""
-    target = _BUILTIN.get(exchange)
-    if target is not None:
-        cls: type[Connector] = import_attr(target)  # type: ignore[assignment]
-        return cls
-    plugin = load_entry_point(
-        ENTRY_POINT_GROUP, exchange, Connector, "STREAMER_EXCHANGE", "connector"
-    )
-    if plugin is not None:
-        return plugin
-    raise ConfigError(
-        f"STREAMER_EXCHANGE={exchange!r}: no such exchange; use one of "
-        f"{', '.join(known_exchanges())} (plugins register in the {ENTRY_POINT_GROUP} "
-        "entry-point group)"
-    )
+    return exchange_registry().resolve(exchange)
 
 
 def connector_for(settings: Settings) -> type[Connector]:

@@ -18,7 +18,7 @@ from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.markets import ALWAYS_OPEN, Calendar
 from streamer.records import Kline, Price, Quote, Ticker, Trade
-from streamer.settings import Settings
+from streamer.settings import Section, Settings
 
 __all__ = [
     "ConnectionState",
@@ -107,6 +107,9 @@ class Connector(abc.ABC):
     """Connects to one exchange and feeds one pipeline per channel."""
 
     exchange: ClassVar[str]
+    #: The settings this connector reads besides the shared :class:`Settings` (each a
+    #: :class:`~streamer.settings.Section`); ``settings.section(...)`` gives them.
+    sections: ClassVar[tuple[type[Section], ...]] = ()
 
     def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         self.settings = settings

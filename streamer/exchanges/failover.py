@@ -25,6 +25,7 @@ from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.dnse.connector import DnseConnector
+from streamer.exchanges.dnse.settings import FailoverSettings
 from streamer.exchanges.vnstock.connector import VnstockConnector
 from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.settings import Settings
@@ -39,6 +40,7 @@ class FailoverConnector(Connector):
 
     exchange = "dnse"
     utc_offset_ms = ICT_OFFSET_MS
+    sections = (*DnseConnector.sections, *VnstockConnector.sections)
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class FailoverConnector(Connector):
         self._monotonic = monotonic
         self._now_ms = now_ms
         self.market = self.calendar(settings)
+        self.config = settings.section(FailoverSettings)
         self._status = next(iter(self.pipelines.values()))
         self._fallback_task: asyncio.Task[None] | None = None
         self._bad_since: float | None = None
@@ -131,13 +134,12 @@ class FailoverConnector(Connector):
         if self._open_since is None:
             self._open_since = now
         problem = self.primary_problem()
-        settings = self.settings
         if problem is not None:
             self._good_since = None
             self._bad_since = self._bad_since or now
             if (
                 self._fallback_task is None
-                and now - self._bad_since >= settings.failover_after_seconds
+                and now - self._bad_since >= self.config.failover_after_seconds
             ):
                 self.failovers += 1
                 logger.warning("failover: %s; polling vnstock", problem)
@@ -149,7 +151,7 @@ class FailoverConnector(Connector):
         else:
             self._bad_since = None
             self._good_since = self._good_since or now
-            recovered = now - self._good_since >= settings.failover_recovery_seconds
+            recovered = now - self._good_since >= self.config.failover_recovery_seconds
             if self._fallback_task is not None and recovered:
                 logger.warning("recovered: DNSE healthy again; vnstock stops")
                 self._status.on_status("recovered", connection="dnse",

@@ -37,6 +37,7 @@ __all__ = [
     "OpenWire",
     "Wire",
     "WireOptions",
+    "close_within",
     "open_picows",
     "open_websockets",
     "wire_opener",
@@ -82,6 +83,15 @@ class Wire(abc.ABC):
 
 
 OpenWire = Callable[[str, OnMessage, WireOptions], Awaitable[Wire]]
+
+
+async def close_within(wire: Wire, timeout: float) -> None:
+    """Close ``wire`` with the handshake if that takes under ``timeout`` s, else drop it: a
+    server that stopped answering must not hold a shutdown or a rotation up."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(wire.close(), timeout)
+    if not wire.closed.is_set():
+        wire.abort()
 
 
 class _WebsocketsWire(Wire):

@@ -78,9 +78,9 @@ def test_a_plugin_cannot_take_over_a_builtin_name() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("broken", "STREAMER_EXCHANGE: cannot load connector 'broken' \\(no_such_module_xyz"),
+        ("broken", "STREAMER_EXCHANGE: cannot load exchange 'broken' \\(no_such_module_xyz"),
         ("not-a-connector", "is <function make_settings.*not a Connector subclass"),
-        ("kraken", "STREAMER_EXCHANGE='kraken': no such exchange; use one of binance, dnse, "),
+        ("kraken", "STREAMER_EXCHANGE: unknown exchange 'kraken'; known: binance, dnse, "),
     ],
 )
 def test_a_missing_or_broken_plugin_is_a_configuration_error(name: str, message: str) -> None:

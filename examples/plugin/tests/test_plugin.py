@@ -37,7 +37,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.chdir(tmp_path)
-    for key in ("REPLAY_TRADES_FILE", "REPLAY_SPEED", "CSV_KLINES_DIR"):
+    for key in ("STREAMER_REPLAY_TRADES_FILE", "STREAMER_REPLAY_SPEED", "STREAMER_CSV_KLINES_DIR"):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -51,11 +51,11 @@ def test_streamer_finds_both_plugins_by_their_entry_point_names() -> None:
 def test_a_missing_trades_file_is_a_configuration_error_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = Settings(_env_file=None, exchange="replay")  # type: ignore[call-arg]
-    with pytest.raises(ConfigError, match="REPLAY_TRADES_FILE: Field required"):
+    settings = Settings(_env_file=None, exchange="replay")
+    with pytest.raises(ConfigError, match="STREAMER_REPLAY_TRADES_FILE is required"):
         ReplayConnector.validate(settings)
-    monkeypatch.setenv("REPLAY_TRADES_FILE", "nowhere.csv")
-    with pytest.raises(ConfigError, match="REPLAY_TRADES_FILE: no such file"):
+    monkeypatch.setenv("STREAMER_REPLAY_TRADES_FILE", "nowhere.csv")
+    with pytest.raises(ConfigError, match="STREAMER_REPLAY_TRADES_FILE: no such file"):
         ReplayConnector.validate(settings)
 
 
@@ -68,9 +68,9 @@ async def test_replayed_trades_become_binances_own_klines_in_csv(
     trades = tmp_path / "trades.csv"
     with trades.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    monkeypatch.setenv("REPLAY_TRADES_FILE", str(trades))
-    monkeypatch.setenv("CSV_KLINES_DIR", str(tmp_path / "out"))
-    settings = Settings(  # type: ignore[call-arg]
+    monkeypatch.setenv("STREAMER_REPLAY_TRADES_FILE", str(trades))
+    monkeypatch.setenv("STREAMER_CSV_KLINES_DIR", str(tmp_path / "out"))
+    settings = Settings(
         _env_file=None, exchange="replay", exchange_symbols=["BTCUSDT"],
         enabled_consumers=["csv-klines"], kline_intervals=["1m"], http_port=0,
     )  # fmt: skip

@@ -58,6 +58,7 @@ from streamer.exchanges.binance.plan import (
 )
 from streamer.exchanges.binance.plan import plan as plan_connections
 from streamer.exchanges.binance.rest import BinanceRest
+from streamer.exchanges.binance.settings import BinanceSettings
 from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
@@ -80,13 +81,14 @@ GetJson = Callable[..., Awaitable[Any]]
 
 
 def _rest(settings: Settings, channel: str, fetch_json: GetJson) -> BinanceRest:
-    url = settings.binance_spot_rest_url if channel == "spot" else settings.binance_linear_rest_url
+    config = settings.section(BinanceSettings)
+    url = config.binance_spot_rest_url if channel == "spot" else config.binance_linear_rest_url
     return BinanceRest(
         channel,
         url,
         fetch_json,
         timeout=settings.rest_timeout_seconds,
-        budget=WeightBudget(settings.rest_weight_per_minute),
+        budget=WeightBudget(config.rest_weight_per_minute),
     )
 
 
@@ -111,6 +113,7 @@ class BinanceConnector(Connector):
     """Streams Binance spot and/or USD-M futures into the channel pipelines."""
 
     exchange = "binance"
+    sections = (BinanceSettings,)
 
     def __init__(
         self,
@@ -124,6 +127,7 @@ class BinanceConnector(Connector):
         rng: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(settings, pipelines)
+        self.config = settings.section(BinanceSettings)
         self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
         self._backoff = backoff
         self._sleep = sleep
@@ -142,13 +146,13 @@ class BinanceConnector(Connector):
 
     @classmethod
     def channels(cls, settings: Settings) -> list[str]:
-        return list(settings.exchange_channels)
+        return list(settings.section(BinanceSettings).exchange_channels)
 
     @classmethod
     def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
         sources: dict[str, ExchangeKlines] = {}
         client = JsonClient()  # kept-alive connections: repairs, seeds, history
-        for channel in settings.exchange_channels:
+        for channel in cls.channels(settings):
             rest = _rest(settings, channel, client.get)
             sources[channel] = ExchangeKlines(
                 f"binance {channel}", rest.served, rest.klines, tiles=rest.tiles
@@ -214,14 +218,14 @@ class BinanceConnector(Connector):
         return "" if shard.count == 1 else f" (this replica's share as shard {shard})"
 
     def _ws_base(self, channel: str) -> str:
-        settings = self.settings
-        return settings.binance_spot_ws_url if channel == "spot" else settings.binance_linear_ws_url
+        config = self.config
+        return config.binance_spot_ws_url if channel == "spot" else config.binance_linear_ws_url
 
     def _plan(self) -> list[ConnectionPlan]:
-        settings = self.settings
+        config = self.config
         planned = plan_connections(
-            self.symbols, self.choice, settings.exchange_streams_per_connection,
-            settings.exchange_socket_pool_size,
+            self.symbols, self.choice, config.exchange_streams_per_connection,
+            config.exchange_socket_pool_size,
         )  # fmt: skip
         return [ConnectionPlan.of(p, self._ws_base(p.channel)) for p in planned]
 
@@ -232,7 +236,7 @@ class BinanceConnector(Connector):
             self._group = group
             for plan in self.plans:
                 group.create_task(self.connections[plan.name].run(), name=plan.name)
-            refresh = self.settings.exchange_symbols_refresh_seconds
+            refresh = self.config.exchange_symbols_refresh_seconds
             if self.settings.exchange_load_all_symbols and refresh > 0:
                 self._refreshers = [
                     group.create_task(self._refresh_every(channel, refresh))
@@ -246,7 +250,7 @@ class BinanceConnector(Connector):
             plan.name,
             announce=announce_to([self.pipelines[plan.channel]], plan.name),
             lifecycle=Lifecycle(
-                lifetime=settings.binance_connection_lifetime_seconds,
+                lifetime=self.config.binance_connection_lifetime_seconds,
                 limit="the 24 h limit",
                 silence=settings.watchdog_silence_seconds,
                 stalled="no data and no answer to a probe; reconnecting",
@@ -368,15 +372,15 @@ class BinanceConnector(Connector):
             pipeline.on_status("subscribed", message="newly trading", symbols=added)
 
     async def _add_symbol(self, channel: str, symbol: str) -> None:
-        settings = self.settings
+        config = self.config
         for family in families(channel):
             streams = self.choice.streams(channel, family, symbol)
             if not streams:
                 continue
             try:
                 where = place(self.plans, channel, family, streams,
-                              settings.exchange_streams_per_connection,
-                              settings.exchange_socket_pool_size)  # fmt: skip
+                              config.exchange_streams_per_connection,
+                              config.exchange_socket_pool_size)  # fmt: skip
             except ConfigError as exc:
                 logger.error("binance %s: cannot add %s: %s", channel, symbol, exc)
                 return

@@ -11,7 +11,6 @@ carries data, so a quiet market is not mistaken for a dead feed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import orjson
 
 from streamer.exchanges.binance.parser import Ack, ErrorReply
-from streamer.exchanges.wire import OpenWire, Wire, WireOptions
+from streamer.exchanges.wire import OpenWire, Wire, WireOptions, close_within
 
 __all__ = ["REQUEST_RATE", "SUBSCRIBE_CHUNK", "BinanceLink"]
 
@@ -164,10 +163,7 @@ class BinanceLink:
     async def close(self, timeout: float = 5.0) -> None:
         """Close gracefully: frames already received are still handled first."""
         if self.wire is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.wire.close(), timeout)
-            if not self.wire.closed.is_set():
-                self.wire.abort()
+            await close_within(self.wire, timeout)
         await self._join(timeout)
 
     async def abort(self) -> None:

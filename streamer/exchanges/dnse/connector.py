@@ -39,10 +39,12 @@ from streamer.exchanges.dnse.auth import AuthRefused, auth_message
 from streamer.exchanges.dnse.link import DnseLink
 from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError
 from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
+from streamer.exchanges.dnse.settings import DnseSettings, FailoverSettings
 from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
+from streamer.exchanges.vietnam import VietnamSettings
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import JsonClient, WeightBudget
-from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
+from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.reconnect import Backoff, Verdict, classify_error
 from streamer.records import Kline, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
@@ -70,6 +72,7 @@ class DnseConnector(Connector):
     """Streams DNSE into one pipeline per board."""
 
     exchange = "dnse"
+    sections = (DnseSettings, VietnamSettings, FailoverSettings)
 
     def __init__(
         self,
@@ -86,7 +89,10 @@ class DnseConnector(Connector):
         self._backoff = backoff
         self._sleep = sleep
         self.retry_refused_auth = retry_refused_auth
-        self.parser = DnseParser(settings.quantity_multipliers, settings.vn_price_unit)
+        self.config = settings.section(DnseSettings)
+        self.parser = DnseParser(
+            self.config.quantity_multipliers, settings.section(VietnamSettings).vn_price_unit
+        )
         self.plans: list[_Plan] = []
         self.connections: dict[str, ManagedConnection[DnseLink]] = {}
         self.auth_refusals = 0
@@ -96,68 +102,69 @@ class DnseConnector(Connector):
 
     @classmethod
     def channels(cls, settings: Settings) -> list[str]:
-        return list(settings.dnse_boards)
+        return list(settings.section(DnseSettings).dnse_boards)
 
     @classmethod
     def calendar(cls, settings: Settings) -> Calendar:
-        # A few minutes of grace after each session: DNSE publishes the ATC print at 14:45.
-        return VietnamCalendar(settings.holidays, grace_minutes=5)
+        return settings.section(VietnamSettings).calendar()
 
     @classmethod
     def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
         """DNSE's OHLC history (REST, signed with the API key): for backfill and history only,
         since its bars carry no trade count or quote volume."""
-        if settings.dnse_api_key is None or settings.dnse_api_secret is None:
+        config = settings.section(DnseSettings)
+        if config.dnse_api_key is None or config.dnse_api_secret is None:
             return {}
         rest = DnseRest(
-            settings.dnse_rest_url,
-            settings.dnse_api_key.get_secret_value(),
-            settings.dnse_api_secret.get_secret_value(),
+            config.dnse_rest_url,
+            config.dnse_api_key.get_secret_value(),
+            config.dnse_api_secret.get_secret_value(),
             JsonClient(threads=2).get,
             timeout=settings.rest_timeout_seconds,
             budget=WeightBudget(CALLS_PER_MINUTE),
             intervals=DnseRest.aligned(-cls.utc_offset_ms),
             wall=time.time,
-            price_factor=1000 if settings.vn_price_unit == "vnd" else 1,
+            price_factor=1 if settings.section(VietnamSettings).thousands else 1000,
         )
         source = ExchangeKlines("dnse", rest.served, rest.klines, tiles=rest.tiles, complete=False)
         return dict.fromkeys(cls.channels(settings), source)
 
     @classmethod
     def validate(cls, settings: Settings) -> None:
-        if settings.dnse_api_key is None or settings.dnse_api_secret is None:
+        config = settings.section(DnseSettings)
+        if config.dnse_api_key is None or config.dnse_api_secret is None:
             raise ConfigError(
                 "STREAMER_DNSE_API_KEY and STREAMER_DNSE_API_SECRET are required for DNSE (or "
                 "DNSE_API_KEY and DNSE_API_SECRET_KEY); create them in DNSE's OpenAPI portal"
             )
 
     async def prepare(self) -> None:
-        settings = self.settings
+        settings, config = self.settings, self.config
         self.validate(settings)
-        if settings.dnse_ohlc_resolutions and settings.enable_klines_stream:
+        if config.dnse_ohlc_resolutions and settings.enable_klines_stream:
             logger.warning(
                 "STREAMER_DNSE_OHLC_RESOLUTIONS is ignored while our own klines are on "
                 "(STREAMER_ENABLE_KLINES_STREAM=true): one version of each bar is published"
             )
-        size = settings.dnse_symbols_per_connection
+        size = config.dnse_symbols_per_connection
         symbols = self.own_symbols(settings.exchange_symbols)
         groups = [symbols[i : i + size] for i in range(0, len(symbols), size)] or [[]]
         self.plans = [
-            _Plan(f"dnse-{index}", group, list(settings.dnse_market_indexes) if index == 0 else [])
+            _Plan(f"dnse-{index}", group, list(config.dnse_market_indexes) if index == 0 else [])
             for index, group in enumerate(groups)
         ]
         self.connections = {plan.name: self._managed(plan) for plan in self.plans}
 
     def _subscriptions(self, plan: _Plan) -> list[dict[str, Any]]:
-        settings = self.settings
+        settings, config = self.settings, self.config
         channels: list[dict[str, Any]] = []
-        for board in settings.dnse_boards:
+        for board in config.dnse_boards:
             if plan.symbols and (settings.enable_klines_stream or settings.enable_trades_stream):
                 channels.append({"name": f"tick.{board}.json", "symbols": plan.symbols})
             if plan.symbols and settings.enable_quotes_stream:
                 channels.append({"name": f"top_price.{board}.json", "symbols": plan.symbols})
         if plan.symbols and not settings.enable_klines_stream:
-            for resolution in settings.dnse_ohlc_resolutions:
+            for resolution in config.dnse_ohlc_resolutions:
                 channels.append({"name": f"ohlc_closed.{resolution}.json", "symbols": plan.symbols})
         for index in plan.indexes:
             channels.append({"name": f"market_index.{index}.json", "symbols": []})
@@ -179,7 +186,7 @@ class DnseConnector(Connector):
             # One connection carries every board: its status is news to each board's channel.
             announce=announce_to(list(self.pipelines.values()), plan.name),
             lifecycle=Lifecycle(
-                lifetime=settings.dnse_connection_lifetime_seconds,
+                lifetime=self.config.dnse_connection_lifetime_seconds,
                 limit="DNSE's 8 h limit",
                 silence=settings.watchdog_silence_seconds,
                 stalled="nothing received, not even a pong",
@@ -197,20 +204,20 @@ class DnseConnector(Connector):
                 group.create_task(connection.run(), name=connection.name)
 
     def _auth(self) -> dict[str, Any]:
-        settings = self.settings
-        assert settings.dnse_api_key is not None
-        assert settings.dnse_api_secret is not None
+        config = self.config
+        assert config.dnse_api_key is not None
+        assert config.dnse_api_secret is not None
         nonce = str(time.time_ns() // 1000 + secrets.randbelow(1000))  # microseconds, unique
         return auth_message(
-            settings.dnse_api_key.get_secret_value(),
-            settings.dnse_api_secret.get_secret_value(),
+            config.dnse_api_key.get_secret_value(),
+            config.dnse_api_secret.get_secret_value(),
             int(time.time()),
             nonce,
         )
 
     async def _open(self, plan: _Plan, on_open: Callable[[], None]) -> DnseLink:
         link = DnseLink(functools.partial(self._on_frame, plan))
-        url = f"{self.settings.dnse_ws_url}/v1/stream?encoding=json"
+        url = f"{self.config.dnse_ws_url}/v1/stream?encoding=json"
         try:
             await link.connect(url, self._open_wire, WS_OPTIONS, self._auth, on_open)
         except AuthRefused as exc:

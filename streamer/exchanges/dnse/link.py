@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from streamer.exchanges.dnse.auth import AuthRefused, check_welcome, refusal
-from streamer.exchanges.wire import OpenWire, Wire, WireOptions
+from streamer.exchanges.wire import OpenWire, Wire, WireOptions, close_within
 
 __all__ = ["HANDSHAKE_FRAMES", "PING_EVERY_S", "DnseLink"]
 
@@ -154,10 +154,7 @@ class DnseLink:
     async def close(self, timeout: float = 5.0) -> None:
         """Close gracefully: frames already received are still handled first."""
         if self.wire is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.wire.close(), timeout)
-            if not self.wire.closed.is_set():
-                self.wire.abort()
+            await close_within(self.wire, timeout)
         await self._finish()
 
     async def abort(self) -> None:

@@ -34,11 +34,13 @@ from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, LinkState
 from streamer.exchanges.managed import Link, ManagedConnection, announce_to
+from streamer.exchanges.vietnam import VietnamSettings
 from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
 from streamer.exchanges.vnstock.rows import BoardRows
+from streamer.exchanges.vnstock.settings import VnstockSettings
 from streamer.http import WeightBudget
 from streamer.logs import RateLimitedLog
-from streamer.markets import ICT_OFFSET_MS, Calendar, VietnamCalendar
+from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.reconnect import Backoff, RetryAfter
 from streamer.settings import ConfigError, Settings
 
@@ -53,6 +55,7 @@ class VnstockConnector(Connector):
     """Polls vnstock's price board during market hours; see the module docstring."""
 
     exchange = "vnstock-poll"
+    sections = (VnstockSettings, VietnamSettings)
     utc_offset_ms = ICT_OFFSET_MS
     source = "vnstock"
 
@@ -73,7 +76,8 @@ class VnstockConnector(Connector):
         self.pipeline = self.pipelines.get("G1") or next(iter(self.pipelines.values()))
         self.market = self.calendar(settings)
         self.symbols = settings.symbol_shard.select(settings.exchange_symbols)
-        keyed = settings.vnstock_api_key is not None
+        self.config = config = settings.section(VnstockSettings)
+        keyed = config.vnstock_api_key is not None
         self.quota = WeightBudget(QUOTA_PER_MINUTE[keyed], sleep=sleep)
         self.connection: ManagedConnection[Link] = ManagedConnection(
             "vnstock",
@@ -82,7 +86,7 @@ class VnstockConnector(Connector):
             sleep=sleep,
         )
         self.state = self.connection.state
-        self.rows = BoardRows(settings.vn_price_unit == "thousand_vnd", self.source)
+        self.rows = BoardRows(settings.section(VietnamSettings).thousands, self.source)
         self._wake = asyncio.Event()
         self._log = RateLimitedLog(logger)
         self.polls = 0
@@ -95,7 +99,7 @@ class VnstockConnector(Connector):
 
     @classmethod
     def calendar(cls, settings: Settings) -> Calendar:
-        return VietnamCalendar(settings.holidays, grace_minutes=5)
+        return settings.section(VietnamSettings).calendar()
 
     @classmethod
     def kline_sources(cls, settings: Settings) -> dict[str, ExchangeKlines]:
@@ -127,9 +131,9 @@ class VnstockConnector(Connector):
     async def _session(self) -> None:
         worker = self._worker_factory(self.settings)
         await worker.start()
-        settings = self.settings
+        config = self.config
         self.connection.connected(
-            f"polling {settings.vnstock_source} every {settings.vnstock_poll_interval:g} s",
+            f"polling {config.vnstock_source} every {config.vnstock_poll_interval:g} s",
             list(self.symbols),
         )
         try:
@@ -144,7 +148,7 @@ class VnstockConnector(Connector):
                 await self.quota.spend(1)
                 try:
                     symbols = list(self.symbols)
-                    rows = await worker.price_board(self.settings.vnstock_source, symbols)
+                    rows = await worker.price_board(self.config.vnstock_source, symbols)
                 except WorkerError as exc:
                     self.errors += 1
                     if exc.kind == "quota":
@@ -154,7 +158,7 @@ class VnstockConnector(Connector):
                     self.polls += 1
                     self.publish_rows(rows, self._now())
                 elapsed = time.monotonic() - started
-                await self._pause(max(0.0, self.settings.vnstock_poll_interval - elapsed))
+                await self._pause(max(0.0, self.config.vnstock_poll_interval - elapsed))
         finally:
             await worker.stop()
 

@@ -19,7 +19,9 @@ from typing import Any
 
 from streamer.bar import ExchangeKline
 from streamer.exchange_klines import ExchangeKlines, Unrepairable
+from streamer.exchanges.vietnam import VietnamSettings
 from streamer.exchanges.vnstock.process import VnstockWorker, WorkerError
+from streamer.exchanges.vnstock.settings import VnstockSettings
 from streamer.http import Priority, WeightBudget
 from streamer.intervals import Interval, parse_interval
 from streamer.markets import ICT_OFFSET_MS
@@ -72,9 +74,10 @@ class VnstockHistory:
         worker: Callable[[Settings], VnstockWorker] = VnstockWorker,
     ) -> None:
         self.settings = settings
-        self.source = settings.vnstock_source
-        self.divisor = Decimal(1000) if settings.vn_price_unit == "thousand_vnd" else Decimal(1)
-        self.budget = WeightBudget(CALLS_PER_MINUTE[settings.vnstock_api_key is not None])
+        config = settings.section(VnstockSettings)
+        self.source = config.vnstock_source
+        self.divisor = Decimal(1000) if settings.section(VietnamSettings).thousands else Decimal(1)
+        self.budget = WeightBudget(CALLS_PER_MINUTE[config.vnstock_api_key is not None])
         offset = -ICT_OFFSET_MS
         self.served = tuple(parse_interval(name).with_offset(offset) for name in _INTERVALS)
         self._worker_factory = worker

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 import streamer
+from streamer.exchanges.vnstock.settings import VnstockSettings
 from streamer.settings import Settings
 
 __all__ = ["CALL_TIMEOUT_S", "STOP_TIMEOUT_S", "VnstockWorker", "WorkerError"]
@@ -58,7 +59,7 @@ class VnstockWorker:
 
     async def start(self) -> None:
         """Start the process."""
-        settings = self.settings
+        settings = self.settings.section(VnstockSettings)
         self.home = tempfile.mkdtemp(prefix="streamer-vnstock-")
         env = {key: value for key, value in os.environ.items() if not key.startswith("VNSTOCK_")}
         env.update(_WORKER_ENV)

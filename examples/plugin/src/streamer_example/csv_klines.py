@@ -7,12 +7,11 @@ import csv
 from pathlib import Path
 from typing import IO
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
 from streamer.consumers import BaseConsumer
 from streamer.records import Batch, Kline
-from streamer.settings import ConfigError
+from streamer.settings import Section
 
 __all__ = ["COLUMNS", "CsvKlinesConsumer", "CsvKlinesSettings"]
 
@@ -20,24 +19,24 @@ COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "quote_volume"
            "taker_buy_volume", "revision")  # fmt: skip
 
 
-class CsvKlinesSettings(BaseSettings):
-    """``CSV_KLINES_DIR``: where the files go."""
+class CsvKlinesSettings(Section):
+    """``STREAMER_CSV_KLINES_DIR``: where the files go."""
 
-    model_config = SettingsConfigDict(env_prefix="CSV_KLINES_")
-    dir: Path = Path("klines-csv")
+    title = "csv-klines consumer (example plugin)"
+
+    csv_klines_dir: Path = Field(default=Path("klines-csv"), description="Where the files go")
 
 
 class CsvKlinesConsumer(BaseConsumer):
     """Appends closed klines as rows; corrections as further rows with a higher revision."""
 
+    sections = (CsvKlinesSettings,)
+
     def validate(self) -> None:
-        try:
-            self.options = CsvKlinesSettings()
-        except ValidationError as exc:
-            raise ConfigError(f"CSV_KLINES_DIR: {exc.errors()[0]['msg']}") from None
+        self.options = self.settings.section(CsvKlinesSettings)  # ConfigError if invalid
 
     async def setup(self) -> None:
-        self.options.dir.mkdir(parents=True, exist_ok=True)
+        self.options.csv_klines_dir.mkdir(parents=True, exist_ok=True)
 
     async def consume(self, batch: Batch) -> None:
         rows: dict[Path, list[tuple[object, ...]]] = {}
@@ -47,7 +46,7 @@ class CsvKlinesConsumer(BaseConsumer):
             for k in envelope.data:
                 if isinstance(k, Kline) and k.is_closed:
                     name = f"{envelope.exchange}-{envelope.channel}-{k.symbol}-{k.interval}.csv"
-                    rows.setdefault(self.options.dir / name, []).append((
+                    rows.setdefault(self.options.csv_klines_dir / name, []).append((
                         k.timestamp, k.open, k.high, k.low, k.close, k.volume, k.quote_volume,
                         k.trade_count, k.taker_buy_volume, k.revision,
                     ))  # fmt: skip

@@ -14,29 +14,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
 from streamer.exchanges import Connector
 from streamer.exchanges.base import FeedSink
 from streamer.records import Trade
-from streamer.settings import ConfigError, Settings
+from streamer.settings import ConfigError, Section, Settings
 
 __all__ = ["ReplayConnector", "ReplaySettings"]
 
 
-class ReplaySettings(BaseSettings):
-    """``REPLAY_TRADES_FILE`` (required) and ``REPLAY_SPEED`` (0: as fast as possible)."""
+class ReplaySettings(Section):
+    """``STREAMER_REPLAY_TRADES_FILE`` (required) and ``STREAMER_REPLAY_SPEED``."""
 
-    model_config = SettingsConfigDict(env_prefix="REPLAY_")
-    trades_file: Path
-    speed: float = Field(default=0.0, ge=0)
+    title = "replay exchange (example plugin)"
+
+    replay_trades_file: Path = Field(description="A Binance trades CSV (required)")
+    replay_speed: float = Field(default=0.0, ge=0, description="0: as fast as possible")
 
 
 class ReplayConnector(Connector):
     """One channel, ``spot``; one connection, ``replay``, connected while the file plays."""
 
     exchange = "replay"
+    sections = (ReplaySettings,)
 
     def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         super().__init__(settings, pipelines)
@@ -50,26 +51,25 @@ class ReplayConnector(Connector):
 
     @classmethod
     def validate(cls, settings: Settings) -> None:
-        try:
-            options = ReplaySettings()  # type: ignore[call-arg]
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            variable = "REPLAY_" + str(error["loc"][0]).upper()
-            raise ConfigError(f"{variable}: {error['msg']}") from None
-        if not options.trades_file.is_file():
-            raise ConfigError(f"REPLAY_TRADES_FILE: no such file {options.trades_file}")
+        options = settings.section(ReplaySettings)  # ConfigError naming the variable
+        if not options.replay_trades_file.is_file():
+            raise ConfigError(
+                f"STREAMER_REPLAY_TRADES_FILE: no such file {options.replay_trades_file}"
+            )
 
     async def prepare(self) -> None:
         self.validate(self.settings)
-        self.options = ReplaySettings()  # type: ignore[call-arg]
+        self.options = self.settings.section(ReplaySettings)
         self.symbol = self.own_symbols(self.settings.exchange_symbols[:1])[0]
 
     async def run(self) -> None:
         pipeline = self.pipelines["spot"]
         self.state = "connected"
-        pipeline.on_status("connected", connection="replay", message=str(self.options.trades_file))
-        speed, first_time, started = self.options.speed, None, time.monotonic()
-        with self.options.trades_file.open(newline="") as handle:
+        pipeline.on_status(
+            "connected", connection="replay", message=str(self.options.replay_trades_file)
+        )
+        speed, first_time, started = self.options.replay_speed, None, time.monotonic()
+        with self.options.replay_trades_file.open(newline="") as handle:
             for row in csv.reader(handle):
                 trade_id, price, quantity, _quote, at, buyer_maker = row[:6]
                 timestamp = int(at)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from streamer.configuration import builtin_sections
 from streamer.consumers.base import BaseConsumer
 from streamer.records import Batch, Kline, Record, Trade
 from streamer.settings import Settings
@@ -35,6 +36,9 @@ def make_settings(**overrides: Any) -> Settings:
 
     The health listener is off (port 0) unless a test asks for it."""
     values: dict[str, Any] = {"exchange": "binance", "http_port": 0}
+    known = {name for section in builtin_sections() for name in section.model_fields}
+    unknown = set(overrides) - known
+    assert not unknown, f"no section reads {sorted(unknown)}"  # a typo would pass silently
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

@@ -12,7 +12,8 @@ def test_credentials_are_read_under_data_layers_names_too(monkeypatch: pytest.Mo
     monkeypatch.setenv("DNSE_API_KEY", "key")
     monkeypatch.setenv("DNSE_API_SECRET_KEY", "secret")
     settings = DnseSettings.load(None)
-    assert settings.dnse_api_key is not None and settings.dnse_api_secret is not None
+    assert settings.dnse_api_key is not None
+    assert settings.dnse_api_secret is not None
     assert settings.dnse_api_key.get_secret_value() == "key"
     assert settings.dnse_api_secret.get_secret_value() == "secret"
     assert settings.effective()["STREAMER_DNSE_API_SECRET"] == "********"

@@ -55,11 +55,11 @@ QUEUE_DEGRADED_RATIO = 0.9
 def health_status(service: ServiceView) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for ``/health``."""
     details = service.health()
-    connector: dict[str, Any] = details.get("connector", {})  # type: ignore[assignment]
-    states = service.connector.connection_states() if service.connector is not None else []
-    consumers: dict[str, dict[str, Any]] = details.get("consumers", {})  # type: ignore[assignment]
+    connector = service.connector
+    states = connector.connection_states() if connector is not None else []
+    runners = service.broadcaster.runners if service.broadcaster is not None else []
     problems: list[str] = []
-    feed = service.connector.feed_state() if service.connector is not None else "broken"
+    feed = connector.feed_state() if connector is not None else "broken"
     if service.stopping:
         status = "stopping"
     elif not service.ready.is_set():
@@ -77,14 +77,12 @@ def health_status(service: ServiceView) -> tuple[int, dict[str, Any]]:
                 for c in states
                 if c.state not in (LinkState.CONNECTED, LinkState.MARKET_CLOSED)
             )
-        if connector.get("active") == "vnstock":
-            problems.append("DNSE is unhealthy: the vnstock fallback carries the stream")
-        for name, consumer in consumers.items():
-            if consumer.get("state") == "down":
-                problems.append(f"consumer {name} is down")
-            limit = consumer.get("queue_limit") or 0
-            if limit and consumer.get("queued_events", 0) >= QUEUE_DEGRADED_RATIO * limit:
-                problems.append(f"consumer {name} is falling behind")
+        if connector is not None:
+            problems.extend(connector.problems())
+        for runner in runners:
+            problems.extend(runner.consumer.problems())
+            if runner.queued_events >= QUEUE_DEGRADED_RATIO * runner.max_events:
+                problems.append(f"consumer {runner.name} is falling behind")
         if problems:
             status = "degraded"
     body = {"status": status, "feed": feed, "problems": problems, **details}
@@ -111,8 +109,7 @@ class ServiceCollector(Collector):
             "Malformed exchange frames skipped",
             labels=["exchange", "channel"],
         )
-        connector = service.connector.health() if service.connector else {}
-        frames: dict[str, dict[str, int]] = connector.get("frames", {})  # type: ignore[assignment]
+        frames = service.connector.frames() if service.connector else {}
         for channel, counts in frames.items():
             for kind, count in counts.items():
                 if kind == "malformed":

@@ -92,8 +92,14 @@ class BaseConsumer(abc.ABC):
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources. Called once, after the queue was drained."""
 
+    def problems(self) -> list[str]:
+        """What is wrong with this consumer now (``problems`` in ``/health``, which then says
+        ``degraded``); a queue falling behind is noticed for every consumer alike."""
+        return []
+
     def health(self) -> dict[str, object]:
-        """Consumer-specific health details for ``/health``; override to add some."""
+        """Consumer-specific health details for ``/health`` (JSON values); override to add
+        some."""
         return {}
 
     def metrics(self) -> Iterable[Metric]:

@@ -122,6 +122,9 @@ class RemoteConsumer(BaseConsumer, Generic[W]):
         self.down_since = None
         self.logger.warning("%s %s: available again after %.1f s", self.name, self.where, down_for)
 
+    def problems(self) -> list[str]:
+        return [] if self.up else [f"consumer {self.name} is down"]
+
     def health(self) -> dict[str, object]:
         return {
             "state": "ok" if self.up else "down",

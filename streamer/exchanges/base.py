@@ -180,9 +180,23 @@ class Connector(abc.ABC):
         under ``connections``, ``/metrics`` as ``streamer_connection_*``)."""
         return []
 
+    def frames(self) -> dict[str, dict[str, int]]:
+        """Frames received so far per channel, by kind (``malformed``: skipped); ``/metrics``
+        shows them as ``streamer_messages_total`` and ``streamer_parse_errors_total``."""
+        return {}
+
+    def problems(self) -> list[str]:
+        """What is wrong now beyond the connection states (``problems`` in ``/health``, which
+        then says ``degraded``)."""
+        return []
+
     def health(self) -> dict[str, object]:
-        """Connection states and counters for ``/health``."""
-        return {"connections": connections_dict(self.connection_states())}
+        """Connection states, frames and counters for ``/health`` (JSON values)."""
+        out: dict[str, object] = {"connections": connections_dict(self.connection_states())}
+        frames = self.frames()
+        if frames:
+            out["frames"] = frames
+        return out
 
     def last_data_age(self) -> float | None:
         """Seconds since market data last arrived (None: never, or not tracked)."""

@@ -190,9 +190,16 @@ class FailoverConnector(Connector):
             states += self.fallback.connection_states()
         return states
 
+    def frames(self) -> dict[str, dict[str, int]]:
+        return self.primary.frames()
+
+    def problems(self) -> list[str]:
+        if self.active == "vnstock":
+            return ["DNSE is unhealthy: the vnstock fallback carries the stream"]
+        return []
+
     def health(self) -> dict[str, object]:
-        primary, fallback = self.primary.health(), self.fallback.health()
         return {
             **super().health(), "active": self.active, "failovers": self.failovers,
-            "frames": primary.get("frames", {}), "dnse": primary, "vnstock": fallback,
+            "dnse": self.primary.health(), "vnstock": self.fallback.health(),
         }  # fmt: skip

@@ -407,9 +407,11 @@ class BinanceConnector(Connector):
     def connection_states(self) -> list[ConnectionState]:
         return [connection.state for connection in self.connections.values()]
 
+    def frames(self) -> dict[str, dict[str, int]]:
+        return {channel: dict(parser.stats) for channel, parser in self._parsers.items()}
+
     def health(self) -> dict[str, object]:
         return {
             **super().health(),
-            "frames": {channel: dict(parser.stats) for channel, parser in self._parsers.items()},
             "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }

@@ -280,10 +280,12 @@ class DnseConnector(Connector):
     def connection_states(self) -> list[ConnectionState]:
         return [connection.state for connection in self.connections.values()]
 
+    def frames(self) -> dict[str, dict[str, int]]:
+        return {"dnse": dict(self.parser.stats)}
+
     def health(self) -> dict[str, object]:
         return {
             **super().health(),
-            "frames": {"dnse": dict(self.parser.stats)},
             "last_data_age_s": self.last_data_age(),
             "auth_refusals": self.auth_refusals,
             "handler_errors": sum(c.handler_errors for c in self.connections.values()),

@@ -20,7 +20,7 @@ from typing import Any
 from streamer import __version__
 from streamer.configuration import builtin_sections, sections_of
 from streamer.consumers.manager import ConsumerManager
-from streamer.exchanges import StartupError, connector_for
+from streamer.exchanges import StartupError, connector_for, known_exchanges
 from streamer.logs import setup_logging
 from streamer.service import Service
 from streamer.settings import ConfigError, Section, Settings, load_settings, unknown_variables
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        settings = load_settings(args.env_file)
+        settings = load_settings(args.env_file, known_exchanges())
     except ConfigError as exc:
         _error("configuration error", str(exc))
         return 2

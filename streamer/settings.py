@@ -22,7 +22,7 @@ import difflib
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
@@ -173,8 +173,8 @@ class Settings(Section):
     # -- exchange ----------------------------------------------------------------------------
     exchange: str = Field(
         examples=["binance"],
-        description="Which exchange this process streams (required): binance | dnse | "
-        "vnstock-poll, or a connector plugin's name",
+        description="Which exchange this process streams (required): a built-in one "
+        "(docs/exchanges.md) or a connector plugin's name",
     )
     exchange_symbols: CommaList[str] = Field(
         default=["BTCUSDT", "ETHUSDT"], description="Symbols to stream, upper-case"
@@ -370,8 +370,8 @@ class Settings(Section):
     def _exchange(cls, value: str) -> str:
         if not _EXCHANGE_NAME.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not an exchange name; use one of {', '.join(_exchanges())} or "
-                "an installed connector plugin's name (lower case letters, digits, - and _)"
+                f"{value!r} is not an exchange name: a built-in's or an installed connector "
+                "plugin's name (lower case letters, digits, - and _)"
             )
         return value
 
@@ -459,22 +459,23 @@ class Settings(Section):
         return out
 
 
-def _exchanges() -> list[str]:
-    # Imported here: the exchange registry imports this module.
-    from streamer.exchanges import known_exchanges
-
-    return known_exchanges()
-
-
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
 
-def load_settings(env_file: str | Path | None = ".env") -> Settings:
+def load_settings(env_file: str | Path | None = ".env", exchanges: Sequence[str] = ()) -> Settings:
     """Read the process settings from the environment and ``env_file`` (environment wins).
 
-    Raises :class:`ConfigError` with one line per problem, each naming its variable.
+    Raises :class:`ConfigError` with one line per problem, each naming its variable; a missing
+    ``STREAMER_EXCHANGE`` is told the ``exchanges`` there are to choose from.
     """
-    return Settings.load(env_file)
+    try:
+        return Settings.load(env_file)
+    except ConfigError as exc:
+        if not exchanges:
+            raise
+        missing = f"{ENV_PREFIX}EXCHANGE is required"
+        message = str(exc).replace(missing, f"{missing}: set it to one of {', '.join(exchanges)}")
+        raise ConfigError(message) from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -487,10 +488,7 @@ def _describe(exc: ValidationError) -> str:
             continue
         variable = ENV_PREFIX + field.upper()
         if error["type"] == "missing":
-            if field == "exchange":
-                lines.append(f"{variable} is required: set it to one of {', '.join(_exchanges())}")
-            else:
-                lines.append(f"{variable} is required")
+            lines.append(f"{variable} is required")
             continue
         given = error.get("input")
         shown = f"={given!r}" if isinstance(given, str | int | float) else ""

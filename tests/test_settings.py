@@ -12,6 +12,7 @@ from streamer.configuration import builtin_sections
 from streamer.consumers.console import ConsoleSettings
 from streamer.consumers.file import FileSettings
 from streamer.consumers.redis import RedisSettings
+from streamer.exchanges import known_exchanges
 from streamer.exchanges.binance.settings import BinanceSettings
 from streamer.settings import ConfigError, Section, Settings, load_settings, unknown_variables
 
@@ -42,10 +43,12 @@ def test_the_defaults_need_only_the_exchange(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_exchange_is_required_and_its_message_lists_the_choices() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(env_file=None)
+        load_settings(env_file=None, exchanges=known_exchanges())
     assert str(caught.value) == (
         "STREAMER_EXCHANGE is required: set it to one of binance, dnse, vnstock-poll"
     )
+    with pytest.raises(ConfigError, match=r"^STREAMER_EXCHANGE is required$"):
+        load_settings(env_file=None)
 
 
 GE = "Input should be greater than or equal to"
@@ -54,7 +57,7 @@ GE = "Input should be greater than or equal to"
 @pytest.mark.parametrize(
     ("section", "name", "value", "expected"),
     [
-        (Settings, "exchange", "Kraken Pro", "'kraken pro' is not an exchange name; use one of"),
+        (Settings, "exchange", "Kraken Pro", "'kraken pro' is not an exchange name: a built-in's"),
         (Settings, "shard", "3/3", "replica 3 of 3 does not exist; replicas are numbered 0 to 2"),
         (Settings, "shard", "half", "'half' is not i/n; use 0/2 and 1/2 for two replicas"),
         (Settings, "shard", "0/0", "the replica count must be 1 to 1024, not 0"),

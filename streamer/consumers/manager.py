@@ -2,9 +2,9 @@
 
 ``STREAMER_ENABLED_CONSUMERS`` lists names, each found by a :class:`~streamer.registry.Registry`
 (the same pattern as exchanges): classes registered on this manager
-(:meth:`ConsumerManager.register_consumer`), the built-ins ``console``, ``file``, ``nats``,
-``redis`` and ``websocket``, the ``streamer.consumers`` entry-point group of installed
-packages, or a dotted path ``package.module:ClassName``. An unknown name is a configuration
+(:meth:`ConsumerManager.register_consumer`), the built-ins (:data:`BUILTIN`), the
+``streamer.consumers`` entry-point group of installed packages, or a dotted path
+``package.module:ClassName``. An unknown name is a configuration
 error that lists the names known.
 """
 

@@ -49,26 +49,34 @@ def events(running: RunningService) -> list[str]:
     return [s.event for s in running.collector.records("status") if isinstance(s, Status)]
 
 
-async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_klines() -> None:
-    async with FakeDnse() as fake, RunningService(dnse_settings(fake)) as running:
-        conn = fake.connections[0]
-        assert conn.subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
-        await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
-        await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
-        await fake.tick("HPG", 24.30, 5, 1184255, SESSION + 61_000)  # next minute: closes the bar
-        collector = running.collector
-        await eventually(lambda: collector.klines())
-        trades = [t for t in collector.records("trades") if isinstance(t, Trade)]
-        assert [(t.price, t.quantity, t.source) for t in trades] == [
-            ("24350", "400", "dnse"), ("24400", "100", "dnse"), ("24300", "50", "dnse"),
-        ]  # fmt: skip
-        (bar,) = collector.klines()
-        assert (bar.open, bar.high, bar.close, bar.volume, bar.trade_count) == (
-            "24350", "24400", "24400", "500", 2,
-        )  # fmt: skip
-        assert events(running)[0] == "connected"
-        envelope = next(e for b in collector.batches for e in b if e.data_type == "trades")
-        assert (envelope.exchange, envelope.channel) == ("dnse", "G1")
+@pytest.mark.parametrize("client", ["websockets", "picows"])
+async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_klines(
+    client: str,
+) -> None:
+    """On the shared wire, with either WebSocket client."""
+    async with FakeDnse() as fake:
+        settings = dnse_settings(fake, exchange_ws_client=client)
+        async with RunningService(settings) as running:
+            conn = fake.connections[0]
+            assert conn.subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
+            await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
+            await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
+            await fake.tick(
+                "HPG", 24.30, 5, 1184255, SESSION + 61_000
+            )  # next minute: closes the bar
+            collector = running.collector
+            await eventually(lambda: collector.klines())
+            trades = [t for t in collector.records("trades") if isinstance(t, Trade)]
+            assert [(t.price, t.quantity, t.source) for t in trades] == [
+                ("24350", "400", "dnse"), ("24400", "100", "dnse"), ("24300", "50", "dnse"),
+            ]  # fmt: skip
+            (bar,) = collector.klines()
+            assert (bar.open, bar.high, bar.close, bar.volume, bar.trade_count) == (
+                "24350", "24400", "24400", "500", 2,
+            )  # fmt: skip
+            assert events(running)[0] == "connected"
+            envelope = next(e for b in collector.batches for e in b if e.data_type == "trades")
+            assert (envelope.exchange, envelope.channel) == ("dnse", "G1")
 
 
 async def test_quotes_and_indexes_are_subscribed_when_enabled() -> None:

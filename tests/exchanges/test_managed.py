@@ -182,15 +182,18 @@ def test_a_malformed_frame_is_logged_and_skipped_and_a_handler_error_counted(
             raise ValueError("not a number")
         return int(frame)
 
-    def dispatch(value: int) -> None:
+    def dispatch(link: FakeLink, value: int) -> None:
         if value < 0:
             raise RuntimeError("a bug downstream")
         seen.append(value)
 
     connection = harness.connection
+    on_frame = connection.frame_handler(parse, dispatch, ValueError)
+    link = FakeLink(0)
+    link.last_message_at = 10.0
     with caplog.at_level(logging.WARNING):
         for frame in ("1", "bad", "-1", "2"):
-            connection.receive(10.0, frame, parse, dispatch, ValueError)
+            on_frame(link, frame)
     assert seen == [1, 2]
     assert connection.state.messages == 4
     assert connection.state.last_message_at == 10.0

@@ -265,7 +265,7 @@ class BinanceConnector(Connector):
 
     async def _open(self, plan: ConnectionPlan, on_open: Callable[[], None]) -> BinanceLink:
         """Connect and subscribe every stream of ``plan``."""
-        link = BinanceLink(plan.channel, functools.partial(self._on_frame, plan))
+        link = BinanceLink(plan.channel, self._frame_handler(plan))
         await link.connect(plan.url(), self._open_wire, WS_OPTIONS, on_open)
         rest = plan.streams[URL_STREAMS:]
         refused_before = len(link.refused)
@@ -304,20 +304,25 @@ class BinanceConnector(Connector):
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _on_frame(self, plan: ConnectionPlan, link: BinanceLink, message: str | bytes) -> None:
-        parser = self._parsers[plan.channel]
-        self.connections[plan.name].receive(
-            link.last_message_at, message,
-            lambda frame: parser.parse(frame, time.time_ns() // 1_000_000),
-            lambda event: self._dispatch(plan, link, event),
-            ParseError,
-        )  # fmt: skip
+    def _frame_handler(self, plan: ConnectionPlan) -> Callable[[BinanceLink, str | bytes], None]:
+        """What ``plan``'s links call for each frame (built once per link: the hot path)."""
+        parse = self._parsers[plan.channel].parse
+        on_trade, name = self.pipelines[plan.channel].on_trade, plan.name
+        other = functools.partial(self._dispatch, plan)
+
+        def dispatch(link: BinanceLink, event: object) -> None:
+            if type(event) is Trade:
+                on_trade(event, name)
+            else:
+                other(link, event)
+
+        return self.connections[plan.name].frame_handler(
+            lambda message: parse(message, time.time_ns() // 1_000_000), dispatch, ParseError
+        )
 
     def _dispatch(self, plan: ConnectionPlan, link: BinanceLink, event: object) -> None:
         pipeline = self.pipelines[plan.channel]
-        if type(event) is Trade:
-            pipeline.on_trade(event, plan.name)
-        elif isinstance(event, Ticker | Price | Quote):
+        if isinstance(event, Ticker | Price | Quote):
             pipeline.on_market(event)
         elif isinstance(event, Ack | ErrorReply):
             link.reply(event)

@@ -216,7 +216,7 @@ class DnseConnector(Connector):
         )
 
     async def _open(self, plan: _Plan, on_open: Callable[[], None]) -> DnseLink:
-        link = DnseLink(functools.partial(self._on_frame, plan))
+        link = DnseLink(self._frame_handler(plan))
         url = f"{self.config.dnse_ws_url}/v1/stream?encoding=json"
         try:
             await link.connect(url, self._open_wire, WS_OPTIONS, self._auth, on_open)
@@ -233,13 +233,15 @@ class DnseConnector(Connector):
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _on_frame(self, plan: _Plan, link: DnseLink, message: str | bytes) -> None:
-        self.connections[plan.name].receive(
-            link.last_message_at, message,
-            lambda frame: self.parser.parse_routed(frame, wall_clock_ms()),
-            lambda routed: self._dispatch(plan, link, *routed),
+    def _frame_handler(self, plan: _Plan) -> Callable[[DnseLink, str | bytes], None]:
+        """What ``plan``'s links call for each frame (built once per link: the hot path)."""
+        parse = self.parser.parse_routed
+        dispatch = functools.partial(self._dispatch, plan)
+        return self.connections[plan.name].frame_handler(
+            lambda message: parse(message, wall_clock_ms()),
+            lambda link, routed: dispatch(link, *routed),
             ParseError,
-        )  # fmt: skip
+        )
 
     def _pipeline(self, board: str | None) -> FeedSink:
         return self._first if board is None else self.pipelines.get(board, self._first)
@@ -262,7 +264,7 @@ class DnseConnector(Connector):
             return
         plan.last_data_at = time.monotonic()
         if isinstance(event, Trade):
-            self._pipeline(board).on_trade(event)
+            self._pipeline(board).on_trade(event, plan.name)
         elif isinstance(event, Quote):
             self._pipeline(board).on_market(event)
         elif isinstance(event, Ticker):

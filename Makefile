@@ -1,11 +1,17 @@
 # Developer commands. Run them inside the environment you installed into (see README.md).
 PYTHON ?= python
-SOURCES = streamer tests fakes bench examples
+SOURCES = streamer tests fakes bench examples setup.py
 
-.PHONY: install run test pytest lint format typecheck bench bench-quick bench-aggregator bench-fanout
+.PHONY: install run test pytest lint format typecheck compile pure bench bench-quick bench-aggregator bench-fanout
 
 install:  ## install streamer with its development tools (editable)
 	$(PYTHON) -m pip install -e ".[dev,vn]"
+
+compile:  ## compile the kline core in place with mypyc (pip install -e does it too); again after editing it
+	$(PYTHON) setup.py -q build_ext --inplace
+
+pure:  ## remove the compiled modules: the same package as plain Python
+	rm -f streamer/*.so streamer/exchanges/*.so streamer/exchanges/binance/*.so
 
 run:  ## run the service from STREAMER_* variables and .env
 	$(PYTHON) -m streamer

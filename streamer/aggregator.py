@@ -107,29 +107,33 @@ MAX_GAPS_PER_SYMBOL = 64
 RepairReason = Literal["gap", "start", "audit"]
 
 
+_STAT_NAMES = (
+    "after_repair",
+    "audit_matched",
+    "audit_mismatched",
+    "closed",
+    "duplicates",
+    "empty_bars",
+    "empty_bars_skipped",
+    "gaps",
+    "gaps_filled",
+    "inexact_closed",
+    "late_applied",
+    "late_dropped",
+    "repaired",
+    "repairs_failed",
+    "revised",
+    "seeded",
+    "seeds_failed",
+    "trades",
+    "visited",
+)
+
+
 class AggregatorStats:
     """Counters, read by metrics and tests. All are totals since start."""
 
-    __slots__ = (
-        "after_repair",
-        "audit_matched",
-        "audit_mismatched",
-        "closed",
-        "duplicates",
-        "empty_bars",
-        "empty_bars_skipped",
-        "gaps",
-        "gaps_filled",
-        "inexact_closed",
-        "late_applied",
-        "late_dropped",
-        "repaired",
-        "repairs_failed",
-        "revised",
-        "seeded",
-        "seeds_failed",
-        "trades",
-    )
+    __slots__ = _STAT_NAMES
 
     def __init__(self) -> None:
         self.trades = 0  # trades applied
@@ -150,10 +154,12 @@ class AggregatorStats:
         self.seeds_failed = 0  # seeds given up (their bars are repaired once closed instead)
         self.audit_matched = 0  # audited bars equal to the exchange's
         self.audit_mismatched = 0  # audited bars that differed (and were repaired)
+        self.visited = 0  # (symbol, interval) pairs advance() examined: a boundary's work
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        # Not self.__slots__: a compiled (mypyc) class has none to read at run time.
+        return {name: getattr(self, name) for name in _STAT_NAMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +178,11 @@ class RepairRequest:
     reason: RepairReason = "gap"
 
 
+#: What a request carries to know which seed it answers (compared by identity). A module-level
+#: name: mypyc resolves a compiled dataclass's annotations in the module's globals.
+SeedToken = object
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SeedRequest:
     """Fetch the exchange's klines of ``symbol`` covering ``[open, at)`` for each
@@ -181,7 +192,7 @@ class SeedRequest:
     symbol: str
     at: int
     spans: tuple[tuple[int, Interval, int], ...]
-    token: object  # the seed it answers; a seed replaced meanwhile ignores the answer
+    token: SeedToken  # the seed it answers; a seed replaced meanwhile ignores the answer
 
 
 class _Seed:
@@ -553,6 +564,7 @@ class KlineAggregator:
                 position, next_due = resume[1], resume[2]
                 states = islice(states, position, None)
             self._resume = None
+            start = position
             for state in states:
                 series = state.series[index]
                 bar = series.bar
@@ -560,6 +572,7 @@ class KlineAggregator:
                     if left <= 0:
                         # due[index] stays due: the next call carries on from this symbol.
                         self._resume = [index, position, next_due]
+                        self.stats.visited += position - start
                         return False
                     left -= 1
                     self._flush(state)
@@ -576,6 +589,7 @@ class KlineAggregator:
                 if index == 0:
                     state.ids.evict(horizon)
                 position += 1
+            self.stats.visited += position - start
             due[index] = next_due
         return True
 

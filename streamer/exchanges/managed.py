@@ -117,7 +117,7 @@ class ManagedConnection(Generic[L]):
         self.state = ConnectionState(name)
         self.link: L | None = None
         self.opened = 0  # links opened so far
-        self._announce = announce
+        self.announce = announce  # a status event about this connection, to every channel
         self._lifecycle = lifecycle
         self._open_link = open_link
         self._probe = probe
@@ -186,14 +186,14 @@ class ManagedConnection(Generic[L]):
         """A session without a link (a poller) is up: mark it and say so."""
         self.state.state = LinkState.CONNECTED
         self.state.connected_at = time.monotonic()
-        self._announce("connected", message, symbols)
+        self.announce("connected", message, symbols)
 
     def _on_retry(self, error: BaseException | None, delay: float) -> None:
         self.state.state = LinkState.DISCONNECTED
         self.state.reconnects += 1
         reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
         logger.warning("%s: %s; reconnecting in %.2f s", self.name, reason, delay)
-        self._announce("disconnected", f"{reason}; retry in {delay:.2f} s", None)
+        self.announce("disconnected", f"{reason}; retry in {delay:.2f} s", None)
 
     async def _open(self, reason: str) -> L:
         assert self._open_link is not None, "a link-less connection runs keep(session)"
@@ -208,7 +208,7 @@ class ManagedConnection(Generic[L]):
             message = detail if first else f"{detail} ({reason})" if detail else reason
             logger.info("%s: %s%s", self.name, "connected" if first else reason,
                         f", {detail}" if detail else "")  # fmt: skip
-            self._announce("connected" if first else "resubscribed", message, list(symbols))
+            self.announce("connected" if first else "resubscribed", message, list(symbols))
 
         link = await self._open_link(on_open)
         self._links.add(link)
@@ -270,7 +270,7 @@ class ManagedConnection(Generic[L]):
             if link.closed.is_set():
                 return None
             if not alive:
-                self._announce("stalled", lifecycle.stalled, None)
+                self.announce("stalled", lifecycle.stalled, None)
                 await link.abort()
                 raise Stalled(f"silent for {silence:g} s")
 

@@ -223,7 +223,7 @@ class DnseConnector(Connector):
         except AuthRefused as exc:
             self.auth_refusals += 1
             message = str(exc).removeprefix("DNSE refused the credentials: ")
-            announce_to(list(self.pipelines.values()), plan.name)("auth_failed", message, None)
+            self.connections[plan.name].announce("auth_failed", message, None)
             raise
         await link.send({"action": "subscribe", "channels": self._subscriptions(plan)})
         return link
@@ -257,8 +257,7 @@ class DnseConnector(Connector):
             elif action == "error":
                 code, message = event.frame.get("code"), event.frame.get("message")
                 logger.error("%s: DNSE error %s: %s", plan.name, code, message)
-                for pipeline in self.pipelines.values():
-                    pipeline.on_status("error", connection=plan.name, message=f"{code}: {message}")
+                self.connections[plan.name].announce("error", f"{code}: {message}", None)
             return
         if event is None:
             return

@@ -7,7 +7,9 @@
   stream and decodes each frame with orjson. Connections are laid out as the streamer lays
   them out (at most 1024 streams each, 100 in the URL and the rest SUBSCRIBEd at 4/s).
 * ``cryptofeed``: cryptofeed's Binance feed (trades channel, which it takes from
-  ``@aggTrade``) with its endpoints pointed at the fake, and a trade callback that counts.
+  ``@aggTrade``) with its endpoints pointed at the fake, and a trade callback that counts;
+* ``cryptofeed-redis``: the same doing our job with its own parts (its Redis trade backend and
+  its OHLCV aggregate into Redis), the like-for-like pair of ``streamer: redis``.
 
 Each writes a :mod:`bench.record` result when it gets SIGTERM.
 """
@@ -105,8 +107,11 @@ async def run_picows(args: argparse.Namespace, recorder: Recorder) -> None:
     await asyncio.gather(*(one(s) for s in _layout(symbol_names(args.symbols), "trade")))
 
 
-async def run_cryptofeed(args: argparse.Namespace, recorder: Recorder) -> None:
-    """cryptofeed's Binance feed, endpoints pointed at the fake."""
+async def run_cryptofeed(
+    args: argparse.Namespace, recorder: Recorder, extra: list[Any] | None = None
+) -> None:
+    """cryptofeed's Binance feed, endpoints pointed at the fake; ``extra`` trade callbacks
+    after the counting one."""
     from cryptofeed import FeedHandler
     from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
     from cryptofeed.defines import TRADES
@@ -132,17 +137,42 @@ async def run_cryptofeed(args: argparse.Namespace, recorder: Recorder) -> None:
         feed_class(
             symbols=[f"{n[:-4]}-USDT" for n in names],
             channels=[TRADES],
-            callbacks={TRADES: on_trade},
+            callbacks={TRADES: [on_trade, *(extra or [])]},
         )
     )
     handler.run(start_loop=False, install_signal_handlers=False)
     await asyncio.Event().wait()
 
 
+async def run_cryptofeed_redis(args: argparse.Namespace, recorder: Recorder) -> None:
+    """cryptofeed doing the streamer's job with its own parts: every trade into Redis through
+    its ``TradeRedis`` backend, and into its ``OHLCV`` aggregate, whose bars (one interval,
+    60 s windows of its own clock: its only kind) a callback writes to a Redis hash."""
+    import redis.asyncio
+    from cryptofeed.backends.aggregate import OHLCV
+    from cryptofeed.backends.redis import TradeRedis
+    from redis.typing import EncodableT, FieldT
+
+    host, port = args.redis.split(":")
+    client = redis.asyncio.Redis(host=host, port=int(port))
+
+    async def write_bars(bars: dict[str, dict[str, Any]]) -> None:
+        rows: dict[FieldT, EncodableT] = {
+            symbol: orjson.dumps({k: str(v) for k, v in bar.items()})
+            for symbol, bar in bars.items()
+        }
+        if rows:
+            await client.hset(f"{args.prefix}:ohlcv", mapping=rows)
+
+    trades = TradeRedis(host=host, port=int(port), key=f"{args.prefix}:trades")
+    await run_cryptofeed(args, recorder, [trades, OHLCV(write_bars, window=60)])
+
+
 KINDS: dict[str, Callable[[argparse.Namespace, Recorder], Coroutine[Any, Any, None]]] = {
     "websockets": run_websockets,
     "picows": run_picows,
     "cryptofeed": run_cryptofeed,
+    "cryptofeed-redis": run_cryptofeed_redis,
 }
 
 
@@ -155,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--symbols", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--redis", default="127.0.0.1:6379", help="cryptofeed-redis: host:port")
+    parser.add_argument("--prefix", default="bench-cryptofeed", help="cryptofeed-redis: keys")
     args = parser.parse_args(argv)
     recorder = Recorder(args.symbols, args.latency)
     run_until_sigterm(args.kind, recorder, args.out, lambda: KINDS[args.kind](args, recorder))

@@ -22,6 +22,7 @@ TARGETS = {
     "rss_mb": 250.0,
 }
 ALL = "streamer: all"
+LIKE_FOR_LIKE = "cryptofeed: trades + OHLCV to redis"
 SHARDED = "streamer: all, 2 shards"
 
 
@@ -93,10 +94,17 @@ def _latency(rows: list[dict[str, Any]]) -> list[str]:
 def _targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| symbols | target | measured | met |", "|---:|---|---:|---|"]
     for symbols in sorted({row["symbols"] for row in rows}):
+        checks: list[tuple[str, float | None, bool]] = []
+        # Like for like: the same job (trades and klines into Redis), each with its own parts.
+        ours = _find(rows, "streamer: redis", symbols, False).get("ingest")
+        theirs = _find(rows, LIKE_FOR_LIKE, symbols, False).get("ingest")
+        if ours and theirs:
+            ratio = ours / theirs
+            checks.append((f"redis >= 3x {LIKE_FOR_LIKE}", ratio, ratio >= 3.0))
         full = _find(rows, ALL, symbols, False)
         if not full:
+            lines += _check_lines(symbols, checks)
             continue
-        checks: list[tuple[str, float | None, bool]] = []
         bare = _find(rows, "websockets (bare)", symbols, False).get("ingest")
         peer = _find(rows, "cryptofeed", symbols, False).get("ingest")
         if bare:
@@ -137,10 +145,16 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
             ))  # fmt: skip
         if symbols >= 2000:
             checks.append(("peak RSS < 250 MiB", full["rss_mb"], full["rss_mb"] < 250))
-        for text, value, met in checks:
-            shown = "-" if value is None else f"{value:,.2f}"
-            lines.append(f"| {symbols} | {text} | {shown} | {'yes' if met else '**no**'} |")
+        lines += _check_lines(symbols, checks)
     return lines
+
+
+def _check_lines(symbols: int, checks: list[tuple[str, float | None, bool]]) -> list[str]:
+    return [
+        f"| {symbols} | {text} | {'-' if value is None else f'{value:,.2f}'} | "
+        f"{'yes' if met else '**no**'} |"
+        for text, value, met in checks
+    ]
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -83,6 +83,7 @@ SCENARIOS = [
     Scenario("websockets (bare)", contender="websockets"),
     Scenario("picows (bare)", contender="picows"),
     Scenario("cryptofeed", contender="cryptofeed"),
+    Scenario("cryptofeed: trades + OHLCV to redis", contender="cryptofeed-redis"),
     Scenario("streamer: counter", consumers=("bench.counter:CounterConsumer",)),
     Scenario("streamer: redis", consumers=("redis",), receivers=("redis",)),
     Scenario("streamer: websocket x4", consumers=("websocket",), receivers=("websocket",)),
@@ -275,6 +276,7 @@ async def measure(
             args = ["-m", "bench.contenders", scenario.contender, "--ws", fake.ws_url]
             args += ["--rest", fake.rest_url, "--symbols", str(symbols)]
             args += ["--out", str(run_dir / "contender")] + (["--latency"] if latency else [])
+            args += ["--redis", REDIS, "--prefix", prefix]
             targets = [Child.start(scenario.contender, args, run_dir / "contender.log", tls_env)]
         else:
             targets = []
@@ -399,6 +401,7 @@ def _check_references(names: list[str]) -> None:
     """Stop at once, with the fix, if a reference client is not installed."""
     for scenario in SCENARIOS:
         package = scenario.contender
+        package = "cryptofeed" if package == "cryptofeed-redis" else package
         if scenario.name not in names or package not in ("picows", "cryptofeed"):
             continue
         if importlib.util.find_spec(package) is None:

@@ -63,3 +63,16 @@ def test_the_two_process_run_is_checked_against_the_same_references_on_its_own_l
     assert "| 2000 | all consumers, 2 processes (shards) >= 3x cryptofeed | 2.80 | **no** |" in (
         report
     )
+
+
+def test_the_like_for_like_pair_is_checked_even_without_the_all_consumers_run() -> None:
+    """streamer with its redis consumer against cryptofeed's own trades and OHLCV into Redis."""
+    doc = {
+        "started": "now", "cpus": 2, "duration": 10, "warmup": 3,
+        "measurements": [
+            row("cryptofeed: trades + OHLCV to redis", 20_000),
+            row("streamer: redis", 70_000),
+        ],
+    }  # fmt: skip
+    report = render(doc)
+    assert "| 2000 | redis >= 3x cryptofeed: trades + OHLCV to redis | 3.50 | yes |" in report

@@ -81,3 +81,24 @@ def test_the_reference_says_what_each_setting_accepts() -> None:
     assert "| `STREAMER_LOG_FORMAT` | `text` | text \\| json |" in text
     assert "| `STREAMER_EXCHANGE_CHANNELS` | `spot` | comma-separated: spot, linear |" in text
     assert "| `STREAMER_REDIS_PASSWORD` |  | secret (empty: unset) |" in text
+
+
+def test_the_readmes_first_settings_show_the_defaults_of_the_code() -> None:
+    """The README names a few settings with their defaults for a quick start; the defaults
+    themselves live in the code, and this holds the README to them."""
+    defaults = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in env_example(builtin_sections()).splitlines()
+        if line and not line.startswith("#")
+    }
+    readme = (ROOT / "README.md").read_text()
+    checked = 0
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[1].startswith("`") or "," in cells[0]:
+            continue
+        name, default = cells[0].strip("`"), cells[1].strip("`")
+        if name in defaults:
+            assert defaults[name] == default, name
+            checked += 1
+    assert checked >= 4

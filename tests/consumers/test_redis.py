@@ -95,7 +95,8 @@ async def subscribed(channel_pattern: str) -> AsyncIterator[list[dict[str, Any]]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        closing: Any = pubsub  # redis-py types PubSub.aclose from 8.2 on only
+        await closing.aclose()
         await client.aclose()
 
 

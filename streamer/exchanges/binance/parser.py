@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
+from streamer.exchanges.binance.frames import TradeData, decode_trade_frame
 from streamer.exchanges.ranges import (
     MAX_AGGREGATE_IDS,
     MAX_ID,
@@ -114,29 +116,52 @@ class BinanceParser:
     def parse(self, raw: str | bytes, received_at: int) -> ParsedEvent:
         """Parse one frame received at local time ``received_at`` (ms)."""
         try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            self.stats["malformed"] += 1
-            raise ParseError(f"invalid JSON: {exc}") from None
-        try:
-            if type(frame) is dict:  # trades first: nearly every frame is one
-                data = frame.get("data", frame)  # combined stream, or a raw /ws/ payload
-                if type(data) is dict:
-                    event = data.get("e")
-                    if event == "trade":
-                        self.stats["trade"] += 1
-                        trade_id = _int(data, "t")
-                        return self._make_trade(data, trade_id, trade_id, trade_id, received_at)
-                    if event == "aggTrade":
-                        self.stats["trade"] += 1
-                        return self._agg_trade(data, received_at)
-            return self._dispatch(frame, received_at)
+            try:
+                data = decode_trade_frame(raw).data  # nearly every frame is a trade
+            except msgspec.MsgspecError:
+                return self._parse_any(raw, received_at)  # which also says what is wrong
+            self.stats["trade"] += 1
+            if isinstance(data, TradeData):
+                trade_id = data.trade_id
+                return self._make_trade(
+                    data.symbol, trade_id, trade_id, trade_id, data.price, data.quantity,
+                    data.maker, data.time, received_at,
+                )  # fmt: skip
+            return self._make_agg_trade(
+                data.symbol, data.trade_id, data.first, data.last, data.price, data.quantity,
+                data.maker, data.time, received_at,
+            )  # fmt: skip
         except ParseError:
             self.stats["malformed"] += 1
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.stats["malformed"] += 1
             raise ParseError(f"{type(exc).__name__}: {exc}") from None
+
+    def _parse_any(self, raw: str | bytes, received_at: int) -> ParsedEvent:
+        """Any frame, from dictionaries: every event, raw payloads, replies, malformed input."""
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"invalid JSON: {exc}") from None
+        if type(frame) is dict:  # trades first: nearly every frame is one
+            data = frame.get("data", frame)  # combined stream, or a raw /ws/ payload
+            if type(data) is dict:
+                event = data.get("e")
+                if event == "trade":
+                    self.stats["trade"] += 1
+                    trade_id = _int(data, "t")
+                    return self._make_trade(
+                        data["s"], trade_id, trade_id, trade_id, data["p"], data["q"],
+                        data["m"], data["T"], received_at,
+                    )  # fmt: skip
+                if event == "aggTrade":
+                    self.stats["trade"] += 1
+                    return self._make_agg_trade(
+                        data["s"], _int(data, "a"), data["f"], data["l"], data["p"],
+                        data["q"], data["m"], data["T"], received_at,
+                    )  # fmt: skip
+        return self._dispatch(frame, received_at)
 
     def _dispatch(self, frame: Any, received_at: int) -> ParsedEvent:
         if type(frame) is not dict:
@@ -171,24 +196,29 @@ class BinanceParser:
         self.stats["ignored"] += 1
         return None
 
-    def _agg_trade(self, data: dict[str, Any], received_at: int) -> Trade:
-        first, last = check_id(data["f"], "'f'"), check_id(data["l"], "'l'")
+    def _make_agg_trade(
+        self, symbol: Any, trade_id: int, first: Any, last: Any, price: Any, quantity: Any,
+        maker: Any, timestamp: Any, received_at: int,
+    ) -> Trade:  # fmt: skip
+        first, last = check_id(first, "'f'"), check_id(last, "'l'")
         if not 0 <= last - first < MAX_AGGREGATE_IDS:
             raise ParseError(f"aggTrade ids f={first} l={last} run backwards or too far")
-        return self._make_trade(data, _int(data, "a"), first, last, received_at)
+        return self._make_trade(
+            symbol, trade_id, first, last, price, quantity, maker, timestamp, received_at
+        )
 
     def _make_trade(
-        self, data: dict[str, Any], trade_id: int, first: int, last: int, received_at: int
-    ) -> Trade:
-        price = data["p"]
+        self, symbol: Any, trade_id: int, first: int, last: int, price: Any, quantity: Any,
+        maker: Any, timestamp: Any, received_at: int,
+    ) -> Trade:  # fmt: skip
+        """A trade from its fields, each checked here: the two decode paths share the checks."""
         price_entry = self._prices.get(price)
         if price_entry is None:
             price_entry = self._positive(price)
             if len(self._prices) >= PRICE_CACHE_SIZE:
                 self._prices.clear()  # bounded; refills with the levels trading now
             self._prices[price] = price_entry
-        quantity_entry = self._positive(data["q"])
-        maker, timestamp, symbol = data["m"], data["T"], data["s"]
+        quantity_entry = self._positive(quantity)
         if type(maker) is not bool:
             raise ParseError(f"'m' must be a boolean, got {maker!r}")
         if type(timestamp) is not int or not MIN_TIME_MS <= timestamp <= MAX_TIME_MS:

@@ -274,3 +274,36 @@ def test_fuzz_random_bytes_and_text_never_crash_the_parser(frame: bytes | str) -
 def test_a_giant_frame_is_refused_not_fatal() -> None:
     giant = '{"stream":"x","data":{"e":"trade","s":"' + "A" * 4_000_000 + '"}}'
     parse_or_refuse(giant)
+
+
+# -- the two decode paths ---------------------------------------------------------------------
+# A combined-stream trade frame is decoded straight into structs (frames.py); the same payload
+# sent raw (a /ws/ connection) is read from dictionaries. Both must reach the same verdict.
+
+
+def outcome(frame: str) -> object:
+    try:
+        return BinanceParser().parse(frame, 7)
+    except ParseError:
+        return ParseError
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from([SPOT_TRADE, SPOT_AGG_TRADE]), st.data())
+def test_fuzz_typed_and_dictionary_decoding_agree_on_every_trade_frame(
+    frame: str, data: st.DataObject
+) -> None:
+    payload = orjson.loads(frame)["data"]
+    for key in data.draw(st.lists(st.sampled_from(sorted(payload)), max_size=3)):
+        payload[key] = data.draw(JSON | st.integers() | st.sampled_from(["1.5", "0", "-2", ""]))
+    combined = json.dumps({"stream": "x@trade", "data": payload})
+    assert outcome(combined) == outcome(json.dumps(payload))
+
+
+def test_a_trade_frame_the_typed_decoder_refuses_is_still_read_or_refused_with_a_reason() -> None:
+    parser = BinanceParser()
+    # A float id: the typed decoder refuses it, and the general path refuses it too, counted
+    # once, saying what was wrong.
+    with pytest.raises(ParseError, match="'t' must be an integer"):
+        parser.parse(mutate(SPOT_TRADE, t=1.5), 0)
+    assert parser.stats == {**parser.stats, "trade": 1, "malformed": 1}

@@ -74,6 +74,7 @@ class Scenario:
     receivers: tuple[str, ...] = ()
     clients: int = 4
     intervals: str = INTERVALS
+    trades: bool = True  # the trades stream on (every trade to every consumer), or klines only
     # Replicas (STREAMER_SHARD i/n), each a process with its share of the symbols; every
     # WebSocket client connects to each, as a client wanting every symbol must.
     shards: int = 1
@@ -92,6 +93,11 @@ SCENARIOS = [
         "streamer: all",
         consumers=("redis", "websocket", "file"),
         receivers=("redis", "websocket"),
+    ),
+    Scenario(
+        "streamer: klines only",  # how most users run it: closed klines to every consumer
+        consumers=("redis", "websocket", "file"),
+        trades=False,
     ),
     Scenario(
         "streamer: all, 1s bars too",  # a stress case: every symbol closes a bar every second
@@ -186,7 +192,7 @@ def _streamer_env(
         "STREAMER_BINANCE_SPOT_WS_URL": fake.ws_url,
         "STREAMER_BINANCE_SPOT_REST_URL": fake.rest_url,
         "STREAMER_KLINE_INTERVALS": scenario.intervals,
-        "STREAMER_ENABLE_TRADES_STREAM": "true",
+        "STREAMER_ENABLE_TRADES_STREAM": str(scenario.trades).lower(),
         "STREAMER_ENABLED_CONSUMERS": ",".join(scenario.consumers),
         "STREAMER_HTTP_PORT": str(http_port),
         "STREAMER_LOG_LEVEL": "WARNING",

@@ -24,6 +24,8 @@ COMPILED = [
     "streamer/spans.py",
     "streamer/bar.py",
     "streamer/aggregator.py",
+    "streamer/clock.py",
+    "streamer/pipeline.py",
     "streamer/exchanges/ranges.py",
     "streamer/exchanges/binance/parser.py",
 ]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 __all__ = [
@@ -145,13 +144,13 @@ class ExchangeClock:
         return self._observed
 
 
-@dataclass(slots=True)
 class _Held(Generic[T]):
     """A source's events held as implausibly far ahead, in arrival order."""
 
-    items: list[T] = field(default_factory=list)
-    symbols: set[str] = field(default_factory=set)
-    best_offset: int = -_NEVER  # the largest offset among them
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self.symbols: set[str] = set()
+        self.best_offset = -_NEVER  # the largest offset among them
 
 
 class FutureGuard(Generic[T]):

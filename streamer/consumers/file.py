@@ -7,7 +7,8 @@ JSON consumers receive inside ``data``.
 
 * Writes are buffered in memory and appended with aiofiles at least every
   ``STREAMER_FILE_CONSUMER_FLUSH_INTERVAL_MS`` (default 1 s), sooner past 4 MiB, and on shutdown,
-  which also fsyncs: after SIGTERM every event received before the signal is on disk.
+  which also fsyncs: after SIGTERM every event received before the signal is on disk. A task of
+  its own writes, so taking in events never waits for the disk, until 64 MiB wait unwritten.
 * ``STREAMER_FILE_CONSUMER_GZIP=true`` writes ``HH.jsonl.gz``: each flush appends one gzip
   member, which ``gzip.open`` and ``zcat`` read as one stream.
 * Retention removes whole hours older than ``STREAMER_FILE_CONSUMER_RETENTION_HOURS``, judged by
@@ -84,6 +85,7 @@ class FileConsumer(BaseConsumer):
         self._buffers: dict[_Key, list[bytes]] = {}
         self._buffered_bytes = 0
         self._lock = asyncio.Lock()
+        self._due = asyncio.Event()  # FLUSH_BYTES are buffered: write before the interval ends
         self._tasks: list[asyncio.Task[None]] = []
         self._log = RateLimitedLog(self.logger)
         self.events_received = 0
@@ -131,8 +133,12 @@ class FileConsumer(BaseConsumer):
             buffers.setdefault(key, []).append(chunk)
             self._buffered_bytes += len(chunk)
             self.events_received += len(lines)
-        if self._buffered_bytes >= FLUSH_BYTES:
-            await self.flush()
+        if self._buffered_bytes >= MAX_PENDING_BYTES:
+            await self.flush()  # the disk is slower than the feed: wait for it, in our queue
+        elif self._buffered_bytes >= FLUSH_BYTES:
+            # The flush task writes it. Waiting here for the disk (a thread's round trips
+            # through a busy event loop) let the queue fill at full speed and drop events.
+            self._due.set()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -191,7 +197,9 @@ class FileConsumer(BaseConsumer):
 
     async def _flush_every(self) -> None:
         while True:
-            await asyncio.sleep(self.flush_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.flush_interval)
+            self._due.clear()
             await self.flush()
 
     async def _retention_every(self) -> None:

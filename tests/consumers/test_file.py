@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamer.consumers import file as file_module
 from streamer.consumers.file import FileConsumer
 from streamer.records import Batch, Envelope, Price
 from streamer.settings import ConfigError
@@ -68,6 +69,38 @@ async def test_buffered_events_are_flushed_within_the_flush_interval(tmp_path: P
     assert read_lines(path) == [
         {"symbol": "BTCUSDT", "price": "1", "timestamp": 1, "received_at": 1, "source": "binance"}
     ]
+    await files.stop()
+
+
+async def test_a_full_buffer_is_written_by_the_flush_task_while_consume_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FLUSH_BYTES, consume returns at once (it never waits for the disk) and the flush
+    task writes well before the flush interval (here a minute) is over."""
+    monkeypatch.setattr(file_module, "FLUSH_BYTES", 100)
+    now = [T]
+    files = consumer(tmp_path, now, file_consumer_flush_interval_ms=60_000)
+    await files.setup()
+    await files.start()
+    path = tmp_path / "data/binance/spot/price/2017/08/17/04.jsonl"
+    await files.consume(prices(*range(1, 5)))
+    assert not path.exists()  # handed to the flush task, not written in consume
+    await eventually(lambda: path.exists() and len(read_lines(path)) == 4)
+    await files.stop()
+
+
+async def test_past_the_pending_limit_consume_waits_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MAX_PENDING_BYTES unwritten, consume writes before it returns: the backlog then
+    waits in the consumer's bounded queue, not in ever more memory here."""
+    monkeypatch.setattr(file_module, "MAX_PENDING_BYTES", 100)
+    now = [T]
+    files = consumer(tmp_path, now, file_consumer_flush_interval_ms=60_000)
+    await files.setup()
+    await files.consume(prices(*range(1, 5)))
+    path = tmp_path / "data/binance/spot/price/2017/08/17/04.jsonl"
+    assert len(read_lines(path)) == 4
     await files.stop()
 
 

@@ -278,6 +278,10 @@ class Broadcaster:
         # bar end -> hand-off of the closed kline
         self.kline_latency = LatencyHistogram(LatencyHistogram.KLINE_BUCKETS)
 
+    def backlog(self) -> float:
+        """The fullest consumer queue, as a fraction of its limit (flow control reads it)."""
+        return max((r.queued_events / r.max_events for r in self.runners), default=0.0)
+
     def publish(self, key: StreamKey, record: Record) -> None:
         """Add one record to the current batch. Never blocks, never awaits."""
         pending = self._pending.get(key)

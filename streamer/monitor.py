@@ -224,6 +224,7 @@ class ServiceCollector(Collector):
         yield conflated
 
         yield from self._consumer_metrics()
+        yield from self._flow_metrics()
 
         if broadcaster is not None:
             published = CounterMetricFamily(
@@ -325,6 +326,23 @@ class ServiceCollector(Collector):
             )
             memory.add_metric([], history.store.size)
             yield from (served, memory)
+
+    def _flow_metrics(self) -> Iterator[Metric]:
+        """Flow control: the exchange connections paused so that consumers could catch up."""
+        flow = self.service.flow
+        if flow is None:
+            return
+        for name, help_text, value in (
+            ("streamer_flow_pauses", "Times the exchange connections paused reading (consumers "
+             "behind)", flow.pauses),
+            ("streamer_flow_paused_seconds", "Time the exchange connections spent paused",
+             flow.paused_ms / 1000),
+            ("streamer_flow_gave_up", "Pauses that did not let the consumers catch up (flow "
+             "control then rests and the slow consumer drops)", flow.gave_up),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family
 
     def _consumer_metrics(self) -> Iterator[Metric]:
         """What each consumer, built-in or plugin, reports of itself, merged by name."""

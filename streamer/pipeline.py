@@ -27,6 +27,7 @@ from streamer.aggregator import DUPLICATE, KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
+from streamer.flow import FlowControl
 from streamer.logs import RateLimitedLog
 from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trade
 from streamer.repair import RepairWorker, Request
@@ -59,10 +60,12 @@ class Pipeline:
         audit_sample: int = 20,
         rng: random.Random | None = None,
         max_lead_ms: int = MAX_LEAD_MS,
+        flow: FlowControl | None = None,
     ) -> None:
         self.exchange = exchange
         self.channel = channel
         self.broadcaster = broadcaster
+        self.flow = flow
         self.aggregator = aggregator
         self.clock = clock or ExchangeClock()
         self.publish_trades = publish_trades
@@ -175,6 +178,10 @@ class Pipeline:
         self._push_scheduled = False
         if self.aggregator is not None:
             self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
+
+    def reading_paused(self) -> bool:
+        """Whether the connections should pause reading for a moment (:mod:`streamer.flow`)."""
+        return self.flow is not None and self.flow.should_pause()
 
     def forget(self, symbol: str) -> None:
         """Drop everything kept for ``symbol`` (it was delisted); its forming bars are lost."""

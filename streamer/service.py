@@ -32,6 +32,7 @@ from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges import Connector, connector_for
+from streamer.flow import FlowControl
 from streamer.history import Held, History, HistoryHolder
 from streamer.intervals import Interval
 from streamer.logs import RateLimitedLog
@@ -86,6 +87,7 @@ class Service:
         self.undelivered: dict[str, int] = {}  # events each consumer could not deliver at stop
         self.consumers: list[BaseConsumer] = []
         self.broadcaster: Broadcaster | None = None
+        self.flow: FlowControl | None = None  # the exchange connections' flow control
         self.pipelines: dict[str, Pipeline] = {}
         self.connector: Connector | None = None
         self.store: HistoryStore | None = None
@@ -171,6 +173,10 @@ class Service:
             for consumer in self.consumers
         ]
         self.broadcaster = Broadcaster(runners, taps=[self.store.record_batch])
+        if settings.flow_control_max_pause_ms > 0:
+            self.flow = FlowControl(
+                self.broadcaster.backlog, max_pause_ms=settings.flow_control_max_pause_ms
+            )
         for consumer in self.consumers:
             await consumer.setup()
         for consumer in self.consumers:
@@ -309,6 +315,7 @@ class Service:
             max_lead_ms=settings.clock_max_lead_ms,
             audit_interval_s=settings.audit_interval_seconds,
             audit_sample=settings.audit_sample,
+            flow=self.flow,
         )
 
     async def _unless_stopped(self, work: Any) -> bool:
@@ -425,6 +432,8 @@ class Service:
             "connector": self.connector.health() if self.connector else {},
             "consumers": consumers,
         }
+        if self.flow is not None:
+            out["flow_control"] = self.flow.health()
         if self.backfill is not None:
             out["backfill"] = self.backfill.health()
         exactness: dict[str, object] = {}

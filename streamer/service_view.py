@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from streamer.broadcaster import Broadcaster
     from streamer.consumers.base import BaseConsumer
     from streamer.exchanges.base import Connector
+    from streamer.flow import FlowControl
     from streamer.history import History
     from streamer.pipeline import Pipeline
     from streamer.settings import Settings
@@ -28,6 +29,7 @@ class ServiceView(Protocol):
     settings: Settings
     consumers: list[BaseConsumer]
     broadcaster: Broadcaster | None
+    flow: FlowControl | None
     pipelines: dict[str, Pipeline]
     connector: Connector | None
     history: History | None

@@ -309,6 +309,12 @@ class Settings(Section):
         description="Events each consumer may have waiting before its oldest are dropped (and "
         "counted)",
     )  # fmt: skip
+    flow_control_max_pause_ms: int = Field(
+        default=250, ge=0, le=10_000,
+        description="While a consumer queue is half full, the exchange connections stop reading "
+        "for up to this long so consumers can catch up; a consumer that does not is not waited "
+        "for again for 10 s (its queue drops). 0: never pause",
+    )  # fmt: skip
     consumer_batch_max_events: int = Field(
         default=10_000, ge=1, le=1_000_000,
         description="A consumer that fell behind gets its waiting batches merged, up to this "

@@ -222,3 +222,20 @@ async def test_memory_stays_flat_under_a_stalled_consumer() -> None:
     assert sizes[1] - sizes[0] < 512 * 1024, sizes  # 90,000 more trades, no more memory
     assert runner.dropped["trades"] > 90_000
     await broadcaster.cancel()
+
+
+async def test_backlog_is_the_fullest_consumer_queue_as_a_fraction_of_its_limit() -> None:
+    """What flow control reads: one stuck consumer's queue counts, however empty the others."""
+    stuck, healthy = StuckConsumer(), CollectingConsumer(make_settings())
+    broadcaster = Broadcaster([ConsumerRunner(stuck, 100, LOG), ConsumerRunner(healthy, 1000, LOG)])
+    assert broadcaster.backlog() == 0.0
+    broadcaster.start()
+    broadcaster.publish(KEY, price(0))
+    await stuck.started.wait()  # its first batch is in hand, the queue is empty
+    for i in range(40):
+        broadcaster.publish(TRADES, trade(i))
+    broadcaster.flush()
+    await asyncio.wait_for(broadcaster.runners[1].drain(), 1.0)
+    assert broadcaster.backlog() == 0.4
+    assert Broadcaster([]).backlog() == 0.0
+    await broadcaster.cancel()

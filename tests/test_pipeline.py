@@ -11,6 +11,7 @@ from streamer import pipeline as pipeline_module
 from streamer.aggregator import KlineAggregator
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import ExchangeClock
+from streamer.flow import FlowControl
 from streamer.intervals import parse_intervals
 from streamer.pipeline import Pipeline
 from streamer.records import Kline, Price, Record, Status, Trade
@@ -363,3 +364,16 @@ async def test_klines_are_pushed_once_per_loop_turn_so_a_burst_of_late_trades_is
     await asyncio.sleep(0)
     assert [(k.timestamp, k.revision, k.trade_count) for k in received[1:]] == [(T0, 1, 51)]
     await pipeline.stop()
+
+
+def test_reading_pauses_only_where_flow_control_says_so() -> None:
+    """The connector asks its pipelines; without flow control the answer is always no."""
+    backlog = [0.9]
+    flow = FlowControl(lambda: backlog[0], monotonic=lambda: 1.0)
+    recorder = Recorder()
+    paced = Pipeline("binance", "spot", recorder, aggregator=None, flow=flow)
+    plain = Pipeline("binance", "spot", recorder, aggregator=None)
+    assert paced.reading_paused()
+    assert not plain.reading_paused()
+    backlog[0] = 0.0
+    assert not paced.reading_paused()

@@ -56,6 +56,10 @@ class FeedSink(Protocol):
     def forget(self, symbol: str) -> None:
         """``symbol`` is no longer streamed (delisted): drop what is kept for it."""
 
+    def reading_paused(self) -> bool:
+        """Whether connections should read nothing more for a moment (flow control: the
+        consumers are behind; see :mod:`streamer.flow`). Asked every few frames."""
+
 
 class LinkState(enum.StrEnum):
     """What an exchange connection is doing (``state`` in ``/health``)."""
@@ -114,6 +118,11 @@ class Connector(abc.ABC):
     def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         self.settings = settings
         self.pipelines = dict(pipelines)
+
+    def reading_paused(self) -> bool:
+        """Whether any channel asks the connections to pause reading (flow control): give it
+        to the wire as ``WireOptions.paused``."""
+        return any(pipeline.reading_paused() for pipeline in self.pipelines.values())
 
     @classmethod
     @abc.abstractmethod

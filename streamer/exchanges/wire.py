@@ -13,6 +13,10 @@ message (text as ``str`` or ``bytes``; the parsers take either), answer the serv
 send their own (``ping_interval``, closing after ``ping_timeout`` without a pong), refuse
 messages over ``max_size`` by closing with 1009, and report a refused handshake as
 :class:`websockets.exceptions.InvalidStatus`, so one error classifier serves both.
+
+Flow control (:mod:`streamer.flow`): every :data:`PACE_EVERY` messages a connection asks
+``WireOptions.paused``; while it says yes, it reads nothing (TCP holds the data) and asks
+again every :data:`PACE_POLL_S`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 OnMessage = Callable[[bytes | str], None]
 CLIENTS = ("auto", "websockets", "picows")
+PACE_EVERY = 64  # messages between two questions to flow control
+PACE_POLL_S = 0.002  # while paused, ask again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,8 @@ class WireOptions:
     close_timeout: float = 2.0
     max_size: int = 16 << 20
     max_queue: int = 256  # websockets only: frames buffered before TCP backpressure
+    # Flow control: while it returns True, read nothing more (see streamer.flow).
+    paused: Callable[[], bool] | None = None
 
 
 class Wire(abc.ABC):
@@ -95,18 +103,29 @@ async def close_within(wire: Wire, timeout: float) -> None:
 
 
 class _WebsocketsWire(Wire):
-    def __init__(self, ws: ClientConnection, on_message: OnMessage) -> None:
+    def __init__(
+        self, ws: ClientConnection, on_message: OnMessage, paused: Callable[[], bool] | None
+    ) -> None:
         super().__init__()
         self.ws = ws
         self._on_message = on_message
+        self._paused = paused
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="wire-read")
 
     async def _read(self) -> None:
-        ws, on_message = self.ws, self._on_message
+        ws, on_message, paused = self.ws, self._on_message, self._paused
+        count = 0
         try:
             while True:
                 # decode=False: text frames as bytes, not decoded to str only to be parsed.
                 on_message(await ws.recv(decode=False))
+                count += 1
+                if count >= PACE_EVERY and paused is not None:
+                    count = 0
+                    # Asked, not signalled: the answer follows the consumers' queues. Bounded:
+                    # flow control gives up on a slow consumer.
+                    while paused():  # noqa: ASYNC110
+                        await asyncio.sleep(PACE_POLL_S)
         except asyncio.CancelledError:
             raise
         except ConnectionClosedOK:
@@ -140,7 +159,7 @@ async def open_websockets(url: str, on_message: OnMessage, options: WireOptions)
         max_queue=options.max_queue,
         compression=None,  # exchanges do not compress market streams
     )
-    return _WebsocketsWire(ws, on_message)
+    return _WebsocketsWire(ws, on_message, options.paused)
 
 
 class _PicowsWire(Wire):
@@ -153,6 +172,24 @@ class _PicowsWire(Wire):
         self.clean = False  # the server closed with 1000 or 1001
         self.parts: list[bytes] = []
         self.parts_size = 0
+        self.count = 0  # messages since flow control was last asked
+
+    def pace(self) -> None:
+        """Ask flow control; while it says pause, read nothing and ask again shortly."""
+        paused = self.options.paused
+        if paused is None or self.closed.is_set() or not paused():
+            return
+        self.transport.underlying_transport.pause_reading()
+        asyncio.get_running_loop().call_later(PACE_POLL_S, self._poll)
+
+    def _poll(self) -> None:
+        if self.closed.is_set():
+            return
+        paused = self.options.paused
+        if paused is not None and paused():
+            asyncio.get_running_loop().call_later(PACE_POLL_S, self._poll)
+        else:
+            self.transport.underlying_transport.resume_reading()
 
     async def send(self, text: str) -> None:
         from picows import WSMsgType
@@ -194,6 +231,10 @@ def _picows_listener(wire: _PicowsWire) -> Any:
                 return
             if (kind is text or kind is binary) and frame.fin:
                 wire.on_message(frame.get_payload_as_bytes())
+                wire.count += 1
+                if wire.count >= PACE_EVERY:
+                    wire.count = 0
+                    wire.pace()
             elif kind is text or kind is binary or kind is continuation:
                 self._fragment(transport, frame)
             elif kind is close:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
+import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -15,6 +16,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 from websockets.http11 import Request, Response
 
 from streamer.exchanges.wire import (
+    PACE_EVERY,
     OpenWire,
     Wire,
     WireOptions,
@@ -217,3 +219,39 @@ def test_asking_for_picows_without_it_is_a_config_error(monkeypatch: pytest.Monk
     assert not isinstance(error.value, ConfigError) or "STREAMER_EXCHANGE_WS_CLIENT" in str(
         error.value
     )
+
+
+async def test_flow_control_stops_reading_while_it_says_pause_and_resumes(
+    open_wire: OpenWire,
+) -> None:
+    """Every PACE_EVERY messages the wire asks ``paused``; while it says yes nothing more is
+    read (the server's data waits in TCP), and once it says no every message arrives, in order."""
+    count = 400
+    payload = "x" * 8_000  # big enough that one socket read holds only a few messages
+
+    async def handler(ws: ServerConnection) -> None:
+        for n in range(count):
+            await ws.send(f'{{"n":{n},"pad":"{payload}"}}')
+        await ws.wait_closed()
+
+    pause = [True]
+    asked = [0]
+
+    def paused() -> bool:
+        asked[0] += 1
+        return pause[0]
+
+    options = WireOptions(
+        ping_interval=5, ping_timeout=5, open_timeout=2, close_timeout=1, paused=paused
+    )
+    async with server(handler) as url:
+        got = await collect(open_wire, url, options)
+        await eventually(lambda: asked[0] > 0)
+        held = len(got.messages)
+        await asyncio.sleep(0.05)  # the socket has more, but nothing is read while paused
+        assert PACE_EVERY <= held == len(got.messages) < count
+        pause[0] = False
+        await eventually(lambda: len(got.messages) == count)
+        assert [orjson.loads(m)["n"] for m in got.messages] == list(range(count))
+        assert got.wire is not None
+        await got.wire.close()

@@ -36,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamer.exchange_klines import ExchangeKlines
@@ -129,6 +129,7 @@ class BinanceConnector(Connector):
         super().__init__(settings, pipelines)
         self.config = settings.section(BinanceSettings)
         self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
+        self._ws_options = replace(WS_OPTIONS, paused=self.reading_paused)
         self._backoff = backoff
         self._sleep = sleep
         self._rng = rng
@@ -266,7 +267,7 @@ class BinanceConnector(Connector):
     async def _open(self, plan: ConnectionPlan, on_open: Callable[[], None]) -> BinanceLink:
         """Connect and subscribe every stream of ``plan``."""
         link = BinanceLink(plan.channel, self._frame_handler(plan))
-        await link.connect(plan.url(), self._open_wire, WS_OPTIONS, on_open)
+        await link.connect(plan.url(), self._open_wire, self._ws_options, on_open)
         rest = plan.streams[URL_STREAMS:]
         refused_before = len(link.refused)
         if rest and not await link.subscribe(rest, timeout=WS_OPTIONS.open_timeout):

@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamer.clock import wall_clock_ms
@@ -86,6 +86,7 @@ class DnseConnector(Connector):
     ) -> None:
         super().__init__(settings, pipelines)
         self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
+        self._ws_options = replace(WS_OPTIONS, paused=self.reading_paused)
         self._backoff = backoff
         self._sleep = sleep
         self.retry_refused_auth = retry_refused_auth
@@ -219,7 +220,7 @@ class DnseConnector(Connector):
         link = DnseLink(self._frame_handler(plan))
         url = f"{self.config.dnse_ws_url}/v1/stream?encoding=json"
         try:
-            await link.connect(url, self._open_wire, WS_OPTIONS, self._auth, on_open)
+            await link.connect(url, self._open_wire, self._ws_options, self._auth, on_open)
         except AuthRefused as exc:
             self.auth_refusals += 1
             message = str(exc).removeprefix("DNSE refused the credentials: ")

@@ -173,22 +173,28 @@ class _PicowsWire(Wire):
         self.parts: list[bytes] = []
         self.parts_size = 0
         self.count = 0  # messages since flow control was last asked
+        self.pausing = False  # reading is paused; one poll chain asks when to resume
 
     def pace(self) -> None:
         """Ask flow control; while it says pause, read nothing and ask again shortly."""
+        # Frames of the socket read that came before the pause still arrive: they must not
+        # start a second poll chain.
         paused = self.options.paused
-        if paused is None or self.closed.is_set() or not paused():
+        if paused is None or self.pausing or self.closed.is_set() or not paused():
             return
+        self.pausing = True
         self.transport.underlying_transport.pause_reading()
         asyncio.get_running_loop().call_later(PACE_POLL_S, self._poll)
 
     def _poll(self) -> None:
         if self.closed.is_set():
+            self.pausing = False
             return
         paused = self.options.paused
         if paused is not None and paused():
             asyncio.get_running_loop().call_later(PACE_POLL_S, self._poll)
         else:
+            self.pausing = False
             self.transport.underlying_transport.resume_reading()
 
     async def send(self, text: str) -> None:

@@ -17,7 +17,8 @@ Listens on ``STREAMER_WEBSOCKET_HOST``:``STREAMER_WEBSOCKET_PORT`` (9500) at
 * ``{"op": "unsubscribe", "channels": [...]}`` -> ``{"status": "unsubscribed", ...}``;
   ``{"op": "ping"}`` -> ``{"op": "pong"}`` (klines-streamer's ``{"type": "ping"}`` -> ``{"type":
   "pong"}``); ``{"op": "set", "compression": "gzip" | "none"}`` switches gzip binary frames on or
-  off (or connect with ``?compression=gzip``).
+  off (or connect with ``?compression=gzip``); ``{"op": "set", "messages": "per_channel" |
+  "batch"}`` chooses one message per channel, or (the default) one per batch and data type.
 * A bad message gets ``{"error": ...}`` and the connection stays. A frame over
   ``STREAMER_WEBSOCKET_MAX_MESSAGE_BYTES`` closes with **1009**; more than
   ``STREAMER_WEBSOCKET_CLIENT_MAX_MESSAGES_PER_SECOND`` messages a second with **1008**.
@@ -25,7 +26,9 @@ Listens on ``STREAMER_WEBSOCKET_HOST``:``STREAMER_WEBSOCKET_PORT`` (9500) at
 Every client has its own queue of at most ``STREAMER_WEBSOCKET_CLIENT_QUEUE_SIZE`` messages,
 drained by its own task: a client that cannot keep up is disconnected with **1013** and counted,
 and nobody else waits for it. At most ``STREAMER_WEBSOCKET_MAX_CLIENTS`` clients (HTTP 503 past
-that). Messages are serialised once per batch and shared by every client; gzip once per message.
+that). Who gets what is decided once per distinct subscription
+(:mod:`~streamer.consumers.websocket_routing`); messages are serialised, gzipped and framed once
+and shared by every client that gets them.
 """
 
 from __future__ import annotations
@@ -33,13 +36,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import http
-import re
 import ssl
 import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import translate
 from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +53,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.headers import build_www_authenticate_basic
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from streamer.consumers.base import BaseConsumer, ConsumerContext
 from streamer.consumers.websocket_auth import (
@@ -61,6 +63,7 @@ from streamer.consumers.websocket_auth import (
     claimant,
     client_address,
 )
+from streamer.consumers.websocket_routing import Frame, Router, Subscription
 from streamer.history import MAX_LIMIT, History
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
@@ -71,6 +74,7 @@ __all__ = [
     "CLOSE_AUTH_TIMEOUT",
     "CLOSE_RATE_LIMITED",
     "CLOSE_TOO_SLOW",
+    "DIRECT_WRITE_BYTES",
     "WebSocketConsumer",
     "WebSocketSettings",
 ]
@@ -85,29 +89,9 @@ MAX_HISTORY_CHANNELS = 100  # kline channels one subscription may ask history fo
 HISTORY_TIMEOUT_S = 30.0  # history that takes longer is given up (an error message instead)
 _PATTERN_HEADS = {"*", *DATA_TYPES}
 _SYMBOL = attrgetter("symbol")
-
-
-class Frame:
-    """One outgoing message, shared by every client that gets it; gzipped at most once.
-    ``size`` is what it counts against a client's byte limit."""
-
-    __slots__ = ("_gzip", "data", "size")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size = len(data)
-        self._gzip: bytes | None = None
-
-    @classmethod
-    def json(cls, obj: object) -> Frame:
-        """A frame for a small reply object."""
-        return cls(orjson.dumps(obj))
-
-    def gzipped(self) -> bytes:
-        """The gzip-compressed message (computed once)."""
-        if self._gzip is None:
-            self._gzip = gzip.compress(self.data, compresslevel=5, mtime=0)
-        return self._gzip
+# A message is written at once while the connection's write buffer holds at most this much;
+# past it, it waits in the client's queue (bounded by STREAMER_WEBSOCKET_CLIENT_QUEUE_*).
+DIRECT_WRITE_BYTES = 64 * 1024
 
 
 class Pending(Frame):
@@ -116,6 +100,8 @@ class Pending(Frame):
     They count nothing against the byte limit: history is bounded by its own limit."""
 
     __slots__ = ("messages", "ready")
+
+    immediate = False
 
     def __init__(self) -> None:
         super().__init__(b"")
@@ -128,60 +114,23 @@ class Pending(Frame):
         self.ready.set()
 
 
-class Subscription:
-    """A client's channel patterns; ``None`` (never subscribed) means every channel."""
-
-    __slots__ = ("_cache", "_covered", "_regex", "patterns")
-
-    def __init__(self) -> None:
-        self.patterns: set[str] | None = None
-        self._regex: re.Pattern[str] | None = None
-        self._cache: dict[str, bool] = {}
-        self._covered: dict[str, bool] = {}
-
-    def update(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
-        """Add and remove patterns."""
-        patterns = set() if self.patterns is None else set(self.patterns)
-        patterns.update(add)
-        patterns.difference_update(remove)
-        self.patterns = patterns
-        self._regex = re.compile("|".join(translate(p) for p in patterns)) if patterns else None
-        self._cache = {}
-        self._covered = {}
-
-    def covers(self, data_type: str) -> bool:
-        """Whether every channel of ``data_type`` matches (``trades:*``, ``*``): then a batch's
-        whole envelope goes out without looking at its channels one by one."""
-        if self.patterns is None:
-            return True
-        covered = self._covered.get(data_type)
-        if covered is None:
-            everything = ("*", f"{data_type}*", f"{data_type}:*")
-            covered = self._covered[data_type] = any(p in self.patterns for p in everything)
-        return covered
-
-    def wants(self, key: str) -> bool:
-        """Whether channel ``key`` matches."""
-        if self.patterns is None:
-            return True
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = self._regex is not None and self._regex.match(key) is not None
-            if len(self._cache) < 100_000:
-                self._cache[key] = hit
-        return hit
-
-
 class Client:
-    """One authenticated connection: its subscription, queue and sender task."""
+    """One authenticated connection: its subscription, queue and sender task.
+
+    A message offered while nothing is queued and the connection's write buffer is small is
+    written to the socket at once, as encoded for every client that gets it: no task wakes up
+    for it. Otherwise it waits in the queue, which the sender task drains with the library's
+    flow control; past the queue's bounds the client is too slow."""
 
     __slots__ = (
+        "_busy",
         "_count",
         "_second",
         "_wakeup",
         "address",
         "bytes_limit",
         "gzip",
+        "per_channel",
         "queue",
         "queued_bytes",
         "subscription",
@@ -202,24 +151,41 @@ class Client:
         self.user = user
         self.address = address
         self.gzip = use_gzip
+        self.per_channel = False  # one message per channel rather than per batch and data type
         self.subscription = Subscription()
         self.queue: deque[Frame] = deque()
         self.queued_bytes = 0
         self.bytes_limit = bytes_limit
         self._wakeup = asyncio.Event()
+        self._busy = False  # the sender holds a message it has not written yet
         self.task: asyncio.Task[None] | None = None
         self._second = 0
         self._count = 0
 
     def offer(self, frame: Frame, limit: int) -> bool:
-        """Queue a message; False if the queue is full, in messages (``limit``) or bytes: the
-        client cannot keep up."""
+        """Send or queue a message; False if the queue is full, in messages (``limit``) or
+        bytes: the client cannot keep up."""
         size = frame.size
-        if len(self.queue) >= limit or (self.queue and self.queued_bytes + size > self.bytes_limit):
+        queue = self.queue
+        if not queue and not self._busy and frame.immediate and self._write(frame):
+            return True
+        if len(queue) >= limit or (queue and self.queued_bytes + size > self.bytes_limit):
             return False
-        self.queue.append(frame)
+        queue.append(frame)
         self.queued_bytes += size
         self._wakeup.set()
+        return True
+
+    def _write(self, frame: Frame) -> bool:
+        """Write ``frame`` to the socket now if its buffer has room; whole frames only, so they
+        never interleave with the library's own (pings, closing)."""
+        ws = self.ws
+        if ws is None or ws.protocol.state is not State.OPEN:
+            return False
+        transport = ws.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > DIRECT_WRITE_BYTES:
+            return False
+        transport.write(frame.wire(self.gzip))
         return True
 
     def over_rate(self, now: float, limit: int) -> bool:
@@ -240,18 +206,21 @@ class Client:
                 continue
             frame = queue.popleft()
             self.queued_bytes -= frame.size
-            if isinstance(frame, Pending):
-                await frame.ready.wait()  # its filler always fills it, error or not
-                for message in frame.messages:
-                    if self.gzip:
-                        await ws.send(gzip.compress(message, compresslevel=5, mtime=0))
-                    else:
-                        await ws.send(message, text=True)
-                continue
-            if self.gzip:
-                await ws.send(frame.gzipped())
-            else:
-                await ws.send(frame.data, text=True)
+            self._busy = True  # until it is written, nothing may overtake it
+            try:
+                if isinstance(frame, Pending):
+                    await frame.ready.wait()  # its filler always fills it, error or not
+                    for message in frame.messages:
+                        if self.gzip:
+                            await ws.send(gzip.compress(message, compresslevel=5, mtime=0))
+                        else:
+                            await ws.send(message, text=True)
+                elif self.gzip:
+                    await ws.send(frame.gzipped())
+                else:
+                    await ws.send(frame.data, text=True)
+            finally:
+                self._busy = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +301,7 @@ class WebSocketConsumer(BaseConsumer):
         self.server: Server | None = None
         self.port: int | None = None
         self.clients: set[Client] = set()
+        self.router: Router[Client] = Router()
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, _Handshake] = (
             weakref.WeakKeyDictionary()
         )
@@ -509,12 +479,14 @@ class WebSocketConsumer(BaseConsumer):
             client.offer(Frame.json({"status": "authenticated", "user": user}), self.queue_limit)
             client.task = asyncio.get_running_loop().create_task(client.send_loop())
             self.clients.add(client)
+            self.router.set(client, None)  # everything until it subscribes
             self.logger.info("websocket client %s connected as %s", address, user)
             try:
                 async for message in ws:
                     self._on_message(client, message)
             finally:
                 self.clients.discard(client)
+                self.router.remove(client)
                 client.task.cancel()
         except ConnectionClosed:
             pass
@@ -558,12 +530,34 @@ class WebSocketConsumer(BaseConsumer):
                 return self._subscribe_with_history(client, request.get("channels"), history)
             return self._subscribe(client, op, request.get("channels"))
         if op == "set":
-            compression = request.get("compression")
-            if compression not in ("gzip", "none"):
-                return [_error('"compression" must be "gzip" or "none"', op)]
-            client.gzip = compression == "gzip"
-            return [Frame.json({"status": "set", "compression": compression})]
+            return [self._set(client, request)]
         return [_error(f"unknown op {op!r}; use subscribe, unsubscribe, ping or set")]
+
+    def _set(self, client: Client, request: dict[str, Any]) -> Frame:
+        """``{"op": "set", "compression": "gzip" | "none", "messages": "batch" |
+        "per_channel"}``, either or both."""
+        compression, messages = request.get("compression"), request.get("messages")
+        if compression is None and messages is None:
+            return _error('say "compression" ("gzip" or "none") or "messages" ("batch" or '
+                          '"per_channel")', "set")  # fmt: skip
+        if compression not in (None, "gzip", "none"):
+            return _error('"compression" must be "gzip" or "none"', "set")
+        if messages not in (None, "batch", "per_channel"):
+            return _error('"messages" must be "batch" or "per_channel"', "set")
+        reply: dict[str, str] = {"status": "set"}
+        if compression is not None:
+            client.gzip = compression == "gzip"
+            reply["compression"] = compression
+        if messages is not None:
+            client.per_channel = messages == "per_channel"
+            self._route(client)
+            reply["messages"] = messages
+        return Frame.json(reply)
+
+    def _route(self, client: Client) -> None:
+        """Tell the router what ``client`` now wants (if it is still connected)."""
+        if client in self.clients:
+            self.router.set(client, client.subscription.patterns, client.per_channel)
 
     def _subscribe(self, client: Client, op: str, channels: Any) -> list[Frame]:
         if not isinstance(channels, list) or not channels:
@@ -585,6 +579,7 @@ class WebSocketConsumer(BaseConsumer):
             if len(subscription.patterns or ()) > MAX_PATTERNS:
                 subscription.update(remove=added)
                 return [_error(f"at most {MAX_PATTERNS} channel patterns per client", op)]
+            self._route(client)
             ack = Frame.json(
                 {"status": "subscribed", "channels": sorted(subscription.patterns or ())}
             )
@@ -595,6 +590,7 @@ class WebSocketConsumer(BaseConsumer):
                 'or unsubscribe ["*"] for nothing', op,
             )]  # fmt: skip
         subscription.update(remove=channels)
+        self._route(client)
         return [
             Frame.json({"status": "unsubscribed", "channels": sorted(subscription.patterns or ())})
         ]
@@ -676,37 +672,12 @@ class WebSocketConsumer(BaseConsumer):
         if not self.clients:
             return
         limit = self.queue_limit
-        full: dict[int, Frame] = {}
-        per_channel: dict[tuple[int, str], Frame] = {}
-        for client in list(self.clients):
-            subscription = client.subscription
-            ok = True
-            for index, envelope in enumerate(batch):
-                if subscription.covers(envelope.data_type):
-                    frames = [full.get(index) or full.setdefault(index, Frame(envelope.to_json()))]
-                else:
-                    channels = envelope.by_channel()
-                    keys = [key for key in channels if subscription.wants(key)]
-                    if not keys:
-                        continue
-                    if len(keys) == len(channels):
-                        frames = [
-                            full.get(index) or full.setdefault(index, Frame(envelope.to_json()))
-                        ]
-                    else:
-                        frames = [
-                            per_channel.get((index, key))
-                            or per_channel.setdefault((index, key), Frame(channels[key]))
-                            for key in keys
-                        ]
+        for route, frames in self.router.route(batch):
+            for client in tuple(route.clients):  # one too slow leaves the route meanwhile
                 for frame in frames:
                     if not client.offer(frame, limit):
-                        ok = False
+                        self._too_slow(client)
                         break
-                if not ok:
-                    break
-            if not ok:
-                self._too_slow(client)
 
     def _remember(self, envelope: Envelope) -> None:
         """Keep the latest record per channel (closed klines only) for snapshots."""
@@ -746,6 +717,7 @@ class WebSocketConsumer(BaseConsumer):
     def _disconnect(self, client: Client, code: int, reason: str) -> None:
         """Stop sending to ``client`` at once and close it in the background."""
         self.clients.discard(client)
+        self.router.remove(client)
         if client.task is not None:
             client.task.cancel()
         client.queue.clear()
@@ -764,10 +736,12 @@ class WebSocketConsumer(BaseConsumer):
             if client.task is not None:
                 client.task.cancel()
         self.clients.clear()
+        self.router = Router()
 
     def health(self) -> dict[str, object]:
         return {
             "clients": len(self.clients),
+            "subscriptions": self.router.routes,
             "disconnected_slow": self.disconnected_slow,
             "disconnected_rate_limited": self.disconnected_rate,
             "auth_failures": self.auth_failures,

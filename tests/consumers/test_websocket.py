@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -20,12 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from streamer.bar import parse_exchange_kline
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.base import ConsumerContext
-from streamer.consumers.websocket import Client, Frame, Subscription, WebSocketConsumer
+from streamer.consumers.websocket import DIRECT_WRITE_BYTES, Client, Pending, WebSocketConsumer
 from streamer.consumers.websocket_auth import AuthThrottle, Credentials, claimant, client_address
+from streamer.consumers.websocket_routing import Frame
 from streamer.exchange_klines import ExchangeKlines
 from streamer.history import History
 from streamer.intervals import parse_interval
@@ -280,20 +283,6 @@ async def test_subscribe_acks_then_snapshots_then_streams_only_matching_channels
         assert (await receive(ws))["data_type"] == "price"
 
 
-def test_a_subscription_covers_a_data_type_only_when_every_channel_of_it_matches() -> None:
-    subscription = Subscription()
-    assert subscription.covers("trades")  # never subscribed: everything
-    subscription.update(add=["trades:*", "klines:1m:*"])
-    assert subscription.covers("trades")
-    assert not subscription.covers("klines")  # 1m only: checked channel by channel
-    assert not subscription.covers("price")
-    subscription.update(add=["*"], remove=["trades:*"])
-    assert subscription.covers("klines")
-    assert subscription.covers("quotes")
-    subscription.update(remove=["*"])
-    assert not subscription.covers("trades")
-
-
 async def test_a_wildcard_subscriber_gets_the_whole_envelope_in_one_message() -> None:
     async with Server() as server, connect(url(server)) as ws:
         await login(ws)
@@ -510,6 +499,88 @@ async def test_a_client_queue_is_bounded_in_bytes_as_well_as_in_messages() -> No
     assert client.queued_bytes == 80_000
     alone = Client(None, "bob", "127.0.0.1", False, bytes_limit=100_000)  # type: ignore[arg-type]
     assert alone.offer(Frame(b"x" * 500_000), 1000)  # one oversized message still goes out
+
+
+class FakeTransport:
+    def __init__(self, buffered: int = 0) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = buffered
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeConnection:
+    def __init__(self, transport: FakeTransport) -> None:
+        self.transport = transport
+        self.protocol = SimpleNamespace(state=State.OPEN)
+
+
+def test_a_message_for_an_idle_client_is_written_at_once_as_encoded_once() -> None:
+    """No queue, no task wake-up: the shared wire bytes go straight to the socket."""
+    transports = [FakeTransport(), FakeTransport()]
+    clients = [Client(FakeConnection(t), "a", "127.0.0.1", False) for t in transports]  # type: ignore[arg-type]
+    frame = Frame(b'{"data":[]}')
+    for client in clients:
+        assert client.offer(frame, 10)
+        assert not client.queue
+    assert transports[0].writes[0] is transports[1].writes[0] is frame.wire(gzipped=False)
+
+
+def test_a_client_whose_socket_is_backed_up_gets_its_messages_queued_in_order() -> None:
+    transport = FakeTransport(buffered=DIRECT_WRITE_BYTES + 1)
+    client = Client(FakeConnection(transport), "a", "127.0.0.1", False)  # type: ignore[arg-type]
+    first, second = Frame(b"1"), Frame(b"2")
+    assert client.offer(first, 10)
+    transport.buffered = 0  # drained meanwhile: still behind the queued one
+    assert client.offer(second, 10)
+    assert transport.writes == []
+    assert list(client.queue) == [first, second]
+
+
+async def test_live_messages_never_overtake_history_the_sender_is_waiting_for() -> None:
+    transport = FakeTransport()
+    connection = FakeConnection(transport)
+    sent: list[bytes] = []
+
+    async def send(message: bytes, text: bool | None = None) -> None:
+        sent.append(message)
+
+    connection.send = send  # type: ignore[attr-defined]
+    client = Client(connection, "a", "127.0.0.1", False)  # type: ignore[arg-type]
+    pending = Pending()
+    assert client.offer(pending, 10)
+    client.task = asyncio.get_running_loop().create_task(client.send_loop())
+    await eventually(lambda: not client.queue)  # the sender holds it, waiting for history
+    assert client.offer(Frame(b"live"), 10)
+    assert transport.writes == []  # queued behind the history, not written past it
+    pending.fill([b"history"])
+    await eventually(lambda: sent == [b"history", b"live"])
+    client.task.cancel()
+
+
+async def test_a_client_may_ask_for_one_message_per_channel() -> None:
+    async with Server() as server, connect(url(server)) as ws:
+        await login(ws)
+        await ws.send('{"op": "subscribe", "channels": ["klines:1m:*"]}')
+        assert (await receive(ws))["status"] == "subscribed"
+        both = batch("klines", kline(0), kline(0, "ETHUSDT"), kline(0, interval="5m"))
+        await server.consume(both)  # a 5m bar too: not every channel is wanted
+        assert [k["symbol"] for k in (await receive(ws))["data"]] == ["BTCUSDT", "ETHUSDT"]
+        await ws.send('{"op": "set", "messages": "per_channel"}')
+        assert await receive(ws) == {"status": "set", "messages": "per_channel"}
+        await server.consume(both)
+        assert [k["symbol"] for k in (await receive(ws))["data"]] == ["BTCUSDT"]
+        assert [k["symbol"] for k in (await receive(ws))["data"]] == ["ETHUSDT"]
+        await ws.send('{"op": "set", "messages": "one"}')
+        assert "must be" in (await receive(ws))["error"]
+        assert server.health()["subscriptions"] == 1
 
 
 # -- history with a subscription ----------------------------------------------------------------

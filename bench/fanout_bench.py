@@ -97,6 +97,7 @@ class Stages:
                 patterns = [f"trades:SYM{index}USDT", f"klines:*:SYM{index}USDT"]
             client.subscription.update(add=patterns)
             self.websocket.clients.add(client)
+            self.websocket.router.set(client, patterns)
 
     def serialise(self, batches: Sequence[Batch]) -> None:
         for batch in batches:

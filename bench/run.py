@@ -78,6 +78,8 @@ class Scenario:
     # Replicas (STREAMER_SHARD i/n), each a process with its share of the symbols; every
     # WebSocket client connects to each, as a client wanting every symbol must.
     shards: int = 1
+    # WebSocket clients half on trades:*, half on klines:1m:* (the fan-out sweep, bench/clients)
+    split: bool = False
 
 
 SCENARIOS = [
@@ -138,6 +140,8 @@ class Measurement:
     # as bucket upper bounds.
     kline_handoff_ms: dict[str, float] = field(default_factory=dict)
     boundary_ms: int = 0  # the bar boundary a latency run was aligned to
+    cores: float = 0.0  # CPU the contender used over the window, in cores
+    disconnected: float = 0.0  # WebSocket clients the service closed (too slow, flooding)
     # Cores the rest of the bench used meanwhile (the fake, each receiver): they share the
     # machine's two cores with the contender.
     others_cores: dict[str, float] = field(default_factory=dict)
@@ -316,7 +320,7 @@ async def measure(
                 for port in ws_ports:
                     args += ["--url", f"ws://127.0.0.1:{port}/"]
                 args += ["--key", WS_KEY]
-                args += ["--clients", str(scenario.clients)]
+                args += ["--clients", str(scenario.clients)] + (["--split"] * scenario.split)
             receivers[kind] = Child.start(kind, args, run_dir / f"{kind}.log")
             children.append(receivers[kind])
             await receivers[kind].wait_line("ready", 30)
@@ -374,12 +378,14 @@ async def measure(
         scenario.name, symbols, rate, log.sent, ingest, rss_mb=rss, rss_window_mb=(rss0, rss1)
     )
     measurement.cpu_per_100k = (cpu1 - cpu0) / max(1.0, ingest * seconds) * 1e5
+    measurement.cores = (cpu1 - cpu0) / seconds
     measurement.others_cores = {
         name: (others["end"][name] - others["start"][name]) / seconds for name in others["end"]
     }
     measurement.boundary_ms = boundary_ms if latency else 0
     if final is not None:
         measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")
+        measurement.disconnected = metric_sum(final, "streamer_websocket_disconnects_total")
         # The service measures bar end against local time: only meaningful without an offset
         # (and read from one process: shards' histograms are not merged).
         one = offset == 0 and scenario.shards == 1

@@ -1,0 +1,127 @@
+"""WebSocket fan-out to many clients: the real service, K clients in their own process.
+
+    python -m bench.clients [--clients 1,100,200,500,1000] [--boundary 1m] [--out DIR]
+
+As trading teams run it: 200 symbols, the trades stream on, a steady 5,000 trades/s from the
+fake Binance, the websocket consumer alone, K clients, half subscribed to ``trades:*`` and half
+to ``klines:1m:*`` (:mod:`bench.receivers` ``--split``; the first and last client of each half
+decode and note latencies). Each run crosses a bar boundary (``--boundary``: 1m, 5m, 15m or 1h,
+where every interval up to it closes a bar for every symbol at once). It writes
+``clients.md`` and ``clients.json`` under ``--out``: per K, the service's CPU, the trade lag at
+the observing clients (fake writes the frame -> client decoded it), how long after the bar end
+the closed 1m bars reached them, and any client the service disconnected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.procs import REPO
+from bench.run import BOUNDARIES, Measurement, Scenario, measure
+
+__all__ = ["main", "render"]
+
+SYMBOLS = 200
+RATE = 5_000
+
+
+def scenario(clients: int) -> Scenario:
+    """The service with only the websocket consumer, ``clients`` split clients."""
+    return Scenario(
+        f"streamer: websocket, {clients} clients",
+        consumers=("websocket",),
+        receivers=("websocket",),
+        clients=clients,
+        split=True,
+    )
+
+
+def _cost_per_client(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Service CPU per trade per ``trades:*`` client beyond the first, in microseconds: what
+    one more client costs (the K = 1 run is the base)."""
+    base = next((r for r in rows if r["clients"] == 1), None)
+    out: dict[int, float] = {}
+    for row in rows:
+        extra = (row["clients"] + 1) // 2 - 1  # trades:* clients beyond the first
+        if base is None or extra <= 0:
+            continue
+        out[row["clients"]] = (row["cores"] - base["cores"]) * 1e6 / (RATE * extra)
+    return out
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The markdown table of one sweep."""
+    rows = doc["rows"]
+    cost = _cost_per_client(rows)
+    lines = [
+        f"Run {doc['started']}, {doc['cpus']} CPUs, {SYMBOLS} symbols, {RATE:,} trades/s, "
+        f"{doc['duration']:g} s per run ({doc['warmup']:g} s warm-up excluded), crossing a "
+        f"{doc['boundary']} boundary; clients half on `trades:*`, half on `klines:1m:*`.",
+        "",
+        "| clients | service CPU (cores) | us per trade per added trades client | trade lag p50 / "
+        "p99 / max (ms) | closed 1m bars after the bar end p50 / max (ms) | disconnected | "
+        "dropped |",
+        "|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for row in rows:
+        lag = row["latency_ms"].get("websocket", {})
+        bars = row["kline_latency_ms"].get("websocket", {})
+        lag_text = " / ".join(f"{lag[k]:.1f}" for k in ("p50", "p99", "max")) if lag else "-"
+        bar_text = " / ".join(f"{bars[k]:.0f}" for k in ("p50", "max")) if bars else "-"
+        per = cost.get(row["clients"])
+        lines.append(
+            f"| {row['clients']} | {row['cores']:.2f} | {'-' if per is None else f'{per:.2f}'} "
+            f"| {lag_text} | {bar_text} | {row['disconnected']:.0f} | {row['dropped']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+async def sweep(args: argparse.Namespace) -> list[Measurement]:
+    """One run per client count."""
+    out = []
+    for clients in args.clients:
+        print(f"{clients:>5} clients", flush=True)
+        m = await measure(
+            scenario(clients), SYMBOLS, RATE, args.duration, args.warmup, args.out / "runs",
+            boundary_ms=BOUNDARIES[args.boundary],
+        )  # fmt: skip
+        print(f"      cores {m.cores:.2f} lag {m.latency_ms} bars {m.kline_latency_ms}")
+        out.append(m)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the sweep and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,100,200,500,1000")
+    parser.add_argument("--boundary", default="1m", choices=sorted(BOUNDARIES))
+    parser.add_argument("--duration", type=float, default=12.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "clients")
+    args = parser.parse_args(argv)
+    args.clients = [int(k) for k in args.clients.split(",")]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    rows = asyncio.run(sweep(args))
+    doc = {
+        "started": started, "cpus": os.cpu_count(), "duration": args.duration,
+        "warmup": args.warmup, "boundary": args.boundary,
+        "rows": [{**asdict(m), "clients": k} for m, k in zip(rows, args.clients, strict=True)],
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "clients.json").write_text(json.dumps(doc, indent=1))
+    (args.out / "clients.md").write_text(render(doc))
+    print(render(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -583,6 +583,45 @@ async def test_a_client_may_ask_for_one_message_per_channel() -> None:
         assert server.health()["subscriptions"] == 1
 
 
+class SteppingClock:
+    """Each reading is ``step`` seconds after the previous one."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.now = step, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("send_s", "max_ms", "expected"),
+    [
+        (0.005, 20, [0.005]),  # as long as the send took
+        (0.5, 20, [0.02]),  # at most the setting
+        (0.0005, 20, []),  # a cheap send: no wait
+        (0.005, 0, []),  # switched off
+    ],
+)
+async def test_after_a_costly_send_the_server_waits_as_long_so_batches_coalesce(
+    send_s: float, max_ms: int, expected: list[float]
+) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = make_settings(wss_auth_disabled=True, websocket_coalesce_max_ms=max_ms)
+    server = WebSocketConsumer(settings, "websocket", clock=SteppingClock(send_s), sleep=sleep)
+    client = Client(None, "a", "127.0.0.1", False)  # type: ignore[arg-type]
+    server.clients.add(client)
+    server.router.set(client, None)
+    await server.consume(batch("price", Price("BTCUSDT", "1", T, T)))
+    assert waits == pytest.approx(expected)
+    assert server.health()["coalesced_seconds"] == pytest.approx(sum(expected), abs=1e-3)
+    assert len(client.queue) == 1  # the batch itself went out first
+
+
 # -- history with a subscription ----------------------------------------------------------------
 
 

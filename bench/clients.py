@@ -6,10 +6,12 @@ As trading teams run it: 200 symbols, the trades stream on, a steady 5,000 trade
 fake Binance, the websocket consumer alone, K clients, half subscribed to ``trades:*`` and half
 to ``klines:1m:*`` (:mod:`bench.receivers` ``--split``; the first and last client of each half
 decode and note latencies). Each run crosses a bar boundary (``--boundary``: 1m, 5m, 15m or 1h,
-where every interval up to it closes a bar for every symbol at once). It writes
-``clients.md`` and ``clients.json`` under ``--out``: per K, the service's CPU, the trade lag at
-the observing clients (fake writes the frame -> client decoded it), how long after the bar end
-the closed 1m bars reached them, and any client the service disconnected.
+where every interval up to it closes a bar for every symbol at once; ``none``: exchange time is
+local time, so the service's own ingest lag can be read). ``--workers N`` sets
+``STREAMER_WEBSOCKET_WORKERS``. It writes ``clients.md`` and ``clients.json`` under ``--out``:
+per K, the service's CPU and its fan-out workers', the trade lag at the observing clients (fake
+writes the frame -> client decoded it), how long after the bar end the closed 1m bars reached
+them, the ingest lag, and any client the service disconnected.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ SYMBOLS = 200
 RATE = 5_000
 
 
-def scenario(clients: int) -> Scenario:
-    """The service with only the websocket consumer, ``clients`` split clients."""
+def scenario(clients: int, workers: int = 0) -> Scenario:
+    """The service with only the websocket consumer, ``clients`` split clients, and
+    ``workers`` fan-out worker processes."""
     return Scenario(
-        f"streamer: websocket, {clients} clients",
+        f"streamer: websocket, {clients} clients, {workers} workers",
         consumers=("websocket",),
         receivers=("websocket",),
         clients=clients,
         split=True,
+        env=(("STREAMER_WEBSOCKET_WORKERS", str(workers)),),
     )
 
 
@@ -53,7 +57,9 @@ def _cost_per_client(rows: list[dict[str, Any]]) -> dict[int, float]:
         extra = (row["clients"] + 1) // 2 - 1  # trades:* clients beyond the first
         if base is None or extra <= 0:
             continue
-        out[row["clients"]] = (row["cores"] - base["cores"]) * 1e6 / (RATE * extra)
+        used = row["cores"] + row.get("worker_cores", 0.0)
+        used_base = base["cores"] + base.get("worker_cores", 0.0)
+        out[row["clients"]] = (used - used_base) * 1e6 / (RATE * extra)
     return out
 
 
@@ -63,23 +69,29 @@ def render(doc: dict[str, Any]) -> str:
     cost = _cost_per_client(rows)
     lines = [
         f"Run {doc['started']}, {doc['cpus']} CPUs, {SYMBOLS} symbols, {RATE:,} trades/s, "
-        f"{doc['duration']:g} s per run ({doc['warmup']:g} s warm-up excluded), crossing a "
-        f"{doc['boundary']} boundary; clients half on `trades:*`, half on `klines:1m:*`.",
+        f"{doc['duration']:g} s per run ({doc['warmup']:g} s warm-up excluded), "
+        + (f"crossing a {doc['boundary']} boundary" if doc["boundary"] != "none" else
+           "no bar boundary aligned (exchange time = local time: the ingest lag is measured)")
+        + f"; {doc.get('workers', 0)} fan-out workers; clients half on `trades:*`, half on "
+        "`klines:1m:*`.",
         "",
-        "| clients | service CPU (cores) | us per trade per added trades client | trade lag p50 / "
-        "p99 / max (ms) | closed 1m bars after the bar end p50 / max (ms) | disconnected | "
-        "dropped |",
-        "|---:|---:|---:|---|---|---:|---:|",
-    ]
+        "| clients | service CPU (cores) | workers' CPU (cores) | us per trade per added trades "
+        "client | trade lag p50 / p99 / max (ms) | closed 1m bars after the bar end p50 / max "
+        "(ms) | ingest lag p99 (ms, bucket) | disconnected | dropped |",
+        "|---:|---:|---:|---:|---|---|---:|---:|---:|",
+    ]  # fmt: skip
     for row in rows:
         lag = row["latency_ms"].get("websocket", {})
         bars = row["kline_latency_ms"].get("websocket", {})
         lag_text = " / ".join(f"{lag[k]:.1f}" for k in ("p50", "p99", "max")) if lag else "-"
         bar_text = " / ".join(f"{bars[k]:.0f}" for k in ("p50", "max")) if bars else "-"
         per = cost.get(row["clients"])
+        ingest = row.get("ingest_p99_ms")
         lines.append(
-            f"| {row['clients']} | {row['cores']:.2f} | {'-' if per is None else f'{per:.2f}'} "
-            f"| {lag_text} | {bar_text} | {row['disconnected']:.0f} | {row['dropped']:.0f} |"
+            f"| {row['clients']} | {row['cores']:.2f} | {row.get('worker_cores', 0.0):.2f} | "
+            f"{'-' if per is None else f'{per:.2f}'} | {lag_text} | {bar_text} | "
+            f"{'-' if ingest is None else f'{ingest:g}'} | {row['disconnected']:.0f} | "
+            f"{row['dropped']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -90,8 +102,8 @@ async def sweep(args: argparse.Namespace) -> list[Measurement]:
     for clients in args.clients:
         print(f"{clients:>5} clients", flush=True)
         m = await measure(
-            scenario(clients), SYMBOLS, RATE, args.duration, args.warmup, args.out / "runs",
-            boundary_ms=BOUNDARIES[args.boundary],
+            scenario(clients, args.workers), SYMBOLS, RATE, args.duration, args.warmup,
+            args.out / "runs", boundary_ms=BOUNDARIES.get(args.boundary, 0),
         )  # fmt: skip
         print(f"      cores {m.cores:.2f} lag {m.latency_ms} bars {m.kline_latency_ms}")
         out.append(m)
@@ -102,7 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the sweep and write its results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,100,200,500,1000")
-    parser.add_argument("--boundary", default="1m", choices=sorted(BOUNDARIES))
+    parser.add_argument(
+        "--boundary", default="1m", choices=[*sorted(BOUNDARIES), "none"],
+        help="the bar boundary each run crosses (none: no offset, so the ingest lag is known)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=0, help="STREAMER_WEBSOCKET_WORKERS")
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "clients")
@@ -114,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = asyncio.run(sweep(args))
     doc = {
         "started": started, "cpus": os.cpu_count(), "duration": args.duration,
-        "warmup": args.warmup, "boundary": args.boundary,
+        "warmup": args.warmup, "boundary": args.boundary, "workers": args.workers,
         "rows": [{**asdict(m), "clients": k} for m, k in zip(rows, args.clients, strict=True)],
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

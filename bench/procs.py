@@ -36,6 +36,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the live child processes of ``pid`` (fan-out workers)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            try:
+                total += cpu_seconds(int(child))
+            except FileNotFoundError:
+                continue  # exited meanwhile
+    return total
+
+
 def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     """Peak resident set size (``VmHWM``; ``VmRSS`` for the current one) of ``pid`` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

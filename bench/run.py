@@ -40,6 +40,7 @@ from bench.firehose import Firehose, SendLog, symbol_names
 from bench.procs import (
     REPO,
     Child,
+    children_cpu_seconds,
     cpu_seconds,
     free_port,
     histogram_quantile,
@@ -80,6 +81,7 @@ class Scenario:
     shards: int = 1
     # WebSocket clients half on trades:*, half on klines:1m:* (the fan-out sweep, bench/clients)
     split: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # more settings for the service
 
 
 SCENARIOS = [
@@ -141,6 +143,8 @@ class Measurement:
     kline_handoff_ms: dict[str, float] = field(default_factory=dict)
     boundary_ms: int = 0  # the bar boundary a latency run was aligned to
     cores: float = 0.0  # CPU the contender used over the window, in cores
+    worker_cores: float = 0.0  # and its child processes (WebSocket fan-out workers)
+    ingest_p99_ms: float | None = None  # exchange time -> hand-off to consumers (no offset)
     disconnected: float = 0.0  # WebSocket clients the service closed (too slow, flooding)
     # Cores the rest of the bench used meanwhile (the fake, each receiver): they share the
     # machine's two cores with the contender.
@@ -298,6 +302,7 @@ async def measure(
                                     run_dir / "files" / name)  # fmt: skip
                 if scenario.shards > 1:
                     env["STREAMER_SHARD"] = f"{shard}/{scenario.shards}"
+                env.update(scenario.env)
                 targets.append(Child.start(name, ["-m", "streamer"], run_dir / f"{name}.log",
                                            {**tls_env, **env}))  # fmt: skip
         children.extend(targets)
@@ -335,6 +340,7 @@ async def measure(
             cpu = sum(cpu_seconds(target.pid) for target in targets)
             samples[name] = (time.monotonic_ns(), cpu, metrics, rss)
             others[name] = {"fake": time.process_time()}  # this process serves the fake
+            others[name]["workers"] = sum(children_cpu_seconds(t.pid) for t in targets)
             others[name].update({k: cpu_seconds(c.pid) for k, c in receivers.items()})
 
         async def window_start() -> None:
@@ -382,6 +388,7 @@ async def measure(
     measurement.others_cores = {
         name: (others["end"][name] - others["start"][name]) / seconds for name in others["end"]
     }
+    measurement.worker_cores = measurement.others_cores.pop("workers", 0.0)
     measurement.boundary_ms = boundary_ms if latency else 0
     if final is not None:
         measurement.dropped = metric_sum(final, "streamer_consumer_dropped_events_total")
@@ -389,6 +396,9 @@ async def measure(
         # The service measures bar end against local time: only meaningful without an offset
         # (and read from one process: shards' histograms are not merged).
         one = offset == 0 and scenario.shards == 1
+        if one:
+            bound = histogram_quantile(final, "streamer_event_latency_seconds", 0.99)
+            measurement.ingest_p99_ms = None if bound is None else bound * 1000
         for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)) if one else ():
             bound = histogram_quantile(final, "streamer_kline_close_latency_seconds", q)
             if bound is not None:

@@ -65,7 +65,8 @@ from streamer.consumers.websocket_auth import (
     client_address,
 )
 from streamer.consumers.websocket_routing import Frame, Router, Subscription
-from streamer.history import MAX_LIMIT, History
+from streamer.consumers.websocket_workers import HistoryFetch, HistoryPlan, WorkerPool
+from streamer.history import MAX_LIMIT
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, Batch, DataType, Envelope, Kline, channel_key
 from streamer.settings import CommaList, ConfigError, Section, Settings, Unset
@@ -266,8 +267,13 @@ class WebSocketSettings(Section):
         default=20, ge=1, le=10_000,
         description="Messages a client may send per second (close code 1008 past it)",
     )  # fmt: skip
+    websocket_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="Fan-out worker processes sharing the port (for many clients: client "
+        "writes then leave the exchange feed its core); 0: the service serves clients itself",
+    )  # fmt: skip
     websocket_coalesce_max_ms: int = Field(
-        default=20, ge=0, le=1000,
+        default=5, ge=0, le=1000,
         description="After sending a batch that took over 1 ms (many clients), wait as long as "
         "it took, at most this long, so the next messages carry more records for the same "
         "system calls: sending then takes at most about half the CPU (0: never wait)",
@@ -300,9 +306,20 @@ class WebSocketConsumer(BaseConsumer):
         context: ConsumerContext | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fetch_history: HistoryFetch | None = None,
+        worker: bool = False,
     ) -> None:
+        """``worker``: this is one of the fan-out worker processes (it serves its clients on
+        the shared port, and asks ``fetch_history`` for history)."""
         super().__init__(settings, name, context=context)
         self.config = config = settings.section(WebSocketSettings)
+        self.worker = worker
+        self._fetch: HistoryFetch | None = fetch_history
+        if not worker and self.context.history is not None:
+            self._fetch = self._history_parts
+        self.pool: WorkerPool | None = None
+        if not worker and config.websocket_workers > 0:
+            self.pool = WorkerPool(settings, config.websocket_workers, self._fetch)
         self._clock = clock
         self._sleep = sleep
         self.coalesce_max_s = config.websocket_coalesce_max_ms / 1000
@@ -367,6 +384,14 @@ class WebSocketConsumer(BaseConsumer):
         settings = self.config
         if self.credentials is None and not self.auth_config.wss_auth_disabled:
             self.validate()
+        if self.pool is not None:
+            await self.pool.start()
+            self.logger.info(
+                "websocket server on port %d: %d worker processes",
+                settings.websocket_port,
+                self.pool.count,
+            )
+            return
         if self.auth_config.wss_auth_disabled:
             self.logger.warning(
                 "authentication is disabled (STREAMER_WSS_AUTH_DISABLED=true): anyone who can "
@@ -387,6 +412,7 @@ class WebSocketConsumer(BaseConsumer):
                 # Per-message deflate costs CPU per client per message; clients that want
                 # compression choose gzip, computed once per message for all of them.
                 compression=None,
+                reuse_port=self.worker,  # workers share the port; the kernel spreads clients
             )
         except OSError as exc:
             raise ConfigError(
@@ -617,8 +643,8 @@ class WebSocketConsumer(BaseConsumer):
         """Subscribe, then the closed bars each kline channel asks for, before live data:
         ``{"limit": N}`` (the last N) or ``{"since": ms}`` / ``{"since": {channel: ms}}`` (from
         that open time on). Bars the live stream has not sent yet come live, not twice."""
-        history = self.context.history
-        if history is None:
+        fetch = self._fetch
+        if fetch is None:
             return [_error("history is not available on this server", "subscribe")]
         plan = _history_plan(channels, spec)
         if isinstance(plan, str):
@@ -632,34 +658,42 @@ class WebSocketConsumer(BaseConsumer):
         pending = Pending()
         self._history_tasks.add(
             task := asyncio.get_running_loop().create_task(
-                self._fill_history(history, plan, upto, pending)
+                self._fill_history(fetch, plan, upto, pending)
             )
         )
         task.add_done_callback(self._history_tasks.discard)
         return [frames[0], pending, *frames[1:]]
 
     async def _fill_history(
-        self,
-        history: History,
-        plan: list[tuple[str, str, int | None, int]],
-        upto: int,
-        pending: Pending,
+        self, fetch: HistoryFetch, plan: HistoryPlan, upto: int, pending: Pending
     ) -> None:
         """Fetch the planned history and put it where the client's queue waits for it."""
-        parts: list[bytes] = []
         try:
             async with asyncio.timeout(HISTORY_TIMEOUT_S):
-                for interval, symbol, since, limit in plan:
-                    for channel in history.channels_of(symbol):
-                        lines = await history.closed(
-                            channel, symbol, interval, start=since, limit=limit, upto=upto
-                        )
-                        envelope = Envelope(history.exchange, channel, "klines", [])
-                        parts.append(envelope.wrap(lines, history=True))
+                parts = await fetch(plan, upto)
+        except TimeoutError:
+            self._log.warning("history", "websocket history took over %g s", HISTORY_TIMEOUT_S)
+            parts = [_error("history unavailable: it took too long", "subscribe").data]
+        pending.fill(parts)
+
+    async def _history_parts(self, plan: HistoryPlan, upto: int) -> list[bytes]:
+        """The planned history from this process's :class:`History`, as envelopes (an error
+        message in their place if Redis or the exchange fails: the stream goes on)."""
+        history = self.context.history
+        assert history is not None  # only offered when there is one
+        parts: list[bytes] = []
+        try:
+            for interval, symbol, since, limit in plan:
+                for channel in history.channels_of(symbol):
+                    lines = await history.closed(
+                        channel, symbol, interval, start=since, limit=limit, upto=upto
+                    )
+                    envelope = Envelope(history.exchange, channel, "klines", [])
+                    parts.append(envelope.wrap(lines, history=True))
         except Exception as exc:  # the exchange or Redis failing: say so, the stream goes on
             self._log.warning("history", "websocket history failed: %s", exc)
             parts.append(_error(f"history unavailable: {exc}", "subscribe").data)
-        pending.fill(parts)
+        return parts
 
     def _snapshot(self, patterns: list[str]) -> list[Frame]:
         """The latest state of every channel matching ``patterns``, one envelope per stream."""
@@ -684,6 +718,9 @@ class WebSocketConsumer(BaseConsumer):
     # -- fan-out -----------------------------------------------------------------------------
 
     async def consume(self, batch: Batch) -> None:
+        if self.pool is not None:
+            self.pool.feed(batch)
+            return
         self._seq = batch.seq
         for envelope in batch:
             self._remember(envelope)
@@ -754,6 +791,8 @@ class WebSocketConsumer(BaseConsumer):
         asyncio.get_running_loop().create_task(client.ws.close(code, reason))
 
     async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
         for task in list(self._history_tasks):
             task.cancel()
         if self.server is not None:
@@ -765,36 +804,65 @@ class WebSocketConsumer(BaseConsumer):
         self.clients.clear()
         self.router = Router()
 
-    def health(self) -> dict[str, object]:
+    def local_stats(self) -> dict[str, float]:
+        """This process's own numbers (a worker reports them to the service process)."""
         return {
             "clients": len(self.clients),
             "subscriptions": self.router.routes,
-            "coalesced_seconds": round(self.coalesced_s, 3),
             "disconnected_slow": self.disconnected_slow,
             "disconnected_rate_limited": self.disconnected_rate,
             "auth_failures": self.auth_failures,
+            "coalesced_seconds": round(self.coalesced_s, 3),
         }
 
+    def _stats(self) -> dict[str, float]:
+        """Ours, or with workers the sum of theirs."""
+        pool = self.pool
+        if pool is None:
+            return self.local_stats()
+        return {key: pool.total(key) for key in self.local_stats()}
+
+    def health(self) -> dict[str, object]:
+        health: dict[str, object] = dict(self._stats())
+        if self.pool is not None:
+            health["workers"] = self.pool.count
+            health["worker_restarts"] = self.pool.restarts
+            health["worker_dropped_events"] = self.pool.dropped_events + self.pool.total("dropped")
+        return health
+
     def metrics(self) -> Iterable[Metric]:
+        stats = self._stats()
         clients = GaugeMetricFamily("streamer_websocket_clients", "Connected WebSocket clients")
-        clients.add_metric([], len(self.clients))
+        clients.add_metric([], stats["clients"])
         disconnects = CounterMetricFamily(
             "streamer_websocket_disconnects",
             "WebSocket clients disconnected by the server",
             labels=["reason"],
         )
-        disconnects.add_metric(["slow"], self.disconnected_slow)
-        disconnects.add_metric(["rate_limited"], self.disconnected_rate)
+        disconnects.add_metric(["slow"], stats["disconnected_slow"])
+        disconnects.add_metric(["rate_limited"], stats["disconnected_rate_limited"])
         failures = CounterMetricFamily(
             "streamer_websocket_auth_failures", "Failed WebSocket authentications"
         )
-        failures.add_metric([], self.auth_failures)
+        failures.add_metric([], stats["auth_failures"])
         coalesced = CounterMetricFamily(
             "streamer_websocket_coalesce_seconds",
             "Time the server waited after a costly send for batches to coalesce",
         )
-        coalesced.add_metric([], self.coalesced_s)
-        return (clients, disconnects, failures, coalesced)
+        coalesced.add_metric([], stats["coalesced_seconds"])
+        families: list[Metric] = [clients, disconnects, failures, coalesced]
+        if self.pool is not None:
+            dropped = CounterMetricFamily(
+                "streamer_websocket_worker_dropped_events",
+                "Events a fan-out worker could not take (it was too slow)",
+            )
+            dropped.add_metric([], self.pool.dropped_events + self.pool.total("dropped"))
+            restarts = CounterMetricFamily(
+                "streamer_websocket_worker_restarts", "Fan-out workers started again after dying"
+            )
+            restarts.add_metric([], self.pool.restarts)
+            families += [dropped, restarts]
+        return families
 
 
 def _valid_pattern(pattern: object) -> bool:

@@ -48,18 +48,20 @@ def scenario(clients: int, workers: int = 0) -> Scenario:
     )
 
 
-def _cost_per_client(rows: list[dict[str, Any]]) -> dict[int, float]:
-    """Service CPU per trade per ``trades:*`` client beyond the first, in microseconds: what
-    one more client costs (the K = 1 run is the base)."""
+def _cost_per_client(rows: list[dict[str, Any]]) -> dict[int, tuple[float, float | None]]:
+    """Service CPU per trade, and per message, per ``trades:*`` client beyond the first, in
+    microseconds: what one more client costs (the K = 1 run is the base)."""
     base = next((r for r in rows if r["clients"] == 1), None)
-    out: dict[int, float] = {}
+    out: dict[int, tuple[float, float | None]] = {}
     for row in rows:
         extra = (row["clients"] + 1) // 2 - 1  # trades:* clients beyond the first
         if base is None or extra <= 0:
             continue
         used = row["cores"] + row.get("worker_cores", 0.0)
         used_base = base["cores"] + base.get("worker_cores", 0.0)
-        out[row["clients"]] = (used - used_base) * 1e6 / (RATE * extra)
+        per_trade = (used - used_base) * 1e6 / (RATE * extra)
+        per_message = row.get("trades_per_message")
+        out[row["clients"]] = (per_trade, None if not per_message else per_trade * per_message)
     return out
 
 
@@ -75,10 +77,11 @@ def render(doc: dict[str, Any]) -> str:
         + f"; {doc.get('workers', 0)} fan-out workers; clients half on `trades:*`, half on "
         "`klines:1m:*`.",
         "",
-        "| clients | service CPU (cores) | workers' CPU (cores) | us per trade per added trades "
-        "client | trade lag p50 / p99 / max (ms) | closed 1m bars after the bar end p50 / max "
-        "(ms) | ingest lag p99 (ms, bucket) | disconnected | dropped |",
-        "|---:|---:|---:|---:|---|---|---:|---:|---:|",
+        "| clients | service CPU (cores) | workers' CPU (cores) | trades per message | us per "
+        "trade / per message per added trades client | trade lag p50 / p99 / max (ms) | closed "
+        "1m bars after the bar end p50 / max (ms) | ingest lag p99 (ms, bucket) | disconnected "
+        "| dropped |",
+        "|---:|---:|---:|---:|---|---|---|---:|---:|---:|",
     ]  # fmt: skip
     for row in rows:
         lag = row["latency_ms"].get("websocket", {})
@@ -86,10 +89,14 @@ def render(doc: dict[str, Any]) -> str:
         lag_text = " / ".join(f"{lag[k]:.1f}" for k in ("p50", "p99", "max")) if lag else "-"
         bar_text = " / ".join(f"{bars[k]:.0f}" for k in ("p50", "max")) if bars else "-"
         per = cost.get(row["clients"])
+        per_text = "-"
+        if per is not None:
+            per_text = f"{per[0]:.2f} / " + ("-" if per[1] is None else f"{per[1]:.1f}")
         ingest = row.get("ingest_p99_ms")
+        carried = row.get("trades_per_message")
         lines.append(
             f"| {row['clients']} | {row['cores']:.2f} | {row.get('worker_cores', 0.0):.2f} | "
-            f"{'-' if per is None else f'{per:.2f}'} | {lag_text} | {bar_text} | "
+            f"{'-' if not carried else f'{carried:.1f}'} | {per_text} | {lag_text} | {bar_text} | "
             f"{'-' if ingest is None else f'{ingest:g}'} | {row['disconnected']:.0f} | "
             f"{row['dropped']:.0f} |"
         )

@@ -44,6 +44,7 @@ def on_envelope(recorder: Recorder, message: bytes | str) -> None:
     envelope = orjson.loads(message)
     data_type = envelope.get("data_type")
     if data_type == "trades":
+        recorder.messages += 1
         for trade in envelope["data"]:
             recorder.trade(trade["symbol"], trade["trade_id"])
     elif data_type == "klines" and not envelope.get("snapshot"):

@@ -35,6 +35,7 @@ class Recorder:
         self.symbols = symbols
         self.latency = latency
         self.count = 0
+        self.messages = 0  # messages that carried trades
         self.klines = 0
         self.series: list[tuple[int, int]] = []
         self._index = {name: i for i, name in enumerate(symbol_names(symbols))}
@@ -72,7 +73,8 @@ class Recorder:
     def save(self, out: Path, **extra: Any) -> None:
         """Write the result files."""
         self.series.append((time.monotonic_ns(), self.count))
-        doc = {"count": self.count, "klines": self.klines, "series": self.series, **extra}
+        doc = {"count": self.count, "klines": self.klines, "messages": self.messages,
+               "series": self.series, **extra}  # fmt: skip
         out.with_suffix(".json").write_text(json.dumps(doc))
         with out.with_suffix(".trades").open("wb") as handle:
             self.trade_pairs.tofile(handle)

@@ -145,6 +145,7 @@ class Measurement:
     cores: float = 0.0  # CPU the contender used over the window, in cores
     worker_cores: float = 0.0  # and its child processes (WebSocket fan-out workers)
     ingest_p99_ms: float | None = None  # exchange time -> hand-off to consumers (no offset)
+    trades_per_message: float | None = None  # at the receivers that decode (whole run)
     disconnected: float = 0.0  # WebSocket clients the service closed (too slow, flooding)
     # Cores the rest of the bench used meanwhile (the fake, each receiver): they share the
     # machine's two cores with the contender.
@@ -409,6 +410,8 @@ async def measure(
     for kind, result in results.items():
         if kind in scenario.receivers:
             measurement.downstream[kind] = result.rate(start_ns, end_ns)
+            if kind == "websocket" and result.extra.get("messages"):
+                measurement.trades_per_message = result.count / result.extra["messages"]
         if latency:
             measurement.latency_ms[kind] = _percentiles(
                 _trade_latencies(result, log, start_ns, end_ns)

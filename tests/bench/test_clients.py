@@ -26,8 +26,8 @@ def test_each_client_count_is_a_row_with_the_cost_of_one_more_trades_client() ->
     text = render(doc)
     # 101 clients: 51 on trades:*, 50 more than the one of the first run; 0.5 cores more at
     # 5,000 trades/s is 2 us per trade per added client.
-    assert "| 1 | 0.25 | 0.00 | - | 1.2 / 9.0 / 19.0 | - | - | 0 | 0 |" in text
-    assert "| 101 | 0.75 | 0.00 | 2.00 | 1.2 / 9.0 / 19.0 | 28 / 43 | - | 2 | 0 |" in text
+    assert "| 1 | 0.25 | 0.00 | - | - | 1.2 / 9.0 / 19.0 | - | - | 0 | 0 |" in text
+    assert "| 101 | 0.75 | 0.00 | - | 2.00 / - | 1.2 / 9.0 / 19.0 | 28 / 43 | - | 2 | 0 |" in text
 
 
 def test_workers_cpu_counts_toward_the_cost_and_the_ingest_lag_is_shown() -> None:
@@ -35,11 +35,12 @@ def test_workers_cpu_counts_toward_the_cost_and_the_ingest_lag_is_shown() -> Non
         "started": "now", "cpus": 2, "duration": 12.0, "warmup": 4.0, "boundary": "none",
         "workers": 2,
         "rows": [row(1, 0.25, worker_cores=0.05, ingest_p99_ms=2.5),
-                 row(101, 0.25, worker_cores=0.55, ingest_p99_ms=2.5)],
+                 row(101, 0.25, worker_cores=0.55, ingest_p99_ms=2.5, trades_per_message=4.0)],
     }  # fmt: skip
     text = render(doc)
     assert "2 fan-out workers" in text
-    assert "| 101 | 0.25 | 0.55 | 2.00 | - | - | 2.5 | 0 | 0 |" in text
+    # 4 trades a message: 2 us per trade is 8 us per message per added client
+    assert "| 101 | 0.25 | 0.55 | 4.0 | 2.00 / 8.0 | - | - | 2.5 | 0 | 0 |" in text
 
 
 def test_the_sweep_runs_the_websocket_consumer_alone_with_split_subscriptions() -> None:

@@ -14,7 +14,7 @@ def test_a_saved_result_loads_back_with_its_latency_pairs(tmp_path: Path) -> Non
     recorder.closed_kline(60_000)
     recorder.save(tmp_path / "client", role="test")
     result = load(tmp_path / "client")
-    assert (result.count, result.extra) == (1, {"klines": 1, "role": "test"})
+    assert (result.count, result.extra) == (1, {"klines": 1, "messages": 0, "role": "test"})
     assert result.trades[0] == 5
     assert result.klines[0] == 60_000
     assert len(result.trades) == len(result.klines) == 2

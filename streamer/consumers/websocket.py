@@ -850,19 +850,17 @@ class WebSocketConsumer(BaseConsumer):
             "Time the server waited after a costly send for batches to coalesce",
         )
         coalesced.add_metric([], stats["coalesced_seconds"])
-        families: list[Metric] = [clients, disconnects, failures, coalesced]
-        if self.pool is not None:
-            dropped = CounterMetricFamily(
-                "streamer_websocket_worker_dropped_events",
-                "Events a fan-out worker could not take (it was too slow)",
-            )
-            dropped.add_metric([], self.pool.dropped_events + self.pool.total("dropped"))
-            restarts = CounterMetricFamily(
-                "streamer_websocket_worker_restarts", "Fan-out workers started again after dying"
-            )
-            restarts.add_metric([], self.pool.restarts)
-            families += [dropped, restarts]
-        return families
+        pool = self.pool  # served without workers too (as zero), so dashboards need no case
+        dropped = CounterMetricFamily(
+            "streamer_websocket_worker_dropped_events",
+            "Events a fan-out worker could not take (it was too slow)",
+        )
+        dropped.add_metric([], 0 if pool is None else pool.dropped_events + pool.total("dropped"))
+        restarts = CounterMetricFamily(
+            "streamer_websocket_worker_restarts", "Fan-out workers started again after dying"
+        )
+        restarts.add_metric([], 0 if pool is None else pool.restarts)
+        return (clients, disconnects, failures, coalesced, dropped, restarts)
 
 
 def _valid_pattern(pattern: object) -> bool:

@@ -58,6 +58,8 @@ __all__ = [
     "agg_trade",
     "book_ticker",
     "combined",
+    "force_order",
+    "mark_price",
     "mini_ticker",
     "spot_trade",
     "ticker_24h",
@@ -65,6 +67,7 @@ __all__ = [
 
 _BOOK_STREAMS = ("bookTicker", "depth")
 _KNOWN_STREAM_TYPES = ("trade", "aggTrade", "ticker", "miniTicker", "bookTicker", "depth")
+_FUTURES_ONLY = ("markPrice", "forceOrder")  # USD-M /market streams; spot has none
 
 
 def spot_trade(
@@ -124,6 +127,28 @@ def book_ticker(
     }  # fmt: skip
 
 
+def mark_price(
+    symbol: str, time_ms: int, mark: str = "11794.15000000", funding: str = "0.00038167"
+) -> dict[str, Any]:
+    """A USD-M ``@markPrice`` payload (the next funding at the next 8-hour mark)."""
+    return {
+        "e": "markPriceUpdate", "E": time_ms, "s": symbol, "p": mark, "i": "11784.62659091",
+        "P": "11784.25641265", "r": funding, "ap": mark,
+        "T": (time_ms // 28_800_000 + 1) * 28_800_000, "st": 1,
+    }  # fmt: skip
+
+
+def force_order(
+    symbol: str, time_ms: int, side: str = "SELL", qty: str = "0.014", price: str = "9910"
+) -> dict[str, Any]:
+    """A USD-M ``@forceOrder`` payload (a filled liquidation)."""
+    return {
+        "e": "forceOrder", "E": time_ms,
+        "o": {"s": symbol, "S": side, "o": "LIMIT", "f": "IOC", "q": qty, "p": price,
+              "ap": price, "X": "FILLED", "l": qty, "z": qty, "T": time_ms},
+    }  # fmt: skip
+
+
 def combined(stream: str, payload: dict[str, Any]) -> bytes:
     """The combined-stream frame Binance sends for ``payload`` on ``stream``."""
     return orjson.dumps({"stream": stream, "data": payload})
@@ -132,9 +157,11 @@ def combined(stream: str, payload: dict[str, Any]) -> bytes:
 def stream_of(payload: dict[str, Any]) -> str:
     """The stream name a payload is delivered on (``btcusdt@trade``...)."""
     kind = {"trade": "trade", "aggTrade": "aggTrade", "24hrTicker": "ticker",
-            "24hrMiniTicker": "miniTicker", "bookTicker": "bookTicker"}.get(
+            "24hrMiniTicker": "miniTicker", "bookTicker": "bookTicker",
+            "markPriceUpdate": "markPrice@1s", "forceOrder": "forceOrder"}.get(
         payload.get("e", "bookTicker"), "bookTicker")  # fmt: skip
-    return f"{str(payload['s']).lower()}@{kind}"
+    symbol = payload["o"]["s"] if payload.get("e") == "forceOrder" else payload["s"]
+    return f"{str(symbol).lower()}@{kind}"
 
 
 @dataclass(eq=False)
@@ -278,6 +305,8 @@ class FakeBinance:
 
     def _valid_stream(self, stream: str) -> bool:
         symbol, _, kind = stream.partition("@")
+        if kind.startswith(_FUTURES_ONLY):
+            return self.market == "linear" and symbol.upper() in self.symbols
         return symbol.upper() in self.symbols and kind.startswith(_KNOWN_STREAM_TYPES)
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:

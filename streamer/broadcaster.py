@@ -220,7 +220,9 @@ def _is_closed(record: Record) -> bool:
     return isinstance(record, Kline) and record.is_closed
 
 
-_LATEST_VALUE_TYPES = {"ticker", "price", "quotes", "klines"}
+# Only the newest of these matters to a consumer that fell behind (liquidations and trades are
+# events: every one counts).
+_LATEST_VALUE_TYPES = {"ticker", "price", "quotes", "mark_price", "klines"}
 
 
 def _latest_values(

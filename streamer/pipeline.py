@@ -29,7 +29,7 @@ from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_m
 from streamer.exchange_klines import ExchangeKlines
 from streamer.flow import FlowControl
 from streamer.logs import RateLimitedLog
-from streamer.records import DataType, Kline, Price, Quote, Status, Ticker, Trade
+from streamer.records import DATA_TYPES, DataType, Kline, MarketRecord, Status, Trade
 from streamer.repair import RepairWorker, Request
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
 
@@ -71,8 +71,7 @@ class Pipeline:
         self.publish_trades = publish_trades
         self.updates_interval_ms = updates_interval_ms
         self._keys: dict[DataType, StreamKey] = {
-            data_type: (exchange, channel, data_type)
-            for data_type in ("klines", "trades", "ticker", "price", "quotes", "status")
+            data_type: (exchange, channel, data_type) for data_type in DATA_TYPES
         }
         self._trades_key = self._keys["trades"]
         self._klines_key = self._keys["klines"]
@@ -326,9 +325,10 @@ class Pipeline:
         """The symbol's forming bars now (``is_closed`` false), one per interval."""
         return [] if self.aggregator is None else self.aggregator.forming([symbol])
 
-    def on_market(self, record: Ticker | Price | Quote) -> None:
-        """A ticker, price or quote: publish it. Its time does not move the clock: bars close
-        on the time of the trades that feed them, which may come on another connection."""
+    def on_market(self, record: MarketRecord) -> None:
+        """A ticker, price, quote, mark price or liquidation: publish it. Its time does not
+        move the clock: bars close on the time of the trades that feed them, which may come on
+        another connection."""
         self.broadcaster.publish(self._keys[record.data_type], record)
 
     def on_kline(self, kline: Kline) -> None:

@@ -22,6 +22,9 @@ __all__ = [
     "DataType",
     "Envelope",
     "Kline",
+    "Liquidation",
+    "MarkPrice",
+    "MarketRecord",
     "Price",
     "Quote",
     "Record",
@@ -32,13 +35,17 @@ __all__ = [
     "serialise",
 ]
 
-DataType = Literal["klines", "trades", "ticker", "price", "quotes", "status"]
+DataType = Literal[
+    "klines", "trades", "ticker", "price", "quotes", "mark_price", "liquidations", "status"
+]
 DATA_TYPES: Final[tuple[DataType, ...]] = (
     "klines",
     "trades",
     "ticker",
     "price",
     "quotes",
+    "mark_price",
+    "liquidations",
     "status",
 )
 
@@ -212,6 +219,52 @@ class Quote:
 
 
 @dataclass(slots=True)
+class MarkPrice:
+    """A USD-M perpetual's mark price and funding (Binance ``@markPrice@1s``, every second):
+    ``mark_price``, ``index_price``, ``estimated_settle_price`` (meaningful in the last hour
+    before a settlement), ``funding_rate`` (the current period's, as a decimal fraction) and
+    ``next_funding_time`` (ms). ``timestamp`` is the exchange's event time."""
+
+    data_type: ClassVar[DataType] = "mark_price"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    mark_price: str
+    index_price: str
+    estimated_settle_price: str
+    funding_rate: str
+    next_funding_time: int
+    timestamp: int
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
+class Liquidation:
+    """A forced liquidation order (Binance USD-M ``@forceOrder``). Binance sends at most the
+    latest one per symbol each second, so this is a sample of the liquidations, not every one.
+    ``side`` is the liquidation order's (``"sell"`` liquidates a long position);
+    ``quantity`` its original size, ``filled_quantity`` what filled so far, at
+    ``average_price``; ``status`` Binance's order status (``FILLED``...). ``timestamp`` is the
+    trade time."""
+
+    data_type: ClassVar[DataType] = "liquidations"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    side: Literal["buy", "sell"]
+    order_type: str
+    time_in_force: str
+    quantity: str
+    price: str
+    average_price: str
+    status: str
+    last_filled_quantity: str
+    filled_quantity: str
+    timestamp: int
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
 class Status:
     """Something downstream must know about the feed itself: ``event`` is ``connected``,
     ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
@@ -225,13 +278,15 @@ class Status:
     symbols: list[str] | None = None
 
 
-Record = Trade | Kline | Ticker | Price | Quote | Status
+Record = Trade | Kline | Ticker | Price | Quote | MarkPrice | Liquidation | Status
+MarketRecord = Ticker | Price | Quote | MarkPrice | Liquidation
+"""What a connector hands the pipeline besides trades and klines: published as it comes."""
 
 
 def channel_key(data_type: DataType, record: Record) -> str:
     """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
-    ``ticker:…``, ``price:…``, ``quotes:…`` or ``status``. Redis pub/sub channels and WebSocket
-    subscriptions use these names."""
+    ``ticker:…``, ``price:…``, ``quotes:…``, ``mark_price:…``, ``liquidations:…`` or
+    ``status``. Redis pub/sub channels and WebSocket subscriptions use these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
     if isinstance(record, Status):
@@ -255,7 +310,8 @@ def _json_fields(cls: type[Record]) -> tuple[bytes, Callable[[Sequence[Record]],
 
 
 _BY_CLASS: Final[dict[type, tuple[bytes, Callable[[Sequence[Record]], list[object]]]]] = {
-    cls: _json_fields(cls) for cls in (Trade, Kline, Ticker, Price, Quote, Status)
+    cls: _json_fields(cls)
+    for cls in (Trade, Kline, Ticker, Price, Quote, MarkPrice, Liquidation, Status)
 }
 
 
@@ -283,7 +339,7 @@ def _one_by_one(records: Sequence[Record]) -> list[bytes]:
     return [b"".join((orjson.dumps(record), b"")) for record in records]
 
 
-_BY_SYMBOL = frozenset(("trades", "ticker", "price", "quotes"))
+_BY_SYMBOL = frozenset(("trades", "ticker", "price", "quotes", "mark_price", "liquidations"))
 
 
 class Envelope:

@@ -227,6 +227,16 @@ class Settings(Section):
     enable_ticker_stream: bool = Field(default=False, description="24 h rolling ticker")
     enable_price_stream: bool = Field(default=False, description="Last price about once a second")
     enable_quotes_stream: bool = Field(default=False, description="Best bid and ask")
+    enable_mark_price_stream: bool = Field(
+        default=False,
+        description="Binance USD-M: mark and index price, funding rate and next funding time, "
+        "every second (needs the linear channel)",
+    )
+    enable_liquidations_stream: bool = Field(
+        default=False,
+        description="Binance USD-M: forced liquidation orders, the latest per symbol each "
+        "second (needs the linear channel)",
+    )
 
     # -- aggregator --------------------------------------------------------------------------
     kline_intervals: CommaList[str] = Field(
@@ -427,10 +437,20 @@ class Settings(Section):
             or self.enable_ticker_stream
             or self.enable_price_stream
             or self.enable_quotes_stream
+            or self.enable_mark_price_stream
+            or self.enable_liquidations_stream
         ):
             raise ValueError(
                 "STREAMER_ENABLE_KLINES_STREAM: every stream is disabled; enable at least one "
-                "of the klines, trades, ticker, price or quotes streams"
+                "of the klines, trades, ticker, price, quotes, mark price or liquidations streams"
+            )
+        if (self.enable_mark_price_stream or self.enable_liquidations_stream) and (
+            self.exchange != "binance"
+        ):
+            variable = "MARK_PRICE" if self.enable_mark_price_stream else "LIQUIDATIONS"
+            raise ValueError(
+                f"STREAMER_ENABLE_{variable}_STREAM: only Binance USD-M futures have it; turn "
+                f"it off for {self.exchange}"
             )
         if not self.exchange_symbols and not self.exchange_load_all_symbols:
             raise ValueError(

@@ -11,7 +11,7 @@ import pytest
 from streamer.broadcaster import Broadcaster, ConsumerRunner, StreamKey
 from streamer.consumers.base import BaseConsumer
 from streamer.logs import RateLimitedLog
-from streamer.records import Batch, Kline, Price, Trade
+from streamer.records import Batch, Kline, Liquidation, MarkPrice, Price, Trade
 from tests.conftest import CollectingConsumer, make_settings
 
 KEY: StreamKey = ("binance", "spot", "price")
@@ -195,6 +195,31 @@ async def test_under_pressure_latest_values_are_conflated_before_anything_is_dro
     # Only the newest batch's prices remain (it is conflated by the next pass, if one comes).
     assert [p.price for p in prices] == [str(590 + i) for i in range(9)]
     assert runner.conflated["price"] == 59 * 9
+    await broadcaster.cancel()
+
+
+async def test_mark_prices_are_latest_values_but_every_liquidation_is_kept() -> None:
+    stuck = StuckConsumer()
+    runner = ConsumerRunner(stuck, 40, LOG)
+    broadcaster = Broadcaster([runner])
+    broadcaster.start()
+    broadcaster.publish(KEY, price(0))
+    await stuck.started.wait()
+    marks: StreamKey = ("binance", "linear", "mark_price")
+    liquidations: StreamKey = ("binance", "linear", "liquidations")
+    for turn in range(30):
+        broadcaster.publish(marks, MarkPrice("BTCUSDT", str(100 + turn), "1", "1", "0.0001",
+                                             0, turn, turn))  # fmt: skip
+        broadcaster.publish(liquidations, Liquidation(
+            "BTCUSDT", "sell", "LIMIT", "IOC", "1", "1", "1", "FILLED", "1", "1", turn, turn,
+        ))  # fmt: skip
+        broadcaster.flush()
+    queued = [r for batch in runner._queue for e in batch for r in e.data]
+    assert len([r for r in queued if isinstance(r, Liquidation)]) == 30  # every one
+    kept = [r.mark_price for r in queued if isinstance(r, MarkPrice)]
+    assert runner.conflated["mark_price"] == 30 - len(kept) > 0  # older marks made room
+    assert kept[-1] == "129"  # never the newest
+    assert runner.dropped == {}
     await broadcaster.cancel()
 
 

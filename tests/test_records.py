@@ -8,15 +8,19 @@ import orjson
 import pytest
 
 from streamer.records import (
+    DATA_TYPES,
     Batch,
     Envelope,
     Kline,
+    Liquidation,
+    MarkPrice,
     Price,
     Quote,
     Record,
     Status,
     Ticker,
     Trade,
+    channel_key,
     serialise,
 )
 
@@ -90,6 +94,18 @@ def test_other_records_serialise_their_fields_by_name() -> None:
     status = orjson.loads(orjson.dumps(Status("connected", 1, "conn-0", "2 streams")))
     assert status == {"event": "connected", "timestamp": 1, "connection": "conn-0",
                       "message": "2 streams", "symbols": None}  # fmt: skip
+
+
+def test_mark_prices_and_liquidations_are_channels_of_their_symbol() -> None:
+    mark = MarkPrice("BTCUSDT", "100.5", "100.4", "0", "-0.0001", 2, 1, 1)
+    liquidation = Liquidation("ETHUSDT", "buy", "LIMIT", "IOC", "2", "9", "9", "FILLED", "2",
+                              "2", 1, 1)  # fmt: skip
+    assert channel_key("mark_price", mark) == "mark_price:BTCUSDT"
+    assert channel_key("liquidations", liquidation) == "liquidations:ETHUSDT"
+    assert serialise([mark, mark]) == [orjson.dumps(mark)] * 2
+    assert serialise([liquidation, liquidation]) == [orjson.dumps(liquidation)] * 2
+    assert orjson.loads(orjson.dumps(mark))["funding_rate"] == "-0.0001"
+    assert set(DATA_TYPES) >= {MarkPrice.data_type, Liquidation.data_type}
 
 
 def test_envelope_json_is_the_klines_streamer_envelope() -> None:

@@ -101,6 +101,13 @@ def test_disabling_every_stream_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     assert message.startswith("STREAMER_ENABLE_KLINES_STREAM: every stream is disabled")
 
 
+def test_futures_only_streams_are_refused_for_other_exchanges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = error_for(monkeypatch, exchange="dnse", enable_mark_price_stream="true")
+    assert message.startswith("STREAMER_ENABLE_MARK_PRICE_STREAM: only Binance USD-M futures")
+
+
 def test_an_empty_symbol_list_needs_load_all(monkeypatch: pytest.MonkeyPatch) -> None:
     assert error_for(monkeypatch, exchange_symbols="").startswith("STREAMER_EXCHANGE_SYMBOLS: no")
     assert load(monkeypatch, exchange_symbols="", exchange_load_all_symbols="true")

@@ -28,7 +28,19 @@ from typing import Any, BinaryIO, Literal
 from pydantic import Field, field_validator
 
 from streamer.consumers.base import BaseConsumer
-from streamer.records import DATA_TYPES, Batch, DataType, Kline, Price, Quote, Record, Ticker, Trade
+from streamer.records import (
+    DATA_TYPES,
+    Batch,
+    DataType,
+    Kline,
+    Liquidation,
+    MarkPrice,
+    Price,
+    Quote,
+    Record,
+    Ticker,
+    Trade,
+)
 from streamer.settings import CommaList, Section, Settings
 
 __all__ = ["ConsoleConsumer", "ConsoleSettings", "format_record"]
@@ -76,6 +88,18 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
             f"{_iso(record.timestamp or record.received_at)} {where} quote {record.symbol} "
             f"bid {record.bid_quantity} @ {record.bid_price} ask {record.ask_quantity} @ "
             f"{record.ask_price}"
+        )
+    if isinstance(record, MarkPrice):
+        return (
+            f"{_iso(record.timestamp)} {where} mark {record.symbol} {record.mark_price} "
+            f"index={record.index_price} funding={record.funding_rate} "
+            f"next={_iso(record.next_funding_time)}"
+        )
+    if isinstance(record, Liquidation):
+        return (
+            f"{_iso(record.timestamp)} {where} liquidation {record.symbol} {record.side} "
+            f"{record.filled_quantity}/{record.quantity} @ {record.average_price} "
+            f"{record.status}"
         )
     connection = f" [{record.connection}]" if record.connection else ""
     return f"{_iso(record.timestamp)} {where} status {record.event}{connection} {record.message}"

@@ -37,7 +37,18 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 
 from streamer.consumers.remote import RemoteConsumer
-from streamer.records import Batch, Kline, Price, Quote, Record, Status, Ticker, Trade
+from streamer.records import (
+    Batch,
+    Kline,
+    Liquidation,
+    MarkPrice,
+    Price,
+    Quote,
+    Record,
+    Status,
+    Ticker,
+    Trade,
+)
 from streamer.settings import ConfigError, Section, Settings, Unset
 
 if TYPE_CHECKING:
@@ -75,6 +86,13 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
     if isinstance(record, Quote):
         at = record.update_id if record.update_id is not None else record.received_at
         return f"{head}:q:{record.symbol}:{at}:{record.bid_price}:{record.ask_price}"
+    if isinstance(record, MarkPrice):
+        return f"{head}:m:{record.symbol}:{record.timestamp}"
+    if isinstance(record, Liquidation):
+        return (
+            f"{head}:l:{record.symbol}:{record.timestamp}:{record.side}:"
+            f"{record.filled_quantity}:{record.average_price}"
+        )
     assert isinstance(record, Status)
     return f"{head}:s:{record.event}:{record.connection}:{record.timestamp}"
 

@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.markets import ALWAYS_OPEN, Calendar
-from streamer.records import Kline, Price, Quote, Ticker, Trade
+from streamer.records import Kline, MarketRecord, Trade
 from streamer.settings import Section, Settings
 
 __all__ = [
@@ -37,7 +37,7 @@ class FeedSink(Protocol):
     def on_trade(self, trade: Trade, connection: str = "") -> None:
         """A trade, received on ``connection`` (a connection's name)."""
 
-    def on_market(self, record: Ticker | Price | Quote) -> None:
+    def on_market(self, record: MarketRecord) -> None:
         """A ticker, price or quote (its ``data_type`` says which)."""
 
     def on_kline(self, kline: Kline) -> None:

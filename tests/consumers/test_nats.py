@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from streamer.consumers.nats import NatsConsumer, message_id, subject_token
 from streamer.reconnect import Backoff
-from streamer.records import Batch, Envelope, Kline, Record, Status, Trade
+from streamer.records import Batch, Envelope, Kline, Liquidation, MarkPrice, Record, Status, Trade
 from tests.conftest import free_port, make_settings
 
 T = 1_502_942_400_000
@@ -60,6 +60,22 @@ def test_a_closed_bar_has_one_id_per_revision_whoever_publishes_it() -> None:
 def test_trades_are_identified_by_their_exchange_id() -> None:
     trade = Trade.create("BTCUSDT", 42, "100", "1", "buy", T, T)
     assert message_id("binance", "spot", trade) == "binance:spot:t:BTCUSDT:42"
+
+
+def test_mark_prices_and_liquidations_have_ids_and_subjects_of_their_own() -> None:
+    mark = MarkPrice("BTCUSDT", "100.5", "100.4", "0", "0.0001", T + 1, T, T)
+    liquidation = Liquidation("BTCUSDT", "sell", "LIMIT", "IOC", "2", "9", "9", "FILLED", "2",
+                              "2", T, T)  # fmt: skip
+    assert message_id("binance", "linear", mark) == f"binance:linear:m:BTCUSDT:{T}"
+    assert message_id("binance", "linear", liquidation) == f"binance:linear:l:BTCUSDT:{T}:sell:2:9"
+    work = consumer(nats_subject_prefix="md").prepare(Batch([
+        Envelope("binance", "linear", "mark_price", [mark]),
+        Envelope("binance", "linear", "liquidations", [liquidation]),
+    ]))  # fmt: skip
+    assert work is not None
+    assert [subject for subject, _, _ in work] == [
+        "md.binance.linear.mark_price.BTCUSDT", "md.binance.linear.liquidations.BTCUSDT",
+    ]  # fmt: skip
 
 
 def test_each_record_is_one_message_on_its_symbols_subject_in_the_common_envelope() -> None:

@@ -24,7 +24,19 @@ from streamer.consumers.redis import RedisConsumer
 from streamer.history import Held, HistoryHolder
 from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff
-from streamer.records import Batch, Envelope, Kline, Price, Quote, Record, Status, Ticker, Trade
+from streamer.records import (
+    Batch,
+    Envelope,
+    Kline,
+    Liquidation,
+    MarkPrice,
+    Price,
+    Quote,
+    Record,
+    Status,
+    Ticker,
+    Trade,
+)
 from tests.conftest import CollectingConsumer, eventually, make_settings
 
 DB = 15  # a database of our own on the shared server
@@ -134,6 +146,32 @@ async def test_every_channel_and_latest_state_key(prefix: str) -> None:
     assert (await hash_json(client, f"{p}:quotes", "ETHUSDT"))["ask_price"] == "11"
     bars = await history(client, f"{p}:history:1m:BTCUSDT")
     assert [(bar["timestamp"], score) for bar, score in bars] == [(T, T)]
+    await client.aclose()
+    await redis.stop()
+
+
+async def test_mark_prices_keep_a_latest_state_hash_and_liquidations_a_channel(
+    prefix: str,
+) -> None:
+    redis = consumer(prefix)
+    await redis.setup()
+    p = f"{prefix}:binance:linear"
+    mark = MarkPrice("BTCUSDT", "100.5", "100.4", "0", "-0.0001", T + 8 * 3_600_000, T, T)
+    liquidation = Liquidation(
+        "BTCUSDT", "sell", "LIMIT", "IOC", "2", "99", "99.5", "FILLED", "2", "2", T, T
+    )
+    async with subscribed(f"{prefix}:*") as received:
+        await redis.consume(Batch([
+            Envelope("binance", "linear", "mark_price", [mark]),
+            Envelope("binance", "linear", "liquidations", [liquidation]),
+        ]))  # fmt: skip
+        await eventually(lambda: len(received) == 2)
+    assert sorted(m["channel"] for m in received) == [
+        f"{p}:liquidations:BTCUSDT", f"{p}:mark_price:BTCUSDT",
+    ]  # fmt: skip
+    client = Redis(db=DB)
+    assert (await hash_json(client, f"{p}:mark_price", "BTCUSDT"))["funding_rate"] == "-0.0001"
+    assert not await client.exists(f"{p}:liquidations")  # events: no latest state
     await client.aclose()
     await redis.stop()
 

@@ -64,7 +64,7 @@ from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff, RetryAfter
-from streamer.records import Price, Quote, Ticker, Trade
+from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["BinanceConnector", "ConnectionPlan"]
@@ -144,6 +144,20 @@ class BinanceConnector(Connector):
         self.symbols: dict[str, list[str]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._refreshers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def validate(cls, settings: Settings) -> None:
+        """Mark price and liquidations exist on USD-M futures only."""
+        futures = "linear" in settings.section(BinanceSettings).exchange_channels
+        for name, wanted in (
+            ("MARK_PRICE", settings.enable_mark_price_stream),
+            ("LIQUIDATIONS", settings.enable_liquidations_stream),
+        ):
+            if wanted and not futures:
+                raise ConfigError(
+                    f"STREAMER_ENABLE_{name}_STREAM=true: Binance has it on USD-M futures only; "
+                    "add linear to STREAMER_EXCHANGE_CHANNELS (spot,linear) or turn it off"
+                )
 
     @classmethod
     def channels(cls, settings: Settings) -> list[str]:
@@ -323,7 +337,7 @@ class BinanceConnector(Connector):
 
     def _dispatch(self, plan: ConnectionPlan, link: BinanceLink, event: object) -> None:
         pipeline = self.pipelines[plan.channel]
-        if isinstance(event, Ticker | Price | Quote):
+        if isinstance(event, Ticker | Price | Quote | MarkPrice | Liquidation):
             pipeline.on_market(event)
         elif isinstance(event, Ack | ErrorReply):
             link.reply(event)

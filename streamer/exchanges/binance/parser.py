@@ -33,7 +33,7 @@ from streamer.exchanges.ranges import (
     check_time,
 )
 from streamer.numbers import normalize_decimal, parse_scaled
-from streamer.records import Price, Quote, Ticker, Trade
+from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 
 __all__ = ["Ack", "BinanceParser", "ErrorReply", "ParseError", "ParsedEvent", "ServerShutdown"]
 
@@ -69,7 +69,18 @@ class ServerShutdown:
     timestamp: int
 
 
-ParsedEvent = Trade | Ticker | Price | Quote | Ack | ErrorReply | ServerShutdown | None
+ParsedEvent = (
+    Trade
+    | Ticker
+    | Price
+    | Quote
+    | MarkPrice
+    | Liquidation
+    | Ack
+    | ErrorReply
+    | ServerShutdown
+    | None
+)
 
 
 def _int(data: dict[str, Any], key: str) -> int:
@@ -87,6 +98,25 @@ def _decimal(data: dict[str, Any], key: str, signed: bool = False) -> str:
         kind = "a decimal string" if signed else "a non-negative decimal string"
         raise ParseError(f"{key!r} must be {kind}, got {value!r:.80}")
     return normalize_decimal(value)
+
+
+def _positive_decimal(data: dict[str, Any], key: str) -> str:
+    """A decimal string field above zero (a price: zero would be implausible)."""
+    value = _decimal(data, key)
+    if parse_scaled(value) <= 0:
+        raise ParseError(f"{key!r} must be positive, got {value!r}")
+    return value
+
+
+_WORD = re.compile(r"[A-Z][A-Z_]{0,31}")
+
+
+def _word(data: dict[str, Any], key: str) -> str:
+    """An upper-case enum value of Binance's (order type, time in force, status)."""
+    value = data[key]
+    if type(value) is not str or not _WORD.fullmatch(value):
+        raise ParseError(f"{key!r} must be an upper-case word, got {value!r:.80}")
+    return value
 
 
 # Distinct price spellings remembered with their parsed forms. A market trades at few price
@@ -108,6 +138,8 @@ class BinanceParser:
             "ticker": 0,
             "price": 0,
             "quote": 0,
+            "mark_price": 0,
+            "liquidation": 0,
             "control": 0,
             "ignored": 0,
             "malformed": 0,
@@ -186,6 +218,12 @@ class BinanceParser:
         if event == "bookTicker" or (event is None and "u" in data and "b" in data):
             self.stats["quote"] += 1
             return self._quote(data, received_at)
+        if event == "markPriceUpdate":
+            self.stats["mark_price"] += 1
+            return self._mark_price(data, received_at)
+        if event == "forceOrder":
+            self.stats["liquidation"] += 1
+            return self._liquidation(data, received_at)
         if event == "serverShutdown":
             self.stats["control"] += 1
             # A notice, not data: its time reaches no bar, and refusing it would only lose the
@@ -286,6 +324,49 @@ class BinanceParser:
             _decimal(data, "A"),
             check_id(data["u"], "'u'"),
             event_time,
+            received_at,
+            source="binance",
+        )
+
+    @staticmethod
+    def _mark_price(data: dict[str, Any], received_at: int) -> MarkPrice:
+        next_funding = data["T"]
+        if next_funding != 0:  # 0 where the contract has no funding
+            check_time(next_funding, "'T'")
+        elif type(next_funding) is not int:
+            raise ParseError(f"'T' must be an integer, got {next_funding!r:.80}")
+        return MarkPrice(
+            check_symbol(data["s"]),
+            _positive_decimal(data, "p"),
+            _positive_decimal(data, "i"),
+            _decimal(data, "P"),
+            _decimal(data, "r", signed=True),
+            next_funding,
+            check_time(data["E"], "'E'"),
+            received_at,
+            source="binance",
+        )
+
+    @staticmethod
+    def _liquidation(data: dict[str, Any], received_at: int) -> Liquidation:
+        order = data["o"]
+        if type(order) is not dict:
+            raise ParseError("'o' must be an object")
+        side = order["S"]
+        if side not in ("BUY", "SELL"):
+            raise ParseError(f"'S' must be BUY or SELL, got {side!r:.80}")
+        return Liquidation(
+            check_symbol(order["s"]),
+            "buy" if side == "BUY" else "sell",
+            _word(order, "o"),
+            _word(order, "f"),
+            _positive_decimal(order, "q"),
+            _decimal(order, "p"),
+            _decimal(order, "ap"),
+            _word(order, "X"),
+            _decimal(order, "l"),
+            _decimal(order, "z"),
+            check_time(order["T"], "'T'"),
             received_at,
             source="binance",
         )

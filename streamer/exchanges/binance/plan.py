@@ -26,6 +26,8 @@ class StreamChoice:
     ticker: bool = False
     price: bool = False
     quotes: bool = False
+    mark_price: bool = False  # USD-M only
+    liquidations: bool = False  # USD-M only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamChoice:
@@ -35,6 +37,8 @@ class StreamChoice:
             ticker=settings.enable_ticker_stream,
             price=settings.enable_price_stream,
             quotes=settings.enable_quotes_stream,
+            mark_price=settings.enable_mark_price_stream,
+            liquidations=settings.enable_liquidations_stream,
         )
 
     def streams(self, channel: str, family: str, symbol: str) -> list[str]:
@@ -48,6 +52,11 @@ class StreamChoice:
                 out.append(f"{name}@ticker")
             if self.price:
                 out.append(f"{name}@miniTicker")
+            if channel != "spot":  # spot has neither: futures' /market path only
+                if self.mark_price:
+                    out.append(f"{name}@markPrice@1s")
+                if self.liquidations:
+                    out.append(f"{name}@forceOrder")
         if self.quotes and family != "/market":
             out.append(f"{name}@bookTicker")
         return out

@@ -19,6 +19,8 @@ from fakes.binance import (
     FakeBinance,
     agg_trade,
     book_ticker,
+    force_order,
+    mark_price,
     mini_ticker,
     spot_trade,
     ticker_24h,
@@ -26,10 +28,11 @@ from fakes.binance import (
 from streamer.exchanges.base import StartupError
 from streamer.exchanges.binance import connector as binance_module
 from streamer.exchanges.binance import link as binance_link
-from streamer.records import Price, Quote, Status, Ticker, Trade
+from streamer.exchanges.binance.connector import BinanceConnector
+from streamer.records import Liquidation, MarkPrice, Price, Quote, Status, Ticker, Trade
 from streamer.settings import ConfigError
 from streamer.shard import Shard
-from tests.conftest import RunningService, eventually, fake_settings, fast_binance
+from tests.conftest import RunningService, eventually, fake_settings, fast_binance, make_settings
 
 NOW = int(time.time() * 1000) // 60_000 * 60_000  # a minute boundary, so bars are predictable
 
@@ -165,6 +168,41 @@ async def test_futures_use_the_routed_market_and_public_paths() -> None:
             assert (bar.trade_count, bar.first_trade_id, bar.last_trade_id) == (6, 100, 105)
             envelope = collector.batches[-1].envelopes[0]
             assert envelope.channel == "linear"
+
+
+async def test_futures_mark_price_and_liquidations_stream_in_as_their_own_types() -> None:
+    async with FakeBinance("linear") as fake:
+        settings = fake_settings(
+            fake, enable_mark_price_stream=True, enable_liquidations_stream=True,
+            exchange_symbols=["BTCUSDT"],
+        )  # fmt: skip
+        async with RunningService(settings) as running:
+            (market,) = fake.connections
+            assert (market.path, market.streams) == (
+                "/market", {"btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@forceOrder"},
+            )  # fmt: skip
+            await fake.publish(mark_price("BTCUSDT", NOW, mark="50000.5", funding="-0.0002"))
+            await fake.publish(force_order("BTCUSDT", NOW + 5, side="BUY", qty="1.5"))
+            collector = running.collector
+            await eventually(lambda: collector.records("liquidations"))
+            (mark,) = collector.records("mark_price")
+            (liquidation,) = collector.records("liquidations")
+            assert isinstance(mark, MarkPrice)
+            assert (mark.mark_price, mark.funding_rate) == ("50000.5", "-0.0002")
+            assert mark.next_funding_time % 28_800_000 == 0
+            assert isinstance(liquidation, Liquidation)
+            assert (liquidation.side, liquidation.quantity, liquidation.timestamp) == (
+                "buy", "1.5", NOW + 5,
+            )  # fmt: skip
+
+
+def test_mark_price_and_liquidations_need_the_futures_channel() -> None:
+    settings = make_settings(enable_liquidations_stream=True, exchange_symbols=["BTCUSDT"])
+    with pytest.raises(ConfigError, match="STREAMER_ENABLE_LIQUIDATIONS_STREAM=true"):
+        BinanceConnector.validate(settings)
+    BinanceConnector.validate(make_settings(
+        enable_mark_price_stream=True, exchange_channels=["spot", "linear"],
+    ))  # fmt: skip
 
 
 async def test_the_fake_models_binances_silent_legacy_futures_path() -> None:

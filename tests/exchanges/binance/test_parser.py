@@ -17,7 +17,7 @@ from streamer.exchanges.binance.parser import (
     ServerShutdown,
 )
 from streamer.exchanges.ranges import MAX_COUNT, MAX_ID, check_id, check_symbol, check_time
-from streamer.records import Price, Quote, Ticker, Trade
+from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 
 # Official samples: Binance's web-socket-streams.md and the USD-M SDK tests.
 SPOT_TRADE = (
@@ -100,6 +100,62 @@ def test_tickers_prices_and_quotes() -> None:
     book = parse(FUTURES_BOOK)
     assert isinstance(book, Quote)
     assert book.timestamp == 1568014460893
+
+
+# USD-M samples from Binance's "Mark Price Stream" and "Liquidation Order Streams" pages.
+MARK_PRICE = (
+    '{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1562305380000,'
+    '"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265",'
+    '"r":"0.00038167","ap":"11794.15000000","T":1562306400000,"st":1}}'
+)
+FORCE_ORDER = (
+    '{"stream":"btcusdt@forceOrder","data":{"e":"forceOrder","E":1568014460893,"o":{'
+    '"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910","ap":"9910",'
+    '"X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}}'
+)
+
+
+def test_mark_price_and_funding() -> None:
+    parser = BinanceParser()
+    mark = parser.parse(MARK_PRICE, 7)
+    assert mark == MarkPrice(
+        "BTCUSDT", "11794.15", "11784.62659091", "11784.25641265", "0.00038167", 1562306400000,
+        1562305380000, 7, "binance",
+    )  # fmt: skip
+    negative = MARK_PRICE.replace('"r":"0.00038167"', '"r":"-0.0001"')
+    assert isinstance(record := parser.parse(negative, 7), MarkPrice)
+    assert record.funding_rate == "-0.0001"  # funding is paid either way
+    assert parser.stats["mark_price"] == 2
+
+
+def test_a_liquidation_is_the_order_that_closed_a_position() -> None:
+    parser = BinanceParser()
+    liquidation = parser.parse(FORCE_ORDER, 7)
+    assert liquidation == Liquidation(
+        "BTCUSDT", "sell", "LIMIT", "IOC", "0.014", "9910", "9910", "FILLED", "0.014", "0.014",
+        1568014460893, 7, "binance",
+    )  # fmt: skip
+    assert parser.stats["liquidation"] == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        (MARK_PRICE.replace('"p":"11794.15000000"', '"p":"0"'), "'p' must be positive"),
+        (MARK_PRICE.replace('"p":"11794.15000000"', '"p":"-1"'), "'p' must be"),
+        (MARK_PRICE.replace('"T":1562306400000', '"T":"soon"'), "'T'"),
+        (MARK_PRICE.replace('"s":"BTCUSDT"', '"s":"btc usdt"'), "symbol"),
+        (FORCE_ORDER.replace('"S":"SELL"', '"S":"SHORT"'), "BUY or SELL"),
+        (FORCE_ORDER.replace('"X":"FILLED"', '"X":"filled; drop"'), "upper-case word"),
+        (FORCE_ORDER.replace('"q":"0.014"', '"q":"0"'), "'q' must be positive"),
+        (FORCE_ORDER.replace('"o":{', '"o":["x"],"oo":{'), "'o' must be an object"),
+    ],
+)
+def test_implausible_mark_prices_and_liquidations_are_refused(frame: str, says: str) -> None:
+    parser = BinanceParser()
+    with pytest.raises(ParseError, match=says):
+        parser.parse(frame, 0)
+    assert parser.stats["malformed"] == 1
 
 
 def test_server_shutdown_in_both_forms() -> None:
@@ -198,7 +254,10 @@ JSON = st.recursive(
     | st.dictionaries(st.text(max_size=5), children, max_size=6),
     max_leaves=25,
 )  # fmt: skip
-OUTCOMES = (Trade, Ticker, Price, Quote, Ack, ErrorReply, ServerShutdown, type(None))
+OUTCOMES = (
+    Trade, Ticker, Price, Quote, MarkPrice, Liquidation, Ack, ErrorReply, ServerShutdown,
+    type(None),
+)  # fmt: skip
 
 
 def parse_or_refuse(frame: str | bytes) -> None:
@@ -250,6 +309,8 @@ VALID = [
     MINI_TICKER,
     SPOT_BOOK,
     FUTURES_BOOK,
+    MARK_PRICE,
+    FORCE_ORDER,
 ]
 
 

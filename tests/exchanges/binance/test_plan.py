@@ -34,6 +34,17 @@ def test_futures_trades_and_books_go_to_their_routed_paths() -> None:
     ]
 
 
+def test_mark_price_and_liquidations_ride_the_futures_market_path_only() -> None:
+    choice = StreamChoice(trades=True, quotes=True, mark_price=True, liquidations=True)
+    planned = plan({"linear": ["BTCUSDT"], "spot": ["ETHUSDT"]}, choice, limit=10, pool=10)
+    assert {p.name: p.streams for p in planned} == {
+        "binance-linear-market-0": ["btcusdt@aggTrade", "btcusdt@markPrice@1s",
+                                    "btcusdt@forceOrder"],
+        "binance-linear-public-0": ["btcusdt@bookTicker"],
+        "binance-spot-0": ["ethusdt@trade", "ethusdt@bookTicker"],  # spot has neither
+    }  # fmt: skip
+
+
 def test_a_symbols_streams_stay_on_one_connection() -> None:
     choice = StreamChoice(trades=True, ticker=True, price=True)
     planned = plan({"spot": ["A", "B", "C"]}, choice, limit=7, pool=10)

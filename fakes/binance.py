@@ -61,6 +61,7 @@ __all__ = [
     "force_order",
     "mark_price",
     "mini_ticker",
+    "partial_depth",
     "spot_trade",
     "ticker_24h",
 ]
@@ -124,6 +125,23 @@ def book_ticker(
     return {
         "e": "bookTicker", "u": update_id, "E": time_ms, "T": time_ms, "s": symbol, "ps": symbol,
         "b": bid, "B": "1.5", "a": ask, "A": "2.5", "st": 1,
+    }  # fmt: skip
+
+
+def partial_depth(
+    symbol: str,
+    update_id: int,
+    bids: list[list[str]],
+    asks: list[list[str]],
+    time_ms: int | None = None,
+) -> dict[str, Any]:
+    """A ``@depth<N>`` payload: spot's has no event type, time or symbol (publish it with its
+    stream name); pass ``time_ms`` for the futures form, shaped as a ``depthUpdate``."""
+    if time_ms is None:
+        return {"lastUpdateId": update_id, "bids": bids, "asks": asks}
+    return {
+        "e": "depthUpdate", "E": time_ms, "T": time_ms, "s": symbol, "U": update_id - 3,
+        "u": update_id, "pu": update_id - 4, "b": bids, "a": asks,
     }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from streamer.numbers import normalize_decimal, parse_scaled
 __all__ = [
     "DATA_TYPES",
     "Batch",
+    "Book",
     "DataType",
     "Envelope",
     "Kline",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 DataType = Literal[
-    "klines", "trades", "ticker", "price", "quotes", "mark_price", "liquidations", "status"
+    "klines", "trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations", "status"
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = (
     "klines",
@@ -44,6 +45,7 @@ DATA_TYPES: Final[tuple[DataType, ...]] = (
     "ticker",
     "price",
     "quotes",
+    "book",
     "mark_price",
     "liquidations",
     "status",
@@ -219,6 +221,24 @@ class Quote:
 
 
 @dataclass(slots=True)
+class Book:
+    """The top levels of the order book (Binance ``@depth<N>@100ms``, every 100 ms): ``bids``
+    best first (highest price), ``asks`` best first (lowest), each ``[price, quantity]``.
+    ``update_id`` is the book's last update id; ``timestamp`` the exchange's event time, null on
+    spot, which sends none."""
+
+    data_type: ClassVar[DataType] = "book"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    bids: list[list[str]]
+    asks: list[list[str]]
+    update_id: int
+    timestamp: int | None
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
 class MarkPrice:
     """A USD-M perpetual's mark price and funding (Binance ``@markPrice@1s``, every second):
     ``mark_price``, ``index_price``, ``estimated_settle_price`` (meaningful in the last hour
@@ -278,15 +298,15 @@ class Status:
     symbols: list[str] | None = None
 
 
-Record = Trade | Kline | Ticker | Price | Quote | MarkPrice | Liquidation | Status
-MarketRecord = Ticker | Price | Quote | MarkPrice | Liquidation
+Record = Trade | Kline | Ticker | Price | Quote | Book | MarkPrice | Liquidation | Status
+MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation
 """What a connector hands the pipeline besides trades and klines: published as it comes."""
 
 
 def channel_key(data_type: DataType, record: Record) -> str:
     """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
-    ``ticker:…``, ``price:…``, ``quotes:…``, ``mark_price:…``, ``liquidations:…`` or
-    ``status``. Redis pub/sub channels and WebSocket subscriptions use these names."""
+    ``ticker:…``, ``price:…``, ``quotes:…``, ``book:…``, ``mark_price:…``, ``liquidations:…``
+    or ``status``. Redis pub/sub channels and WebSocket subscriptions use these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
     if isinstance(record, Status):
@@ -311,7 +331,7 @@ def _json_fields(cls: type[Record]) -> tuple[bytes, Callable[[Sequence[Record]],
 
 _BY_CLASS: Final[dict[type, tuple[bytes, Callable[[Sequence[Record]], list[object]]]]] = {
     cls: _json_fields(cls)
-    for cls in (Trade, Kline, Ticker, Price, Quote, MarkPrice, Liquidation, Status)
+    for cls in (Trade, Kline, Ticker, Price, Quote, Book, MarkPrice, Liquidation, Status)
 }
 
 
@@ -339,7 +359,9 @@ def _one_by_one(records: Sequence[Record]) -> list[bytes]:
     return [b"".join((orjson.dumps(record), b"")) for record in records]
 
 
-_BY_SYMBOL = frozenset(("trades", "ticker", "price", "quotes", "mark_price", "liquidations"))
+_BY_SYMBOL = frozenset(
+    ("trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations")
+)
 
 
 class Envelope:

@@ -227,6 +227,13 @@ class Settings(Section):
     enable_ticker_stream: bool = Field(default=False, description="24 h rolling ticker")
     enable_price_stream: bool = Field(default=False, description="Last price about once a second")
     enable_quotes_stream: bool = Field(default=False, description="Best bid and ask")
+    enable_book_stream: bool = Field(
+        default=False,
+        description="Binance: the top STREAMER_BOOK_DEPTH levels of each order book every 100 ms",
+    )
+    book_depth: int = Field(
+        default=10, description="Levels per side of the book stream: 5, 10 or 20"
+    )
     enable_mark_price_stream: bool = Field(
         default=False,
         description="Binance USD-M: mark and index price, funding rate and next funding time, "
@@ -429,6 +436,13 @@ class Settings(Section):
             )
         return value
 
+    @field_validator("book_depth")
+    @classmethod
+    def _book_depth(cls, value: int) -> int:
+        if value not in (5, 10, 20):
+            raise ValueError(f"{value} levels: Binance streams books 5, 10 or 20 deep")
+        return value
+
     @model_validator(mode="after")
     def _something_to_stream(self) -> Settings:
         if not (
@@ -437,21 +451,26 @@ class Settings(Section):
             or self.enable_ticker_stream
             or self.enable_price_stream
             or self.enable_quotes_stream
+            or self.enable_book_stream
             or self.enable_mark_price_stream
             or self.enable_liquidations_stream
         ):
             raise ValueError(
                 "STREAMER_ENABLE_KLINES_STREAM: every stream is disabled; enable at least one "
-                "of the klines, trades, ticker, price, quotes, mark price or liquidations streams"
+                "of the klines, trades, ticker, price, quotes, book, mark price or liquidations "
+                "streams"
             )
-        if (self.enable_mark_price_stream or self.enable_liquidations_stream) and (
-            self.exchange != "binance"
-        ):
-            variable = "MARK_PRICE" if self.enable_mark_price_stream else "LIQUIDATIONS"
-            raise ValueError(
-                f"STREAMER_ENABLE_{variable}_STREAM: only Binance USD-M futures have it; turn "
-                f"it off for {self.exchange}"
-            )
+        if self.exchange != "binance":
+            for variable, wanted in (
+                ("BOOK", self.enable_book_stream),
+                ("MARK_PRICE", self.enable_mark_price_stream),
+                ("LIQUIDATIONS", self.enable_liquidations_stream),
+            ):
+                if wanted:
+                    raise ValueError(
+                        f"STREAMER_ENABLE_{variable}_STREAM: only Binance has it here; turn it "
+                        f"off for {self.exchange}"
+                    )
         if not self.exchange_symbols and not self.exchange_load_all_symbols:
             raise ValueError(
                 "STREAMER_EXCHANGE_SYMBOLS: no symbols; list some (BTCUSDT,ETHUSDT) or set "

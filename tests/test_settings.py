@@ -105,7 +105,7 @@ def test_futures_only_streams_are_refused_for_other_exchanges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     message = error_for(monkeypatch, exchange="dnse", enable_mark_price_stream="true")
-    assert message.startswith("STREAMER_ENABLE_MARK_PRICE_STREAM: only Binance USD-M futures")
+    assert message.startswith("STREAMER_ENABLE_MARK_PRICE_STREAM: only Binance has it here")
 
 
 def test_an_empty_symbol_list_needs_load_all(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ from streamer.consumers.base import BaseConsumer
 from streamer.records import (
     DATA_TYPES,
     Batch,
+    Book,
     DataType,
     Kline,
     Liquidation,
@@ -88,6 +89,17 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
             f"{_iso(record.timestamp or record.received_at)} {where} quote {record.symbol} "
             f"bid {record.bid_quantity} @ {record.bid_price} ask {record.ask_quantity} @ "
             f"{record.ask_price}"
+        )
+    if isinstance(record, Book):
+        best = " ".join(
+            f"{side} {levels[0][1]} @ {levels[0][0]}"
+            for side, levels in (("bid", record.bids), ("ask", record.asks))
+            if levels
+        )
+        depth = max(len(record.bids), len(record.asks))
+        return (
+            f"{_iso(record.timestamp or record.received_at)} {where} book {record.symbol} "
+            f"{best} ({depth} levels)"
         )
     if isinstance(record, MarkPrice):
         return (

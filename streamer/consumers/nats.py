@@ -39,6 +39,7 @@ from pydantic import Field, SecretStr
 from streamer.consumers.remote import RemoteConsumer
 from streamer.records import (
     Batch,
+    Book,
     Kline,
     Liquidation,
     MarkPrice,
@@ -86,6 +87,8 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
     if isinstance(record, Quote):
         at = record.update_id if record.update_id is not None else record.received_at
         return f"{head}:q:{record.symbol}:{at}:{record.bid_price}:{record.ask_price}"
+    if isinstance(record, Book):
+        return f"{head}:b:{record.symbol}:{record.update_id}"
     if isinstance(record, MarkPrice):
         return f"{head}:m:{record.symbol}:{record.timestamp}"
     if isinstance(record, Liquidation):

@@ -4,13 +4,13 @@ With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
 ``market-data:binance:spot``) and upper-case symbols:
 
 * pub/sub channels ``P:klines:{interval}:{SYMBOL}``, ``P:trades:{SYMBOL}``,
-  ``P:ticker:{SYMBOL}``, ``P:price:{SYMBOL}``, ``P:quotes:{SYMBOL}``, ``P:mark_price:{SYMBOL}``,
-  ``P:liquidations:{SYMBOL}`` and ``P:status``; each message is an envelope holding that
-  channel's events of one batch;
+  ``P:ticker:{SYMBOL}``, ``P:price:{SYMBOL}``, ``P:quotes:{SYMBOL}``, ``P:book:{SYMBOL}``,
+  ``P:mark_price:{SYMBOL}``, ``P:liquidations:{SYMBOL}`` and ``P:status``; each message is an
+  envelope holding that channel's events of one batch;
 * latest state: HASH ``P:last-closed:{interval}`` (SYMBOL -> last closed kline JSON; a revision
   of an older bar never replaces a newer one), HASH ``P:price`` (SYMBOL -> last price), HASH
-  ``P:ticker``, ``P:quotes`` and ``P:mark_price`` (SYMBOL -> JSON), HASH ``P:forming:{interval}``
-  (forming bars, when ``STREAMER_KLINE_UPDATES_INTERVAL_MS`` is on);
+  ``P:ticker``, ``P:quotes``, ``P:book`` and ``P:mark_price`` (SYMBOL -> JSON), HASH
+  ``P:forming:{interval}`` (forming bars, when ``STREAMER_KLINE_UPDATES_INTERVAL_MS`` is on);
 * warm-up history: ZSET ``P:history:{interval}:{SYMBOL}`` of closed klines scored by open time; a
   revision replaces the member with the same open time; at most
   ``STREAMER_REDIS_HISTORY_LIMIT`` (1000) bars per key;
@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.consumers.remote import RemoteConsumer
 from streamer.history import Held
-from streamer.records import Batch, Kline, MarkPrice, Price, Quote, Record, Ticker
+from streamer.records import Batch, Book, Kline, MarkPrice, Price, Quote, Record, Ticker
 from streamer.settings import ConfigError, Section, Settings, Unset
 
 __all__ = ["RedisConsumer", "RedisSettings", "Writes"]
@@ -322,7 +322,7 @@ class RedisConsumer(RemoteConsumer[Writes]):
             data_type = envelope.data_type
             if data_type == "klines":
                 self._kline_commands(prefix, envelope.data, envelope.record_json(), writes)
-            elif data_type in ("ticker", "quotes", "mark_price"):
+            elif data_type in ("ticker", "quotes", "book", "mark_price"):
                 latest = _latest_by_symbol(envelope.data, envelope.record_json())
                 writes.answered.append(_hset(f"{prefix}:{data_type}", latest))
             elif data_type == "price":
@@ -380,5 +380,5 @@ def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str
     return {
         record.symbol: line
         for record, line in zip(records, lines, strict=True)
-        if isinstance(record, Ticker | Quote | MarkPrice)
+        if isinstance(record, Ticker | Quote | Book | MarkPrice)
     }

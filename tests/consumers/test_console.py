@@ -10,6 +10,7 @@ import orjson
 from streamer.consumers.console import ConsoleConsumer, format_record
 from streamer.records import (
     Batch,
+    Book,
     Envelope,
     Kline,
     Liquidation,
@@ -68,6 +69,8 @@ def test_every_record_type_has_a_line() -> None:
         format_record("binance", "spot", Ticker("B", 0, "2", "3", "4", "5", "6", "7", "8", "9.5",
                                                 10, 11)),
         format_record("binance", "spot", Status("connected", 0, "binance-spot-0", "2 streams")),
+        format_record("binance", "spot", Book("BTCUSDT", [["100", "1"], ["99", "3"]],
+                                              [["101", "2"]], 9, None, 1502942428000)),
         format_record("binance", "linear", MarkPrice("BTCUSDT", "100.5", "100.4", "0", "0.0001",
                                                      1502956800000, 1502942428000, 1)),
         format_record("binance", "linear", Liquidation("BTCUSDT", "sell", "LIMIT", "IOC", "2",
@@ -80,6 +83,7 @@ def test_every_record_type_has_a_line() -> None:
         "2017-08-17T04:00:28Z binance spot quote BTCUSDT bid 2 @ 1 ask 4 @ 3",
         "1970-01-01T00:00:00Z binance spot ticker B last=2 change=9.5% volume=6",
         "1970-01-01T00:00:00Z binance spot status connected [binance-spot-0] 2 streams",
+        "2017-08-17T04:00:28Z binance spot book BTCUSDT bid 1 @ 100 ask 2 @ 101 (2 levels)",
         "2017-08-17T04:00:28Z binance linear mark BTCUSDT 100.5 index=100.4 funding=0.0001 "
         "next=2017-08-17T08:00:00Z",
         "2017-08-17T04:00:28Z binance linear liquidation BTCUSDT sell 1.5/2 @ 99.5 FILLED",

@@ -26,6 +26,7 @@ from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff
 from streamer.records import (
     Batch,
+    Book,
     Envelope,
     Kline,
     Liquidation,
@@ -150,7 +151,7 @@ async def test_every_channel_and_latest_state_key(prefix: str) -> None:
     await redis.stop()
 
 
-async def test_mark_prices_keep_a_latest_state_hash_and_liquidations_a_channel(
+async def test_books_and_mark_prices_keep_a_latest_state_hash_and_liquidations_a_channel(
     prefix: str,
 ) -> None:
     redis = consumer(prefix)
@@ -160,16 +161,19 @@ async def test_mark_prices_keep_a_latest_state_hash_and_liquidations_a_channel(
     liquidation = Liquidation(
         "BTCUSDT", "sell", "LIMIT", "IOC", "2", "99", "99.5", "FILLED", "2", "2", T, T
     )
+    book = Book("BTCUSDT", [["100", "1"]], [["101", "2"]], 9, T, T)
     async with subscribed(f"{prefix}:*") as received:
         await redis.consume(Batch([
             Envelope("binance", "linear", "mark_price", [mark]),
             Envelope("binance", "linear", "liquidations", [liquidation]),
+            Envelope("binance", "linear", "book", [book]),
         ]))  # fmt: skip
-        await eventually(lambda: len(received) == 2)
+        await eventually(lambda: len(received) == 3)
     assert sorted(m["channel"] for m in received) == [
-        f"{p}:liquidations:BTCUSDT", f"{p}:mark_price:BTCUSDT",
+        f"{p}:book:BTCUSDT", f"{p}:liquidations:BTCUSDT", f"{p}:mark_price:BTCUSDT",
     ]  # fmt: skip
     client = Redis(db=DB)
+    assert (await hash_json(client, f"{p}:book", "BTCUSDT"))["asks"] == [["101", "2"]]
     assert (await hash_json(client, f"{p}:mark_price", "BTCUSDT"))["funding_rate"] == "-0.0001"
     assert not await client.exists(f"{p}:liquidations")  # events: no latest state
     await client.aclose()

@@ -64,7 +64,7 @@ from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import HttpError, JsonClient, WeightBudget, get_json_reply
 from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff, RetryAfter
-from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
+from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["BinanceConnector", "ConnectionPlan"]
@@ -337,7 +337,7 @@ class BinanceConnector(Connector):
 
     def _dispatch(self, plan: ConnectionPlan, link: BinanceLink, event: object) -> None:
         pipeline = self.pipelines[plan.channel]
-        if isinstance(event, Ticker | Price | Quote | MarkPrice | Liquidation):
+        if isinstance(event, Ticker | Price | Quote | Book | MarkPrice | Liquidation):
             pipeline.on_market(event)
         elif isinstance(event, Ack | ErrorReply):
             link.reply(event)

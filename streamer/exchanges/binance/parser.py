@@ -33,7 +33,7 @@ from streamer.exchanges.ranges import (
     check_time,
 )
 from streamer.numbers import normalize_decimal, parse_scaled
-from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
+from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 
 __all__ = ["Ack", "BinanceParser", "ErrorReply", "ParseError", "ParsedEvent", "ServerShutdown"]
 
@@ -74,6 +74,7 @@ ParsedEvent = (
     | Ticker
     | Price
     | Quote
+    | Book
     | MarkPrice
     | Liquidation
     | Ack
@@ -108,6 +109,43 @@ def _positive_decimal(data: dict[str, Any], key: str) -> str:
     return value
 
 
+MAX_BOOK_LEVELS = 20  # the deepest partial book Binance streams
+_PARTIAL_DEPTH = re.compile(r"[a-z0-9_-]+@depth(5|10|20)(@\d+ms)?")
+
+
+def _is_partial_depth(stream: Any) -> bool:
+    """Whether ``stream`` is a partial-depth stream (``btcusdt@depth10@100ms``): futures send
+    those in the same shape as diff-depth updates, which are not snapshots."""
+    return type(stream) is str and _PARTIAL_DEPTH.fullmatch(stream) is not None
+
+
+def _levels(data: dict[str, Any], key: str, descending: bool = False) -> list[list[str]]:
+    """Book levels ``[[price, quantity], ...]``, best first: prices positive and strictly
+    ordered, quantities non-negative, at most :data:`MAX_BOOK_LEVELS`."""
+    raw = data[key]
+    if type(raw) is not list or len(raw) > MAX_BOOK_LEVELS:
+        raise ParseError(f"{key!r} must be a list of at most {MAX_BOOK_LEVELS} levels")
+    levels: list[list[str]] = []
+    previous = 0
+    for level in raw:
+        if type(level) is not list or len(level) != 2:
+            raise ParseError(f"{key!r} levels must be [price, quantity], got {level!r:.80}")
+        price = _positive_decimal({"price": level[0]}, "price")
+        quantity = _decimal({"quantity": level[1]}, "quantity")
+        units = parse_scaled(price)
+        if levels and (units >= previous if descending else units <= previous):
+            order = "falling" if descending else "rising"
+            raise ParseError(f"{key!r} prices must be strictly {order}")
+        previous = units
+        levels.append([price, quantity])
+    return levels
+
+
+def _not_crossed(bids: list[list[str]], asks: list[list[str]]) -> None:
+    if bids and asks and parse_scaled(bids[0][0]) >= parse_scaled(asks[0][0]):
+        raise ParseError(f"crossed book: best bid {bids[0][0]} >= best ask {asks[0][0]}")
+
+
 _WORD = re.compile(r"[A-Z][A-Z_]{0,31}")
 
 
@@ -138,6 +176,7 @@ class BinanceParser:
             "ticker": 0,
             "price": 0,
             "quote": 0,
+            "book": 0,
             "mark_price": 0,
             "liquidation": 0,
             "control": 0,
@@ -215,6 +254,12 @@ class BinanceParser:
                 check_symbol(data["s"]), _decimal(data, "c"), check_time(data["E"], "'E'"),
                 received_at, source="binance",
             )  # fmt: skip
+        if event is None and "lastUpdateId" in data:  # spot partial depth: no event, no symbol
+            self.stats["book"] += 1
+            return self._spot_book(data, frame.get("stream"), received_at)
+        if event == "depthUpdate" and _is_partial_depth(frame.get("stream")):
+            self.stats["book"] += 1
+            return self._futures_book(data, received_at)
         if event == "bookTicker" or (event is None and "u" in data and "b" in data):
             self.stats["quote"] += 1
             return self._quote(data, received_at)
@@ -327,6 +372,25 @@ class BinanceParser:
             received_at,
             source="binance",
         )
+
+    @staticmethod
+    def _spot_book(data: dict[str, Any], stream: Any, received_at: int) -> Book:
+        if type(stream) is not str or "@" not in stream:
+            raise ParseError("a partial book names its symbol only in the stream name")
+        symbol = check_symbol(stream.split("@", 1)[0].upper())
+        bids, asks = _levels(data, "bids", descending=True), _levels(data, "asks")
+        _not_crossed(bids, asks)
+        return Book(symbol, bids, asks, check_id(data["lastUpdateId"], "'lastUpdateId'"), None,
+                    received_at, source="binance")  # fmt: skip
+
+    @staticmethod
+    def _futures_book(data: dict[str, Any], received_at: int) -> Book:
+        bids, asks = _levels(data, "b", descending=True), _levels(data, "a")
+        _not_crossed(bids, asks)
+        return Book(
+            check_symbol(data["s"]), bids, asks, check_id(data["u"], "'u'"),
+            check_time(data["E"], "'E'"), received_at, source="binance",
+        )  # fmt: skip
 
     @staticmethod
     def _mark_price(data: dict[str, Any], received_at: int) -> MarkPrice:

@@ -26,6 +26,7 @@ class StreamChoice:
     ticker: bool = False
     price: bool = False
     quotes: bool = False
+    book_depth: int = 0  # levels of the book stream (5, 10, 20); 0: off
     mark_price: bool = False  # USD-M only
     liquidations: bool = False  # USD-M only
 
@@ -37,6 +38,7 @@ class StreamChoice:
             ticker=settings.enable_ticker_stream,
             price=settings.enable_price_stream,
             quotes=settings.enable_quotes_stream,
+            book_depth=settings.book_depth if settings.enable_book_stream else 0,
             mark_price=settings.enable_mark_price_stream,
             liquidations=settings.enable_liquidations_stream,
         )
@@ -57,8 +59,11 @@ class StreamChoice:
                     out.append(f"{name}@markPrice@1s")
                 if self.liquidations:
                     out.append(f"{name}@forceOrder")
-        if self.quotes and family != "/market":
-            out.append(f"{name}@bookTicker")
+        if family != "/market":  # book data: spot's one path, or futures' /public
+            if self.quotes:
+                out.append(f"{name}@bookTicker")
+            if self.book_depth:
+                out.append(f"{name}@depth{self.book_depth}@100ms")
         return out
 
 

@@ -22,6 +22,7 @@ from fakes.binance import (
     force_order,
     mark_price,
     mini_ticker,
+    partial_depth,
     spot_trade,
     ticker_24h,
 )
@@ -29,7 +30,7 @@ from streamer.exchanges.base import StartupError
 from streamer.exchanges.binance import connector as binance_module
 from streamer.exchanges.binance import link as binance_link
 from streamer.exchanges.binance.connector import BinanceConnector
-from streamer.records import Liquidation, MarkPrice, Price, Quote, Status, Ticker, Trade
+from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Status, Ticker, Trade
 from streamer.settings import ConfigError
 from streamer.shard import Shard
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance, make_settings
@@ -194,6 +195,31 @@ async def test_futures_mark_price_and_liquidations_stream_in_as_their_own_types(
             assert (liquidation.side, liquidation.quantity, liquidation.timestamp) == (
                 "buy", "1.5", NOW + 5,
             )  # fmt: skip
+
+
+async def test_book_snapshots_stream_in_on_spot_and_on_the_futures_public_path() -> None:
+    async with FakeBinance() as fake:
+        settings = fake_settings(fake, enable_book_stream=True, book_depth=5,
+                                 exchange_symbols=["BTCUSDT"])  # fmt: skip
+        async with RunningService(settings) as running:
+            assert fake.connections[0].streams == {"btcusdt@trade", "btcusdt@depth5@100ms"}
+            depth = partial_depth("BTCUSDT", 9, [["100", "1"]], [["101", "2"]])
+            await fake.publish(depth, "btcusdt@depth5@100ms")
+            await eventually(lambda: running.collector.records("book"))
+            (book,) = running.collector.records("book")
+            assert isinstance(book, Book)
+            assert (book.symbol, book.bids, book.asks, book.timestamp) == (
+                "BTCUSDT", [["100", "1"]], [["101", "2"]], None,
+            )  # fmt: skip
+    async with FakeBinance("linear") as fake:
+        settings = fake_settings(fake, enable_book_stream=True, exchange_symbols=["BTCUSDT"])
+        async with RunningService(settings) as running:
+            paths = {c.path: c.streams for c in fake.connections}
+            assert paths["/public"] == {"btcusdt@depth10@100ms"}
+            depth = partial_depth("BTCUSDT", 9, [["100", "1"]], [["101", "2"]], time_ms=NOW)
+            await fake.publish(depth, "btcusdt@depth10@100ms")
+            await eventually(lambda: running.collector.records("book"))
+            assert running.collector.records("book")[0].timestamp == NOW
 
 
 def test_mark_price_and_liquidations_need_the_futures_channel() -> None:

@@ -17,7 +17,7 @@ from streamer.exchanges.binance.parser import (
     ServerShutdown,
 )
 from streamer.exchanges.ranges import MAX_COUNT, MAX_ID, check_id, check_symbol, check_time
-from streamer.records import Liquidation, MarkPrice, Price, Quote, Ticker, Trade
+from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Ticker, Trade
 
 # Official samples: Binance's web-socket-streams.md and the USD-M SDK tests.
 SPOT_TRADE = (
@@ -113,6 +113,50 @@ FORCE_ORDER = (
     '"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910","ap":"9910",'
     '"X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}}'
 )
+
+
+# The documented partial-depth samples, one level added on each side.
+SPOT_DEPTH = (
+    '{"stream":"bnbbtc@depth5@100ms","data":{"lastUpdateId":160,'
+    '"bids":[["0.0024","10"],["0.0023","4.50"]],"asks":[["0.0026","100"],["0.0027","0"]]}}'
+)
+FUTURES_DEPTH = (
+    '{"stream":"bnbusdt@depth5@100ms","data":{"e":"depthUpdate","E":1672515782136,'
+    '"T":1672515782135,"s":"BNBUSDT","U":157,"u":160,"pu":149,"b":[["0.0024","10"]],'
+    '"a":[["0.0026","100"]]}}'
+)
+
+
+def test_partial_books_on_spot_and_futures() -> None:
+    parser = BinanceParser()
+    spot = parser.parse(SPOT_DEPTH, 7)
+    assert spot == Book("BNBBTC", [["0.0024", "10"], ["0.0023", "4.5"]],
+                        [["0.0026", "100"], ["0.0027", "0"]], 160, None, 7, "binance")  # fmt: skip
+    futures = parser.parse(FUTURES_DEPTH, 7)
+    assert futures == Book("BNBUSDT", [["0.0024", "10"]], [["0.0026", "100"]], 160,
+                           1672515782136, 7, "binance")  # fmt: skip
+    diff = FUTURES_DEPTH.replace("@depth5@100ms", "@depth@100ms")  # a diff update: no snapshot
+    assert parser.parse(diff, 7) is None
+    assert parser.stats["book"] == 2
+
+
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        (SPOT_DEPTH.replace('"stream":"bnbbtc@depth5@100ms",', ""), "stream name"),
+        (SPOT_DEPTH.replace('["0.0023","4.50"]', '["0.0025","4.50"]'), "strictly falling"),
+        (SPOT_DEPTH.replace('["0.0027","0"]', '["0.0025","0"]'), "strictly rising"),
+        (SPOT_DEPTH.replace('"bids":[["0.0024","10"]', '"bids":[["0.0030","10"]'), "crossed"),
+        (SPOT_DEPTH.replace('["0.0024","10"]', '["0.0024","10","x"]'), "price, quantity"),
+        (SPOT_DEPTH.replace('["0.0024","10"]', '["0","10"]'), "must be positive"),
+        (SPOT_DEPTH.replace('"asks":[', '"asks":[' + '["1","1"],' * 21), "at most 20 levels"),
+        (FUTURES_DEPTH.replace('"E":1672515782136', '"E":5'), "'E'"),
+    ],
+)
+def test_implausible_books_are_refused(frame: str, says: str) -> None:
+    parser = BinanceParser()
+    with pytest.raises(ParseError, match=says):
+        parser.parse(frame, 0)
 
 
 def test_mark_price_and_funding() -> None:
@@ -255,7 +299,7 @@ JSON = st.recursive(
     max_leaves=25,
 )  # fmt: skip
 OUTCOMES = (
-    Trade, Ticker, Price, Quote, MarkPrice, Liquidation, Ack, ErrorReply, ServerShutdown,
+    Trade, Ticker, Price, Quote, Book, MarkPrice, Liquidation, Ack, ErrorReply, ServerShutdown,
     type(None),
 )  # fmt: skip
 
@@ -311,6 +355,8 @@ VALID = [
     FUTURES_BOOK,
     MARK_PRICE,
     FORCE_ORDER,
+    SPOT_DEPTH,
+    FUTURES_DEPTH,
 ]
 
 

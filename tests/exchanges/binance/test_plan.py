@@ -34,15 +34,16 @@ def test_futures_trades_and_books_go_to_their_routed_paths() -> None:
     ]
 
 
-def test_mark_price_and_liquidations_ride_the_futures_market_path_only() -> None:
-    choice = StreamChoice(trades=True, quotes=True, mark_price=True, liquidations=True)
+def test_books_ride_the_book_paths_and_mark_price_and_liquidations_futures_market() -> None:
+    choice = StreamChoice(trades=True, quotes=True, book_depth=20, mark_price=True,
+                          liquidations=True)  # fmt: skip
     planned = plan({"linear": ["BTCUSDT"], "spot": ["ETHUSDT"]}, choice, limit=10, pool=10)
     assert {p.name: p.streams for p in planned} == {
         "binance-linear-market-0": ["btcusdt@aggTrade", "btcusdt@markPrice@1s",
                                     "btcusdt@forceOrder"],
-        "binance-linear-public-0": ["btcusdt@bookTicker"],
-        "binance-spot-0": ["ethusdt@trade", "ethusdt@bookTicker"],  # spot has neither
-    }  # fmt: skip
+        "binance-linear-public-0": ["btcusdt@bookTicker", "btcusdt@depth20@100ms"],
+        "binance-spot-0": ["ethusdt@trade", "ethusdt@bookTicker", "ethusdt@depth20@100ms"],
+    }  # spot has no mark price or liquidations  # fmt: skip
 
 
 def test_a_symbols_streams_stay_on_one_connection() -> None:

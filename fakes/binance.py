@@ -221,6 +221,7 @@ class FakeBinance:
         if market not in ("spot", "linear"):
             raise ValueError(market)
         self.market = market
+        self.open_interest: dict[str, str] = {}  # symbol -> what /fapi/v1/openInterest says
         self.symbols: dict[str, str] = (
             dict(symbols) if isinstance(symbols, dict) else dict.fromkeys(symbols, "TRADING")
         )
@@ -590,7 +591,7 @@ class FakeBinance:
 
     def _weigh(self, path: str, query: dict[str, list[str]]) -> int:
         """The request's weight, added to this minute's count (Binance's rules)."""
-        if path.endswith("exchangeInfo"):
+        if path.endswith(("exchangeInfo", "openInterest")):
             weight = 20 if self.market == "spot" else 1
         elif self.market == "spot":
             weight = 2
@@ -652,6 +653,13 @@ class FakeBinance:
             extra += f"Retry-After: {retry_after:g}\r\n"
         elif path == f"{prefix}/klines":
             status, body = self._klines(parse_qs(parts_url.query))
+        elif path == "/fapi/v1/openInterest" and self.market == "linear":
+            symbol = parse_qs(parts_url.query).get("symbol", [""])[0]
+            if symbol in self.symbols:
+                status, body = 200, {"openInterest": self.open_interest.get(symbol, "10659.509"),
+                                     "symbol": symbol, "time": int(time.time() * 1000)}  # fmt: skip
+            else:
+                status, body = 400, {"code": -1121, "msg": "Invalid symbol."}
         else:
             status, body = 404, {"code": -1, "msg": "Not found"}
         data = orjson.dumps(body)

@@ -26,6 +26,7 @@ __all__ = [
     "Liquidation",
     "MarkPrice",
     "MarketRecord",
+    "OpenInterest",
     "Price",
     "Quote",
     "Record",
@@ -37,7 +38,16 @@ __all__ = [
 ]
 
 DataType = Literal[
-    "klines", "trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations", "status"
+    "klines",
+    "trades",
+    "ticker",
+    "price",
+    "quotes",
+    "book",
+    "mark_price",
+    "liquidations",
+    "open_interest",
+    "status",
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = (
     "klines",
@@ -48,6 +58,7 @@ DATA_TYPES: Final[tuple[DataType, ...]] = (
     "book",
     "mark_price",
     "liquidations",
+    "open_interest",
     "status",
 )
 
@@ -285,6 +296,21 @@ class Liquidation:
 
 
 @dataclass(slots=True)
+class OpenInterest:
+    """Open contracts of a USD-M future (Binance ``GET /fapi/v1/openInterest``, polled every
+    ``STREAMER_OPEN_INTEREST_POLL_SECONDS``), in contracts of the base asset. ``timestamp`` is
+    the exchange's time of the figure."""
+
+    data_type: ClassVar[DataType] = "open_interest"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    open_interest: str
+    timestamp: int
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
 class Status:
     """Something downstream must know about the feed itself: ``event`` is ``connected``,
     ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
@@ -298,15 +324,18 @@ class Status:
     symbols: list[str] | None = None
 
 
-Record = Trade | Kline | Ticker | Price | Quote | Book | MarkPrice | Liquidation | Status
-MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation
+Record = (
+    Trade | Kline | Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest | Status
+)
+MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest
 """What a connector hands the pipeline besides trades and klines: published as it comes."""
 
 
 def channel_key(data_type: DataType, record: Record) -> str:
     """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
-    ``ticker:…``, ``price:…``, ``quotes:…``, ``book:…``, ``mark_price:…``, ``liquidations:…``
-    or ``status``. Redis pub/sub channels and WebSocket subscriptions use these names."""
+    ``ticker:…``, ``price:…``, ``quotes:…``, ``book:…``, ``mark_price:…``, ``liquidations:…``,
+    ``open_interest:…`` or ``status``. Redis pub/sub channels and WebSocket subscriptions use
+    these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
     if isinstance(record, Status):
@@ -331,7 +360,18 @@ def _json_fields(cls: type[Record]) -> tuple[bytes, Callable[[Sequence[Record]],
 
 _BY_CLASS: Final[dict[type, tuple[bytes, Callable[[Sequence[Record]], list[object]]]]] = {
     cls: _json_fields(cls)
-    for cls in (Trade, Kline, Ticker, Price, Quote, Book, MarkPrice, Liquidation, Status)
+    for cls in (
+        Trade,
+        Kline,
+        Ticker,
+        Price,
+        Quote,
+        Book,
+        MarkPrice,
+        Liquidation,
+        OpenInterest,
+        Status,
+    )
 }
 
 
@@ -360,7 +400,7 @@ def _one_by_one(records: Sequence[Record]) -> list[bytes]:
 
 
 _BY_SYMBOL = frozenset(
-    ("trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations")
+    ("trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations", "open_interest")
 )
 
 

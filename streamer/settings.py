@@ -239,6 +239,11 @@ class Settings(Section):
         description="Binance USD-M: mark and index price, funding rate and next funding time, "
         "every second (needs the linear channel)",
     )
+    open_interest_poll_seconds: float = Field(
+        default=0.0, ge=0, le=86_400,
+        description="Binance USD-M: poll each symbol's open interest this often, within the "
+        "REST weight budget (0: off; needs the linear channel)",
+    )  # fmt: skip
     enable_liquidations_stream: bool = Field(
         default=False,
         description="Binance USD-M: forced liquidation orders, the latest per symbol each "
@@ -454,6 +459,7 @@ class Settings(Section):
             or self.enable_book_stream
             or self.enable_mark_price_stream
             or self.enable_liquidations_stream
+            or self.open_interest_poll_seconds > 0
         ):
             raise ValueError(
                 "STREAMER_ENABLE_KLINES_STREAM: every stream is disabled; enable at least one "
@@ -471,6 +477,11 @@ class Settings(Section):
                         f"STREAMER_ENABLE_{variable}_STREAM: only Binance has it here; turn it "
                         f"off for {self.exchange}"
                     )
+            if self.open_interest_poll_seconds > 0:
+                raise ValueError(
+                    "STREAMER_OPEN_INTEREST_POLL_SECONDS: only Binance USD-M has it here; set 0 "
+                    f"for {self.exchange}"
+                )
         if not self.exchange_symbols and not self.exchange_load_all_symbols:
             raise ValueError(
                 "STREAMER_EXCHANGE_SYMBOLS: no symbols; list some (BTCUSDT,ETHUSDT) or set "

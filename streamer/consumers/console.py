@@ -36,6 +36,7 @@ from streamer.records import (
     Kline,
     Liquidation,
     MarkPrice,
+    OpenInterest,
     Price,
     Quote,
     Record,
@@ -106,6 +107,10 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
             f"{_iso(record.timestamp)} {where} mark {record.symbol} {record.mark_price} "
             f"index={record.index_price} funding={record.funding_rate} "
             f"next={_iso(record.next_funding_time)}"
+        )
+    if isinstance(record, OpenInterest):
+        return (
+            f"{_iso(record.timestamp)} {where} open-interest {record.symbol} {record.open_interest}"
         )
     if isinstance(record, Liquidation):
         return (

@@ -43,6 +43,7 @@ from streamer.records import (
     Kline,
     Liquidation,
     MarkPrice,
+    OpenInterest,
     Price,
     Quote,
     Record,
@@ -91,6 +92,8 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
         return f"{head}:b:{record.symbol}:{record.update_id}"
     if isinstance(record, MarkPrice):
         return f"{head}:m:{record.symbol}:{record.timestamp}"
+    if isinstance(record, OpenInterest):
+        return f"{head}:oi:{record.symbol}:{record.timestamp}"
     if isinstance(record, Liquidation):
         return (
             f"{head}:l:{record.symbol}:{record.timestamp}:{record.side}:"

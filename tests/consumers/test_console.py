@@ -15,6 +15,7 @@ from streamer.records import (
     Kline,
     Liquidation,
     MarkPrice,
+    OpenInterest,
     Price,
     Quote,
     Status,
@@ -76,6 +77,8 @@ def test_every_record_type_has_a_line() -> None:
         format_record("binance", "linear", Liquidation("BTCUSDT", "sell", "LIMIT", "IOC", "2",
                                                        "99", "99.5", "FILLED", "2", "1.5",
                                                        1502942428000, 1)),
+        format_record("binance", "linear", OpenInterest("BTCUSDT", "10659.509", 1502942428000,
+                                                        1)),
     ]  # fmt: skip
     assert lines == [
         "2017-08-17T04:00:28.322Z binance spot trade BTCUSDT sell 0.1 @ 4261.48 id=0",
@@ -87,6 +90,7 @@ def test_every_record_type_has_a_line() -> None:
         "2017-08-17T04:00:28Z binance linear mark BTCUSDT 100.5 index=100.4 funding=0.0001 "
         "next=2017-08-17T08:00:00Z",
         "2017-08-17T04:00:28Z binance linear liquidation BTCUSDT sell 1.5/2 @ 99.5 FILLED",
+        "2017-08-17T04:00:28Z binance linear open-interest BTCUSDT 10659.509",
     ]
 
 

@@ -17,7 +17,17 @@ from nats.js.errors import NotFoundError
 
 from streamer.consumers.nats import NatsConsumer, message_id, subject_token
 from streamer.reconnect import Backoff
-from streamer.records import Batch, Envelope, Kline, Liquidation, MarkPrice, Record, Status, Trade
+from streamer.records import (
+    Batch,
+    Envelope,
+    Kline,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Record,
+    Status,
+    Trade,
+)
 from tests.conftest import free_port, make_settings
 
 T = 1_502_942_400_000
@@ -67,6 +77,8 @@ def test_mark_prices_and_liquidations_have_ids_and_subjects_of_their_own() -> No
     liquidation = Liquidation("BTCUSDT", "sell", "LIMIT", "IOC", "2", "9", "9", "FILLED", "2",
                               "2", T, T)  # fmt: skip
     assert message_id("binance", "linear", mark) == f"binance:linear:m:BTCUSDT:{T}"
+    interest = OpenInterest("BTCUSDT", "10659.509", T, T)
+    assert message_id("binance", "linear", interest) == f"binance:linear:oi:BTCUSDT:{T}"
     assert message_id("binance", "linear", liquidation) == f"binance:linear:l:BTCUSDT:{T}:sell:2:9"
     work = consumer(nats_subject_prefix="md").prepare(Batch([
         Envelope("binance", "linear", "mark_price", [mark]),

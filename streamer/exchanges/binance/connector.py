@@ -48,6 +48,7 @@ from streamer.exchanges.binance.parser import (
     ErrorReply,
     ParseError,
     ServerShutdown,
+    parse_open_interest,
 )
 from streamer.exchanges.binance.plan import (
     PlannedConnection,
@@ -139,6 +140,7 @@ class BinanceConnector(Connector):
         # klines have a client and budget of their own (kline_sources).
         self._rest = {channel: _rest(settings, channel, fetch_json) for channel in self.pipelines}
         self._log = RateLimitedLog(logger)
+        self.open_interest_failures = 0
         self.plans: list[ConnectionPlan] = []
         self.connections: dict[str, ManagedConnection[BinanceLink]] = {}
         self.symbols: dict[str, list[str]] = {}
@@ -150,13 +152,15 @@ class BinanceConnector(Connector):
         """Mark price and liquidations exist on USD-M futures only."""
         futures = "linear" in settings.section(BinanceSettings).exchange_channels
         for name, wanted in (
-            ("MARK_PRICE", settings.enable_mark_price_stream),
-            ("LIQUIDATIONS", settings.enable_liquidations_stream),
-        ):
+            ("ENABLE_MARK_PRICE_STREAM=true", settings.enable_mark_price_stream),
+            ("ENABLE_LIQUIDATIONS_STREAM=true", settings.enable_liquidations_stream),
+            (f"OPEN_INTEREST_POLL_SECONDS={settings.open_interest_poll_seconds:g}",
+             settings.open_interest_poll_seconds > 0),
+        ):  # fmt: skip
             if wanted and not futures:
                 raise ConfigError(
-                    f"STREAMER_ENABLE_{name}_STREAM=true: Binance has it on USD-M futures only; "
-                    "add linear to STREAMER_EXCHANGE_CHANNELS (spot,linear) or turn it off"
+                    f"STREAMER_{name}: Binance has it on USD-M futures only; add linear to "
+                    "STREAMER_EXCHANGE_CHANNELS (spot,linear) or turn it off"
                 )
 
     @classmethod
@@ -251,12 +255,35 @@ class BinanceConnector(Connector):
             self._group = group
             for plan in self.plans:
                 group.create_task(self.connections[plan.name].run(), name=plan.name)
+            poll = self.settings.open_interest_poll_seconds
+            if poll > 0 and "linear" in self.pipelines:
+                group.create_task(self._poll_open_interest("linear", poll), name="open-interest")
             refresh = self.config.exchange_symbols_refresh_seconds
             if self.settings.exchange_load_all_symbols and refresh > 0:
                 self._refreshers = [
                     group.create_task(self._refresh_every(channel, refresh))
                     for channel in self.pipelines
                 ]
+
+    async def _poll_open_interest(self, channel: str, every: float) -> None:
+        """Each streamed symbol's open interest, every ``every`` seconds, within the REST weight
+        budget (behind the repairs and seeds of live bars). A failure skips that symbol's figure
+        this round, counted and logged."""
+        rest, pipeline = self._rest[channel], self.pipelines[channel]
+        while True:
+            for symbol in list(self.symbols.get(channel, ())):
+                try:
+                    body = await rest.open_interest(symbol)
+                    record = parse_open_interest(body, symbol, time.time_ns() // 1_000_000)
+                except (HttpError, OSError, TimeoutError, ParseError, RetryAfter) as exc:
+                    self.open_interest_failures += 1
+                    self._log.warning(
+                        "open-interest", "binance %s: open interest of %s not read: %s "
+                        "(%d failures so far)", channel, symbol, exc, self.open_interest_failures,
+                    )  # fmt: skip
+                    continue
+                pipeline.on_market(record)
+            await asyncio.sleep(every)
 
     def _managed(self, plan: ConnectionPlan) -> ManagedConnection[BinanceLink]:
         """The lifecycle of ``plan``'s connection (rotation, watchdog, reconnects, status)."""

@@ -33,9 +33,26 @@ from streamer.exchanges.ranges import (
     check_time,
 )
 from streamer.numbers import normalize_decimal, parse_scaled
-from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Ticker, Trade
+from streamer.records import (
+    Book,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Price,
+    Quote,
+    Ticker,
+    Trade,
+)
 
-__all__ = ["Ack", "BinanceParser", "ErrorReply", "ParseError", "ParsedEvent", "ServerShutdown"]
+__all__ = [
+    "Ack",
+    "BinanceParser",
+    "ErrorReply",
+    "ParseError",
+    "ParsedEvent",
+    "ServerShutdown",
+    "parse_open_interest",
+]
 
 _SIGNED_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -107,6 +124,26 @@ def _positive_decimal(data: dict[str, Any], key: str) -> str:
     if parse_scaled(value) <= 0:
         raise ParseError(f"{key!r} must be positive, got {value!r}")
     return value
+
+
+def parse_open_interest(body: Any, symbol: str, received_at: int) -> OpenInterest:
+    """The record of a ``GET /fapi/v1/openInterest`` reply for ``symbol``; :class:`ParseError`
+    if it is not one (another symbol's, a negative or missing figure, an implausible time)."""
+    if type(body) is not dict:
+        raise ParseError("open interest: expected a JSON object")
+    try:
+        if body["symbol"] != symbol:
+            raise ParseError(f"open interest: asked for {symbol}, got {body['symbol']!r:.40}")
+        return OpenInterest(
+            symbol, _decimal(body, "openInterest"), check_time(body["time"], "'time'"),
+            received_at, source="binance",
+        )  # fmt: skip
+    except KeyError as exc:
+        raise ParseError(f"open interest: no {exc}") from None
+    except ParseError:
+        raise
+    except ValueError as exc:  # the range checks
+        raise ParseError(f"open interest: {exc}") from None
 
 
 MAX_BOOK_LEVELS = 20  # the deepest partial book Binance streams

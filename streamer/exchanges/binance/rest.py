@@ -110,6 +110,10 @@ class BinanceRest:
             self.budget.observe(int(used), self.weight_limit)
         return reply.body
 
+    async def open_interest(self, symbol: str) -> Any:
+        """``GET /fapi/v1/openInterest`` for ``symbol`` (USD-M only; weight 1), as decoded."""
+        return await self._get("/fapi/v1/openInterest", 1, Priority.AUDIT, symbol=symbol)
+
     async def symbol_statuses(self) -> dict[str, str]:
         """Symbol -> trading status, from exchangeInfo. Raises HttpError, KeyError, TypeError."""
         info = await self._get(

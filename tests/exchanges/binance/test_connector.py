@@ -30,7 +30,17 @@ from streamer.exchanges.base import StartupError
 from streamer.exchanges.binance import connector as binance_module
 from streamer.exchanges.binance import link as binance_link
 from streamer.exchanges.binance.connector import BinanceConnector
-from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Status, Ticker, Trade
+from streamer.records import (
+    Book,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Price,
+    Quote,
+    Status,
+    Ticker,
+    Trade,
+)
 from streamer.settings import ConfigError
 from streamer.shard import Shard
 from tests.conftest import RunningService, eventually, fake_settings, fast_binance, make_settings
@@ -222,6 +232,23 @@ async def test_book_snapshots_stream_in_on_spot_and_on_the_futures_public_path()
             assert running.collector.records("book")[0].timestamp == NOW
 
 
+async def test_open_interest_is_polled_per_symbol_within_the_weight_budget() -> None:
+    async with FakeBinance("linear", symbols=["BTCUSDT", "ETHUSDT"]) as fake:
+        fake.open_interest = {"BTCUSDT": "10659.50900", "ETHUSDT": "bad"}
+        settings = fake_settings(fake, open_interest_poll_seconds=0.05,
+                                 exchange_symbols=["BTCUSDT", "ETHUSDT"])  # fmt: skip
+        async with RunningService(settings) as running:
+            await eventually(lambda: len(running.collector.records("open_interest")) >= 2)
+            records = running.collector.records("open_interest")
+            figures = {(r.symbol, r.open_interest) for r in records if isinstance(r, OpenInterest)}
+            assert figures == {("BTCUSDT", "10659.509")}
+            connector = running.service.connector
+            assert isinstance(connector, BinanceConnector)
+            assert connector.open_interest_failures >= 2  # ETHUSDT's, skipped and counted
+            asked = [t for t in fake.rest_requests if t.startswith("/fapi/v1/openInterest")]
+            assert "/fapi/v1/openInterest?symbol=ETHUSDT" in asked
+
+
 def test_mark_price_and_liquidations_need_the_futures_channel() -> None:
     settings = make_settings(enable_liquidations_stream=True, exchange_symbols=["BTCUSDT"])
     with pytest.raises(ConfigError, match="STREAMER_ENABLE_LIQUIDATIONS_STREAM=true"):
@@ -229,6 +256,8 @@ def test_mark_price_and_liquidations_need_the_futures_channel() -> None:
     BinanceConnector.validate(make_settings(
         enable_mark_price_stream=True, exchange_channels=["spot", "linear"],
     ))  # fmt: skip
+    with pytest.raises(ConfigError, match="STREAMER_OPEN_INTEREST_POLL_SECONDS=60: Binance"):
+        BinanceConnector.validate(make_settings(open_interest_poll_seconds=60))
 
 
 async def test_the_fake_models_binances_silent_legacy_futures_path() -> None:

@@ -15,9 +15,19 @@ from streamer.exchanges.binance.parser import (
     ErrorReply,
     ParseError,
     ServerShutdown,
+    parse_open_interest,
 )
 from streamer.exchanges.ranges import MAX_COUNT, MAX_ID, check_id, check_symbol, check_time
-from streamer.records import Book, Liquidation, MarkPrice, Price, Quote, Ticker, Trade
+from streamer.records import (
+    Book,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Price,
+    Quote,
+    Ticker,
+    Trade,
+)
 
 # Official samples: Binance's web-socket-streams.md and the USD-M SDK tests.
 SPOT_TRADE = (
@@ -157,6 +167,22 @@ def test_implausible_books_are_refused(frame: str, says: str) -> None:
     parser = BinanceParser()
     with pytest.raises(ParseError, match=says):
         parser.parse(frame, 0)
+
+
+def test_an_open_interest_reply_is_a_record_of_its_symbol() -> None:
+    body = {"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011}
+    assert parse_open_interest(body, "BTCUSDT", 7) == OpenInterest(
+        "BTCUSDT", "10659.509", 1589437530011, 7, "binance"
+    )
+    for bad, says in (
+        ({**body, "symbol": "ETHUSDT"}, "asked for BTCUSDT"),
+        ({**body, "openInterest": "-1"}, "'openInterest'"),
+        ({**body, "time": 5}, "'time'"),
+        ({"symbol": "BTCUSDT"}, "no 'openInterest'"),
+        ([], "JSON object"),
+    ):
+        with pytest.raises(ParseError, match=says):
+            parse_open_interest(bad, "BTCUSDT", 7)
 
 
 def test_mark_price_and_funding() -> None:

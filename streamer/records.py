@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final, Literal, get_args
 
 import orjson
 
@@ -49,18 +49,7 @@ DataType = Literal[
     "open_interest",
     "status",
 ]
-DATA_TYPES: Final[tuple[DataType, ...]] = (
-    "klines",
-    "trades",
-    "ticker",
-    "price",
-    "quotes",
-    "book",
-    "mark_price",
-    "liquidations",
-    "open_interest",
-    "status",
-)
+DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)  # in that order
 
 
 @dataclass(slots=True)

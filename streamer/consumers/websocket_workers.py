@@ -151,7 +151,7 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         try:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streamer.consumers.websocket_worker", str(theirs.fileno()),
+                sys.executable, "-m", "streamer.websocket_worker", str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         finally:

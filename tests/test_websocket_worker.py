@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from streamer.consumers.websocket_worker import _RemoteHistory
 from streamer.consumers.websocket_workers import read_message
+from streamer.websocket_worker import _RemoteHistory
 
 
 class Pipe:

@@ -1,5 +1,5 @@
 """One fan-out worker process (``STREAMER_WEBSOCKET_WORKERS``): started by the service as
-``python -m streamer.consumers.websocket_worker FD``, never by hand. It serves WebSocket
+``python -m streamer.websocket_worker FD``, never by hand. It serves WebSocket
 clients on the shared port with a :class:`~streamer.consumers.websocket.WebSocketConsumer` fed
 the batches the service hands it over the socket pair ``FD`` (see
 :mod:`streamer.consumers.websocket_workers` for the messages), and asks the service for

@@ -239,16 +239,21 @@ class FakeDnse(LocalServer):
 
     async def tick(
         self, symbol: str, price: float, lots: int, total: int, time_ms: int, *,
-        board: str = "G1", market: str = "STO",
+        board: str = "G1", market: str = "STO", side: str = "UNSPECIFIED",
     ) -> int:  # fmt: skip
-        """A trade frame (``T: t``) shaped like the documented HPG sample (price in kVND)."""
+        """One trade, as DNSE sends it on both trade channels: ``tick`` (``T: t``, shaped like
+        the documented HPG sample, price in kVND) and ``tick_extra`` (``T: te``, the same with
+        the aggressor ``side``, ``BUY``/``SELL``/``UNSPECIFIED``, and ``avgPrice``)."""
         frame = {"T": "t", "marketId": market, "boardId": board, "isin": f"VN000000{symbol}",
                  "symbol": symbol, "matchPrice": price, "matchQtty": lots,
                  "totalVolumeTraded": total, "grossTradeAmount": 287.17458, "highestPrice": price,
                  "lowestPrice": price, "openPrice": price, "tradingSessionId": "40",
                  "time": {"Seconds": time_ms // 1000,
                           "Nanos": time_ms % 1000 * 1_000_000}}  # fmt: skip
-        return await self.publish(f"tick.{board}.json", frame)
+        extra = {**frame, "T": "te", "side": side, "avgPrice": price}
+        return await self.publish(f"tick.{board}.json", frame) + await self.publish(
+            f"tick_extra.{board}.json", extra
+        )
 
     async def quote(
         self, symbol: str, bid: float, ask: float, time_ms: int, *, board: str = "G1"

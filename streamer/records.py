@@ -61,7 +61,10 @@ class Trade:
     ``trade_id`` for a single trade, a range for a futures aggregate trade (``f``..``l``).
     ``timestamp`` is the exchange's trade time, ``received_at`` our local receive time.
     ``source`` is where the event came from (``binance``, ``dnse``, ``vnstock``): with a
-    fallback feed, events of one stream can come from two sources.
+    fallback feed, events of one stream can come from two sources. ``side_inferred`` is true
+    where the exchange did not say who the aggressor was and the side was worked out from the
+    quote or the previous trade (Vietnamese feeds; see
+    :class:`~streamer.exchanges.vn_ticks.TickRule`).
 
     ``_price`` and ``_quantity`` are the same values as exact integers scaled by 10**8
     (:mod:`streamer.numbers`), parsed once by the connector for the aggregator. orjson does not
@@ -83,6 +86,7 @@ class Trade:
     source: str
     _price: int = field(repr=False, compare=False)
     _quantity: int = field(repr=False, compare=False)
+    side_inferred: bool = False
 
     @classmethod
     def create(
@@ -97,6 +101,7 @@ class Trade:
         first_trade_id: int | None = None,
         last_trade_id: int | None = None,
         source: str = "",
+        side_inferred: bool = False,
     ) -> Trade:
         """Validate and normalise decimal strings; raise :class:`ValueError` if malformed.
 
@@ -121,6 +126,7 @@ class Trade:
             source,
             price_units,
             quantity_units,
+            side_inferred,
         )
 
 

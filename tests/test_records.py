@@ -32,7 +32,7 @@ KLINE_KEYS = [
 ]  # fmt: skip
 TRADE_KEYS = [
     "symbol", "trade_id", "price", "quantity", "side", "timestamp", "received_at",
-    "first_trade_id", "last_trade_id", "source",
+    "first_trade_id", "last_trade_id", "source", "side_inferred",
 ]  # fmt: skip
 
 

@@ -5,7 +5,8 @@ encoding=json`` -> ``welcome`` -> ``auth`` signed with HMAC-SHA256(api secret,
 ``{api_key}:{timestamp}:{nonce}``) -> ``auth_success`` -> ``subscribe`` -> data frames, told apart
 by ``T`` (:mod:`streamer.exchanges.dnse.parser`).
 
-* Channels: ``tick.{board}`` (trades) and, with quotes enabled, ``top_price.{board}`` for
+* Channels: ``tick_extra.{board}`` (trades with DNSE's aggressor side; ``tick.{board}`` with
+  ``STREAMER_DNSE_TRADE_CHANNEL=tick``) and, with quotes enabled, ``top_price.{board}`` for
   ``STREAMER_EXCHANGE_SYMBOLS`` on ``STREAMER_DNSE_BOARDS`` (default ``G1``, the round lot);
   ``market_index.{INDEX}`` for ``STREAMER_DNSE_MARKET_INDEXES`` (published as tickers);
   ``ohlc_closed.{resolution}`` for ``STREAMER_DNSE_OHLC_RESOLUTIONS`` (published as klines, and
@@ -161,7 +162,9 @@ class DnseConnector(Connector):
         channels: list[dict[str, Any]] = []
         for board in config.dnse_boards:
             if plan.symbols and (settings.enable_klines_stream or settings.enable_trades_stream):
-                channels.append({"name": f"tick.{board}.json", "symbols": plan.symbols})
+                channels.append(
+                    {"name": f"{config.dnse_trade_channel}.{board}.json", "symbols": plan.symbols}
+                )
             if plan.symbols and settings.enable_quotes_stream:
                 channels.append({"name": f"top_price.{board}.json", "symbols": plan.symbols})
         if plan.symbols and not settings.enable_klines_stream:

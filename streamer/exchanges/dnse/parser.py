@@ -222,10 +222,12 @@ class DnseParser:
             day, volume = (timestamp + _ICT) // 86_400_000, _decimal(total, "totalVolumeTraded")
             if self._volumes.update(symbol, day, volume) is None:
                 return None  # this tick (or a later one) already came in
-        side = self._ticks.side(symbol, price, given=_side(_get(frame, "side")))
+        given = _side(_get(frame, "side"))  # tick_extra's; UNSPECIFIED (and plain tick): none
+        side = self._ticks.side(symbol, price, given=given)
         return Trade.create(
-            symbol, None, _text(price), _text(qty), side, timestamp, received_at, source="dnse"
-        )
+            symbol, None, _text(price), _text(qty), side, timestamp, received_at, source="dnse",
+            side_inferred=given is None,
+        )  # fmt: skip
 
     def _levels(self, value: Any, market: str | None) -> tuple[str, str]:
         if not isinstance(value, list) or not value or not isinstance(value[0], dict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
@@ -39,6 +39,11 @@ class DnseSettings(Section):
     dnse_boards: CommaList[str] = Field(
         default=["G1"],
         description="Boards: G1 round lot, G4 odd lot, T1 put-through... (one channel each)",
+    )
+    dnse_trade_channel: Literal["tick_extra", "tick"] = Field(
+        default="tick_extra",
+        description="tick_extra: trades with DNSE's aggressor side (exact taker-buy volumes); "
+        "tick: without it (the side is then inferred, side_inferred true)",
     )
     dnse_market_indexes: CommaList[str] = Field(
         default=[], description="Indexes published as tickers, e.g. VNINDEX,VN30"

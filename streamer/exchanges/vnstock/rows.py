@@ -79,7 +79,7 @@ class BoardRows:
         side = self._ticks.side(symbol, price, bid=bid, ask=ask)
         quantity = normalize_decimal(f"{traded:f}")
         trade = Trade.create(symbol, None, text, quantity, side, timestamp, received_at,
-                             source=self.source)  # fmt: skip
+                             source=self.source, side_inferred=True)  # fmt: skip
         return quote, trade
 
     @staticmethod

@@ -58,7 +58,7 @@ async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_k
         settings = dnse_settings(fake, exchange_ws_client=client)
         async with RunningService(settings) as running:
             conn = fake.connections[0]
-            assert conn.subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
+            assert conn.subscriptions == {"tick_extra.G1.json": {"HPG", "ACB"}}
             await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
             await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
             await fake.tick(
@@ -77,6 +77,33 @@ async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_k
             assert events(running)[0] == "connected"
             envelope = next(e for b in collector.batches for e in b if e.data_type == "trades")
             assert (envelope.exchange, envelope.channel) == ("dnse", "G1")
+
+
+async def test_the_exchanges_side_is_used_and_the_tick_rule_only_where_it_is_unknown() -> None:
+    """tick_extra says who the aggressor was: a sell at an uptick stays a sell, and the bar's
+    taker-buy volume counts only the real buys. UNSPECIFIED falls back to the tick rule, marked
+    side_inferred; so does every trade with STREAMER_DNSE_TRADE_CHANNEL=tick."""
+    async with FakeDnse() as fake:
+        async with RunningService(dnse_settings(fake)) as running:
+            await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000, side="BUY")
+            await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000, side="SELL")  # uptick
+            await fake.tick("HPG", 24.45, 2, 1184252, SESSION + 3_000)  # UNSPECIFIED
+            await fake.tick("HPG", 24.30, 5, 1184257, SESSION + 61_000, side="SELL")
+            collector = running.collector
+            await eventually(lambda: collector.klines())
+            trades = [t for t in collector.records("trades") if isinstance(t, Trade)]
+            assert [(t.side, t.side_inferred) for t in trades] == [
+                ("buy", False), ("sell", False), ("buy", True), ("sell", False),
+            ]  # fmt: skip
+            (bar,) = collector.klines()
+            assert (bar.volume, bar.taker_buy_volume) == ("520", "420")  # 400 + 20 inferred
+        async with RunningService(dnse_settings(fake, dnse_trade_channel="tick")) as running:
+            assert fake.connections[-1].subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
+            await fake.tick("ACB", 22.85, 10, 764430, SESSION + 5_000, side="SELL")
+            await eventually(lambda: running.collector.records("trades"))
+            (trade,) = running.collector.records("trades")
+            assert isinstance(trade, Trade)
+            assert (trade.side, trade.side_inferred) == ("buy", True)  # the first: the rule
 
 
 async def test_quotes_and_indexes_are_subscribed_when_enabled() -> None:

@@ -255,6 +255,23 @@ class FakeDnse(LocalServer):
             f"tick_extra.{board}.json", extra
         )
 
+    async def security(
+        self, symbol: str, reference: float, ceiling: float, floor: float, time_ms: int, *,
+        board: str = "G1", market: str = "STO", open_interest: int | None = None,
+    ) -> int:  # fmt: skip
+        """A security definition (``T: sd``), shaped like the documented derivative sample."""
+        frame: dict[str, Any] = {
+            "T": "sd", "marketId": market, "boardId": board, "isin": f"VN000000{symbol}",
+            "symbol": symbol, "productGrpId": "STO", "securityGroupId": "ST",
+            "basicPrice": reference, "ceilingPrice": ceiling, "floorPrice": floor,
+            "securityStatus": "NO_HALT", "symbolAdminStatusCode": "NRM",
+            "symbolTradingMethodStatusCode": "NRM", "symbolTradingSanctionStatusCode": "NRM",
+            "listingDate": 20200101, "time": {"Seconds": time_ms // 1000, "Nanos": 0},
+        }  # fmt: skip
+        if open_interest is not None:
+            frame.update(openInterestQuantity=open_interest, finalTradeDate=20260416)
+        return await self.publish(f"security_definition.{board}.json", frame)
+
     async def quote(
         self, symbol: str, bid: float, ask: float, time_ms: int, *, board: str = "G1"
     ) -> int:

@@ -222,7 +222,16 @@ def _is_closed(record: Record) -> bool:
 
 # Only the newest of these matters to a consumer that fell behind (liquidations and trades are
 # events: every one counts).
-_LATEST_VALUE_TYPES = {"ticker", "price", "quotes", "book", "mark_price", "open_interest", "klines"}
+_LATEST_VALUE_TYPES = {
+    "ticker",
+    "price",
+    "quotes",
+    "book",
+    "mark_price",
+    "open_interest",
+    "security",
+    "klines",
+}
 
 
 def _latest_values(

@@ -30,6 +30,7 @@ __all__ = [
     "Price",
     "Quote",
     "Record",
+    "Security",
     "Status",
     "Ticker",
     "Trade",
@@ -47,6 +48,7 @@ DataType = Literal[
     "mark_price",
     "liquidations",
     "open_interest",
+    "security",
     "status",
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)  # in that order
@@ -306,6 +308,28 @@ class OpenInterest:
 
 
 @dataclass(slots=True)
+class Security:
+    """A security's definition for its trading day (DNSE ``security_definition``, sent at about
+    08:00 and 20:00 local time; published when it changes): the ``reference_price`` and the
+    day's price limits, ``ceiling_price`` and ``floor_price``, in the same unit as its trades;
+    ``status`` the exchange's trading status (``NO_HALT``, ...); for derivatives
+    ``open_interest`` (contracts) and ``final_trade_date`` (``YYYYMMDD``), null otherwise."""
+
+    data_type: ClassVar[DataType] = "security"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    reference_price: str
+    ceiling_price: str
+    floor_price: str
+    status: str
+    open_interest: str | None
+    final_trade_date: int | None
+    timestamp: int
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
 class Status:
     """Something downstream must know about the feed itself: ``event`` is ``connected``,
     ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
@@ -320,17 +344,27 @@ class Status:
 
 
 Record = (
-    Trade | Kline | Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest | Status
+    Trade
+    | Kline
+    | Ticker
+    | Price
+    | Quote
+    | Book
+    | MarkPrice
+    | Liquidation
+    | OpenInterest
+    | Security
+    | Status
 )
-MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest
+MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest | Security
 """What a connector hands the pipeline besides trades and klines: published as it comes."""
 
 
 def channel_key(data_type: DataType, record: Record) -> str:
     """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
     ``ticker:…``, ``price:…``, ``quotes:…``, ``book:…``, ``mark_price:…``, ``liquidations:…``,
-    ``open_interest:…`` or ``status``. Redis pub/sub channels and WebSocket subscriptions use
-    these names."""
+    ``open_interest:…``, ``security:…`` or ``status``. Redis pub/sub channels and WebSocket
+    subscriptions use these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
     if isinstance(record, Status):
@@ -354,19 +388,7 @@ def _json_fields(cls: type[Record]) -> tuple[bytes, Callable[[Sequence[Record]],
 
 
 _BY_CLASS: Final[dict[type, tuple[bytes, Callable[[Sequence[Record]], list[object]]]]] = {
-    cls: _json_fields(cls)
-    for cls in (
-        Trade,
-        Kline,
-        Ticker,
-        Price,
-        Quote,
-        Book,
-        MarkPrice,
-        Liquidation,
-        OpenInterest,
-        Status,
-    )
+    cls: _json_fields(cls) for cls in get_args(Record)
 }
 
 
@@ -394,9 +416,8 @@ def _one_by_one(records: Sequence[Record]) -> list[bytes]:
     return [b"".join((orjson.dumps(record), b"")) for record in records]
 
 
-_BY_SYMBOL = frozenset(
-    ("trades", "ticker", "price", "quotes", "book", "mark_price", "liquidations", "open_interest")
-)
+# Every data type but these two has one channel per symbol.
+_BY_SYMBOL = frozenset(DATA_TYPES) - {"klines", "status"}
 
 
 class Envelope:

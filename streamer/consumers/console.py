@@ -40,6 +40,7 @@ from streamer.records import (
     Price,
     Quote,
     Record,
+    Security,
     Ticker,
     Trade,
 )
@@ -111,6 +112,12 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
     if isinstance(record, OpenInterest):
         return (
             f"{_iso(record.timestamp)} {where} open-interest {record.symbol} {record.open_interest}"
+        )
+    if isinstance(record, Security):
+        return (
+            f"{_iso(record.timestamp)} {where} security {record.symbol} "
+            f"ref={record.reference_price} ceiling={record.ceiling_price} "
+            f"floor={record.floor_price} {record.status}"
         )
     if isinstance(record, Liquidation):
         return (

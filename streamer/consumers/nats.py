@@ -47,6 +47,7 @@ from streamer.records import (
     Price,
     Quote,
     Record,
+    Security,
     Status,
     Ticker,
     Trade,
@@ -94,6 +95,8 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
         return f"{head}:m:{record.symbol}:{record.timestamp}"
     if isinstance(record, OpenInterest):
         return f"{head}:oi:{record.symbol}:{record.timestamp}"
+    if isinstance(record, Security):
+        return f"{head}:sd:{record.symbol}:{record.timestamp}"
     if isinstance(record, Liquidation):
         return (
             f"{head}:l:{record.symbol}:{record.timestamp}:{record.side}:"

@@ -5,13 +5,13 @@ With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
 
 * pub/sub channels ``P:klines:{interval}:{SYMBOL}``, ``P:trades:{SYMBOL}``,
   ``P:ticker:{SYMBOL}``, ``P:price:{SYMBOL}``, ``P:quotes:{SYMBOL}``, ``P:book:{SYMBOL}``,
-  ``P:mark_price:{SYMBOL}``, ``P:liquidations:{SYMBOL}``, ``P:open_interest:{SYMBOL}`` and
-  ``P:status``; each message is an
+  ``P:mark_price:{SYMBOL}``, ``P:liquidations:{SYMBOL}``, ``P:open_interest:{SYMBOL}``,
+  ``P:security:{SYMBOL}`` and ``P:status``; each message is an
   envelope holding that channel's events of one batch;
 * latest state: HASH ``P:last-closed:{interval}`` (SYMBOL -> last closed kline JSON; a revision
   of an older bar never replaces a newer one), HASH ``P:price`` (SYMBOL -> last price), HASH
-  ``P:ticker``, ``P:quotes``, ``P:book``, ``P:mark_price`` and ``P:open_interest`` (SYMBOL ->
-  JSON), HASH
+  ``P:ticker``, ``P:quotes``, ``P:book``, ``P:mark_price``, ``P:open_interest`` and
+  ``P:security`` (SYMBOL -> JSON), HASH
   ``P:forming:{interval}`` (forming bars, when ``STREAMER_KLINE_UPDATES_INTERVAL_MS`` is on);
 * warm-up history: ZSET ``P:history:{interval}:{SYMBOL}`` of closed klines scored by open time; a
   revision replaces the member with the same open time; at most
@@ -58,6 +58,7 @@ from streamer.records import (
     Price,
     Quote,
     Record,
+    Security,
     Ticker,
 )
 from streamer.settings import ConfigError, Section, Settings, Unset
@@ -334,7 +335,7 @@ class RedisConsumer(RemoteConsumer[Writes]):
             data_type = envelope.data_type
             if data_type == "klines":
                 self._kline_commands(prefix, envelope.data, envelope.record_json(), writes)
-            elif data_type in ("ticker", "quotes", "book", "mark_price", "open_interest"):
+            elif data_type in _LATEST_STATE:
                 latest = _latest_by_symbol(envelope.data, envelope.record_json())
                 writes.answered.append(_hset(f"{prefix}:{data_type}", latest))
             elif data_type == "price":
@@ -387,10 +388,14 @@ def _hset(key: str, mapping: dict[str, Any]) -> Command:
     return ("HSET", key, *(item for pair in mapping.items() for item in pair))
 
 
+# Data types whose latest record per symbol a HASH P:{data_type} keeps (SYMBOL -> JSON).
+_LATEST_STATE = frozenset(("ticker", "quotes", "book", "mark_price", "open_interest", "security"))
+
+
 def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str, bytes]:
     """Symbol -> the last of its records in this envelope (tickers, quotes, mark prices)."""
     return {
         record.symbol: line
         for record, line in zip(records, lines, strict=True)
-        if isinstance(record, Ticker | Quote | Book | MarkPrice | OpenInterest)
+        if isinstance(record, Ticker | Quote | Book | MarkPrice | OpenInterest | Security)
     }

@@ -47,7 +47,7 @@ from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import JsonClient, WeightBudget
 from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.reconnect import Backoff, Verdict, classify_error
-from streamer.records import Kline, Quote, Ticker, Trade
+from streamer.records import Kline, Quote, Security, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["DnseConnector"]
@@ -167,6 +167,10 @@ class DnseConnector(Connector):
                 )
             if plan.symbols and settings.enable_quotes_stream:
                 channels.append({"name": f"top_price.{board}.json", "symbols": plan.symbols})
+            if plan.symbols and config.dnse_security_definitions:
+                channels.append(
+                    {"name": f"security_definition.{board}.json", "symbols": plan.symbols}
+                )
         if plan.symbols and not settings.enable_klines_stream:
             for resolution in config.dnse_ohlc_resolutions:
                 channels.append({"name": f"ohlc_closed.{resolution}.json", "symbols": plan.symbols})
@@ -268,7 +272,7 @@ class DnseConnector(Connector):
         plan.last_data_at = time.monotonic()
         if isinstance(event, Trade):
             self._pipeline(board).on_trade(event, plan.name)
-        elif isinstance(event, Quote):
+        elif isinstance(event, Quote | Security):
             self._pipeline(board).on_market(event)
         elif isinstance(event, Ticker):
             self._first.on_market(event)

@@ -32,7 +32,7 @@ import orjson
 from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.exchanges.vn_ticks import DayVolume, TickRule
 from streamer.numbers import normalize_decimal
-from streamer.records import Kline, Quote, Ticker, Trade
+from streamer.records import Kline, Quote, Security, Ticker, Trade
 
 __all__ = ["CONTROL_ACTIONS", "Control", "DnseParser", "ParseError"]
 
@@ -71,7 +71,7 @@ class Control:
     frame: dict[str, Any]
 
 
-DnseEvent = Control | Trade | Quote | Ticker | Kline | None
+DnseEvent = Control | Trade | Quote | Ticker | Kline | Security | None
 
 
 def _get(data: dict[str, Any], name: str) -> Any:
@@ -146,8 +146,9 @@ class DnseParser:
     ) -> None:
         self.multipliers = quantity_multipliers or {}
         self.price_factor = Decimal(1000) if price_unit == "vnd" else Decimal(1)
-        self.stats = {"trade": 0, "quote": 0, "index": 0, "bar": 0, "control": 0, "ignored": 0,
-                      "duplicate": 0, "malformed": 0}  # fmt: skip
+        self.stats = {"trade": 0, "quote": 0, "index": 0, "bar": 0, "security": 0,
+                      "control": 0, "ignored": 0, "duplicate": 0, "malformed": 0}  # fmt: skip
+        self._definitions: dict[str, tuple[object, ...]] = {}  # symbol -> the last one's terms
         self._ticks = TickRule()
         self._volumes = DayVolume()  # cumulative volumes: repeated ticks are dropped
 
@@ -192,6 +193,10 @@ class DnseParser:
         if kind == "bc":
             self.stats["bar"] += 1
             return self._bar(frame)
+        if kind == "sd":
+            security = self._security(frame, received_at)
+            self.stats["security" if security is not None else "duplicate"] += 1
+            return security
         if kind is None and action is None:
             raise ParseError("neither an action nor a data type (T)")
         self.stats["ignored"] += 1
@@ -264,6 +269,43 @@ class DnseParser:
             number("totalVolumeTraded"), number("grossTradeAmount"), number("changedValue"),
             number("changedRatio"), 0, received_at, source="dnse",
         )  # fmt: skip
+
+    def _security(self, frame: dict[str, Any], received_at: int) -> Security | None:
+        """A security definition, or None if it says what the last one of its symbol said."""
+        symbol = self._symbol(frame)
+        market = _get(frame, "market")
+
+        def price(key: str) -> str:
+            value = self._price(frame[key], market, key)
+            if value <= 0:
+                raise ParseError(f"{key} must be positive, got {value}")
+            return _text(value)
+
+        reference, ceiling = price("basicPrice"), price("ceilingPrice")
+        floor = price("floorPrice")
+        if not Decimal(floor) <= Decimal(reference) <= Decimal(ceiling):
+            raise ParseError(f"{symbol}: floor {floor} <= reference {reference} <= ceiling "
+                             f"{ceiling} does not hold")  # fmt: skip
+        status = frame.get("securityStatus", "")
+        if not isinstance(status, str) or len(status) > 40:
+            raise ParseError(f"securityStatus must be a short text, got {status!r:.60}")
+        interest = frame.get("openInterestQuantity")
+        if interest is not None:
+            amount = _decimal(interest, "openInterestQuantity")
+            if amount < 0:
+                raise ParseError(f"openInterestQuantity must not be negative, got {amount}")
+            interest = _text(amount)
+        final = frame.get("finalTradeDate")
+        if final is not None and (type(final) is not int or not 20000101 <= final <= 21001231):
+            raise ParseError(f"finalTradeDate must be a YYYYMMDD date, got {final!r:.40}")
+        terms = (reference, ceiling, floor, status, interest, final)
+        if self._definitions.get(symbol) == terms:
+            return None  # sent again (08:00 and 20:00): nothing changed
+        self._definitions[symbol] = terms
+        if len(self._definitions) > 100_000:
+            self._definitions.clear()  # bounded; refills with the symbols streamed now
+        return Security(symbol, reference, ceiling, floor, status, interest, final,
+                        parse_time(_get(frame, "time")), received_at, source="dnse")  # fmt: skip
 
     def _bar(self, frame: dict[str, Any]) -> Kline:
         symbol = self._symbol(frame)

@@ -45,6 +45,11 @@ class DnseSettings(Section):
         description="tick_extra: trades with DNSE's aggressor side (exact taker-buy volumes); "
         "tick: without it (the side is then inferred, side_inferred true)",
     )
+    dnse_security_definitions: bool = Field(
+        default=True,
+        description="Reference, ceiling and floor prices, trading status (and open interest "
+        "for derivatives), published when DNSE sends a change (about 08:00 and 20:00)",
+    )
     dnse_market_indexes: CommaList[str] = Field(
         default=[], description="Indexes published as tickers, e.g. VNINDEX,VN30"
     )

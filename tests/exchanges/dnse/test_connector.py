@@ -17,7 +17,7 @@ from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges.dnse.auth import sign
 from streamer.exchanges.dnse.connector import DnseConnector
 from streamer.reconnect import Backoff
-from streamer.records import Status, Trade
+from streamer.records import Security, Status, Trade
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings
 from tests.conftest import REPLAY, CollectingConsumer, RunningService, eventually, make_settings
@@ -58,7 +58,9 @@ async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_k
         settings = dnse_settings(fake, exchange_ws_client=client)
         async with RunningService(settings) as running:
             conn = fake.connections[0]
-            assert conn.subscriptions == {"tick_extra.G1.json": {"HPG", "ACB"}}
+            assert conn.subscriptions == {
+                "tick_extra.G1.json": {"HPG", "ACB"}, "security_definition.G1.json": {"HPG", "ACB"},
+            }  # fmt: skip
             await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
             await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
             await fake.tick(
@@ -98,12 +100,32 @@ async def test_the_exchanges_side_is_used_and_the_tick_rule_only_where_it_is_unk
             (bar,) = collector.klines()
             assert (bar.volume, bar.taker_buy_volume) == ("520", "420")  # 400 + 20 inferred
         async with RunningService(dnse_settings(fake, dnse_trade_channel="tick")) as running:
-            assert fake.connections[-1].subscriptions == {"tick.G1.json": {"HPG", "ACB"}}
+            assert fake.connections[-1].subscriptions["tick.G1.json"] == {"HPG", "ACB"}
             await fake.tick("ACB", 22.85, 10, 764430, SESSION + 5_000, side="SELL")
             await eventually(lambda: running.collector.records("trades"))
             (trade,) = running.collector.records("trades")
             assert isinstance(trade, Trade)
             assert (trade.side, trade.side_inferred) == ("buy", True)  # the first: the rule
+
+
+async def test_security_definitions_are_published_when_they_change() -> None:
+    """Reference, ceiling and floor in VND like the trades (DNSE sends thousands), and a
+    definition sent again unchanged (DNSE sends them at 08:00 and 20:00) is not published again."""
+    async with FakeDnse() as fake, RunningService(dnse_settings(fake)) as running:
+        await fake.security("HPG", 24.35, 26.05, 22.65, SESSION - 3_600_000)
+        await fake.security("HPG", 24.35, 26.05, 22.65, SESSION + 43_200_000)  # the same
+        await fake.security("HPG", 24.40, 26.10, 22.70, SESSION + 86_400_000)  # next day
+        await eventually(lambda: len(running.collector.records("security")) == 2)
+        first, second = running.collector.records("security")
+        assert isinstance(first, Security)
+        assert isinstance(second, Security)
+        assert (first.reference_price, first.ceiling_price, first.floor_price) == (
+            "24350", "26050", "22650",
+        )  # fmt: skip
+        assert (first.status, first.open_interest, first.final_trade_date) == (
+            "NO_HALT", None, None,
+        )  # fmt: skip
+        assert second.reference_price == "24400"
 
 
 async def test_quotes_and_indexes_are_subscribed_when_enabled() -> None:

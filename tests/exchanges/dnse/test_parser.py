@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, parse_time
 from streamer.exchanges.ranges import check_symbol, check_time
-from streamer.records import Kline, Quote, Ticker, Trade
+from streamer.records import Kline, Quote, Security, Ticker, Trade
 
 # Official examples (DNSE's OpenAPI message reference), with the T the SDK dispatches on.
 HPG_TICK = {"T": "t", "marketId": "STO", "boardId": "G1", "isin": "VN000000HPG4", "symbol": "HPG",
@@ -159,9 +159,44 @@ def test_a_data_frame_carrying_an_action_is_still_data() -> None:
     assert isinstance(parse(frame), Trade)
 
 
+# DNSE's documented security definition sample (a VN30 futures contract, in points).
+SECURITY = {
+    "T": "sd", "marketId": "DVX", "boardId": "G1", "isin": "VN41I1G20009", "symbol": "41I1G2000",
+    "productGrpId": "FIO", "securityGroupId": "FU", "basicPrice": 2066.6, "ceilingPrice": 2211.2,
+    "floorPrice": 1922.0, "openInterestQuantity": 24473, "securityStatus": "NO_HALT",
+    "symbolAdminStatusCode": "NRM", "symbolTradingMethodStatusCode": "NRM",
+    "symbolTradingSanctionStatusCode": "NRM", "listingDate": 20260223, "finalTradeDate": 20260416,
+    "time": {"Seconds": 1779757279, "Nanos": 101000000},
+}  # fmt: skip
+
+
+def test_a_security_definition_sample() -> None:
+    parser = DnseParser()
+    security = parse(SECURITY, parser)
+    assert security == Security("41I1G2000", "2066.6", "2211.2", "1922", "NO_HALT", "24473",
+                                20260416, 1779757279101, 7, "dnse")  # fmt: skip
+    assert parse(SECURITY, parser) is None  # unchanged: not again
+    assert parser.stats["security"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"floorPrice": 2100.0}, "does not hold"),
+        ({"ceilingPrice": 0}, "must be positive"),
+        ({"openInterestQuantity": -1}, "must not be negative"),
+        ({"finalTradeDate": "soon"}, "YYYYMMDD"),
+        ({"securityStatus": "x" * 50}, "short text"),
+    ],
+)
+def test_implausible_security_definitions_are_refused(change: dict[str, object], says: str) -> None:
+    with pytest.raises(ParseError, match=says):
+        parse({**SECURITY, **change}, DnseParser())
+
+
 def test_unknown_data_types_are_ignored_and_counted() -> None:
     parser = DnseParser()
-    assert parse({"T": "sd", "symbol": "HPG"}, parser) is None
+    assert parse({"T": "e", "symbol": "HPG"}, parser) is None
     assert parser.stats["ignored"] == 1
 
 

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -271,6 +272,27 @@ class FakeDnse(LocalServer):
         if open_interest is not None:
             frame.update(openInterestQuantity=open_interest, finalTradeDate=20260416)
         return await self.publish(f"security_definition.{board}.json", frame)
+
+    async def expected(
+        self, symbol: str, price: float, lots: int, time_ms: int, *, board: str = "G1",
+        market: str = "STO",
+    ) -> int:  # fmt: skip
+        """An auction's expected price (``T: e``), shaped like the documented sample."""
+        frame = {"T": "e", "marketId": market, "boardId": board, "symbol": symbol,
+                 "isin": f"VN000000{symbol}", "closePrice": price, "expectedTradePrice": price,
+                 "expectedTradeQuantity": lots,
+                 "time": {"Seconds": time_ms // 1000, "Nanos": 0}}  # fmt: skip
+        return await self.publish(f"expected_price.{board}.json", frame)
+
+    async def session(
+        self, market: str, session_id: str, event_id: str, time_ms: int, *, board: str = "G1"
+    ) -> int:
+        """A trading-phase change (``T: s``), shaped like the documented sample."""
+        moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+        frame = {"T": "s", "marketId": market, "boardId": board, "eventId": event_id,
+                 "tradingSessionId": session_id, "tscProdGrpId": market,
+                 "time": moment.replace("+00:00", "Z")}  # fmt: skip
+        return await self.publish(f"session.{market}.{board}.json", frame)
 
     async def quote(
         self, symbol: str, bid: float, ask: float, time_ms: int, *, board: str = "G1"

@@ -230,6 +230,7 @@ _LATEST_VALUE_TYPES = {
     "mark_price",
     "open_interest",
     "security",
+    "expected_price",
     "klines",
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "Book",
     "DataType",
     "Envelope",
+    "ExpectedPrice",
     "Kline",
     "Liquidation",
     "MarkPrice",
@@ -49,6 +50,7 @@ DataType = Literal[
     "liquidations",
     "open_interest",
     "security",
+    "expected_price",
     "status",
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)  # in that order
@@ -330,6 +332,21 @@ class Security:
 
 
 @dataclass(slots=True)
+class ExpectedPrice:
+    """The price and quantity an opening or closing auction (ATO, ATC) would match at now
+    (DNSE ``expected_price``, while the auction takes orders), in the unit of the trades."""
+
+    data_type: ClassVar[DataType] = "expected_price"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    price: str
+    quantity: str
+    timestamp: int
+    received_at: int
+    source: str = ""  # the exchange (connector) it came from
+
+
+@dataclass(slots=True)
 class Status:
     """Something downstream must know about the feed itself: ``event`` is ``connected``,
     ``disconnected``, ``gap``, ``repaired``, ``resubscribed``, ... ``timestamp`` is local time."""
@@ -354,17 +371,28 @@ Record = (
     | Liquidation
     | OpenInterest
     | Security
+    | ExpectedPrice
     | Status
 )
-MarketRecord = Ticker | Price | Quote | Book | MarkPrice | Liquidation | OpenInterest | Security
+MarketRecord = (
+    Ticker
+    | Price
+    | Quote
+    | Book
+    | MarkPrice
+    | Liquidation
+    | OpenInterest
+    | Security
+    | ExpectedPrice
+)
 """What a connector hands the pipeline besides trades and klines: published as it comes."""
 
 
 def channel_key(data_type: DataType, record: Record) -> str:
     """The subscription channel a record belongs to: ``klines:1m:BTCUSDT``, ``trades:BTCUSDT``,
     ``ticker:…``, ``price:…``, ``quotes:…``, ``book:…``, ``mark_price:…``, ``liquidations:…``,
-    ``open_interest:…``, ``security:…`` or ``status``. Redis pub/sub channels and WebSocket
-    subscriptions use these names."""
+    ``open_interest:…``, ``security:…``, ``expected_price:…`` or ``status``. Redis pub/sub
+    channels and WebSocket subscriptions use these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
     if isinstance(record, Status):

@@ -33,6 +33,7 @@ from streamer.records import (
     Batch,
     Book,
     DataType,
+    ExpectedPrice,
     Kline,
     Liquidation,
     MarkPrice,
@@ -112,6 +113,11 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
     if isinstance(record, OpenInterest):
         return (
             f"{_iso(record.timestamp)} {where} open-interest {record.symbol} {record.open_interest}"
+        )
+    if isinstance(record, ExpectedPrice):
+        return (
+            f"{_iso(record.timestamp)} {where} expected {record.symbol} {record.quantity} @ "
+            f"{record.price}"
         )
     if isinstance(record, Security):
         return (

@@ -40,6 +40,7 @@ from streamer.consumers.remote import RemoteConsumer
 from streamer.records import (
     Batch,
     Book,
+    ExpectedPrice,
     Kline,
     Liquidation,
     MarkPrice,
@@ -97,6 +98,8 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
         return f"{head}:oi:{record.symbol}:{record.timestamp}"
     if isinstance(record, Security):
         return f"{head}:sd:{record.symbol}:{record.timestamp}"
+    if isinstance(record, ExpectedPrice):
+        return f"{head}:e:{record.symbol}:{record.timestamp}:{record.price}:{record.quantity}"
     if isinstance(record, Liquidation):
         return (
             f"{head}:l:{record.symbol}:{record.timestamp}:{record.side}:"

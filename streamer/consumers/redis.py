@@ -6,12 +6,12 @@ With ``P`` = ``{STREAMER_REDIS_MAIN_KEY}:{exchange}:{channel}`` (for example
 * pub/sub channels ``P:klines:{interval}:{SYMBOL}``, ``P:trades:{SYMBOL}``,
   ``P:ticker:{SYMBOL}``, ``P:price:{SYMBOL}``, ``P:quotes:{SYMBOL}``, ``P:book:{SYMBOL}``,
   ``P:mark_price:{SYMBOL}``, ``P:liquidations:{SYMBOL}``, ``P:open_interest:{SYMBOL}``,
-  ``P:security:{SYMBOL}`` and ``P:status``; each message is an
+  ``P:security:{SYMBOL}``, ``P:expected_price:{SYMBOL}`` and ``P:status``; each message is an
   envelope holding that channel's events of one batch;
 * latest state: HASH ``P:last-closed:{interval}`` (SYMBOL -> last closed kline JSON; a revision
   of an older bar never replaces a newer one), HASH ``P:price`` (SYMBOL -> last price), HASH
-  ``P:ticker``, ``P:quotes``, ``P:book``, ``P:mark_price``, ``P:open_interest`` and
-  ``P:security`` (SYMBOL -> JSON), HASH
+  ``P:ticker``, ``P:quotes``, ``P:book``, ``P:mark_price``, ``P:open_interest``, ``P:security``
+  and ``P:expected_price`` (SYMBOL -> JSON), HASH
   ``P:forming:{interval}`` (forming bars, when ``STREAMER_KLINE_UPDATES_INTERVAL_MS`` is on);
 * warm-up history: ZSET ``P:history:{interval}:{SYMBOL}`` of closed klines scored by open time; a
   revision replaces the member with the same open time; at most
@@ -49,18 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.consumers.remote import RemoteConsumer
 from streamer.history import Held
-from streamer.records import (
-    Batch,
-    Book,
-    Kline,
-    MarkPrice,
-    OpenInterest,
-    Price,
-    Quote,
-    Record,
-    Security,
-    Ticker,
-)
+from streamer.records import Batch, Kline, Price, Record, Status
 from streamer.settings import ConfigError, Section, Settings, Unset
 
 __all__ = ["RedisConsumer", "RedisSettings", "Writes"]
@@ -389,7 +378,9 @@ def _hset(key: str, mapping: dict[str, Any]) -> Command:
 
 
 # Data types whose latest record per symbol a HASH P:{data_type} keeps (SYMBOL -> JSON).
-_LATEST_STATE = frozenset(("ticker", "quotes", "book", "mark_price", "open_interest", "security"))
+_LATEST_STATE = frozenset(
+    ("ticker", "quotes", "book", "mark_price", "open_interest", "security", "expected_price")
+)
 
 
 def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str, bytes]:
@@ -397,5 +388,5 @@ def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str
     return {
         record.symbol: line
         for record, line in zip(records, lines, strict=True)
-        if isinstance(record, Ticker | Quote | Book | MarkPrice | OpenInterest | Security)
+        if not isinstance(record, Status)  # every other record names its symbol
     }

@@ -38,7 +38,7 @@ from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink
 from streamer.exchanges.dnse.auth import AuthRefused, auth_message
 from streamer.exchanges.dnse.link import DnseLink
-from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError
+from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, SessionPhase
 from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
 from streamer.exchanges.dnse.settings import DnseSettings, FailoverSettings
 from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
@@ -47,7 +47,7 @@ from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
 from streamer.http import JsonClient, WeightBudget
 from streamer.markets import ICT_OFFSET_MS, Calendar
 from streamer.reconnect import Backoff, Verdict, classify_error
-from streamer.records import Kline, Quote, Security, Ticker, Trade
+from streamer.records import ExpectedPrice, Kline, Quote, Security, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
 __all__ = ["DnseConnector"]
@@ -171,6 +171,11 @@ class DnseConnector(Connector):
                 channels.append(
                     {"name": f"security_definition.{board}.json", "symbols": plan.symbols}
                 )
+            if plan.symbols and config.dnse_auctions:
+                channels.append({"name": f"expected_price.{board}.json", "symbols": plan.symbols})
+            if plan is self.plans[0]:  # the session phases once, on the first connection
+                for market in config.dnse_session_markets:
+                    channels.append({"name": f"session.{market}.{board}.json", "symbols": []})
         if plan.symbols and not settings.enable_klines_stream:
             for resolution in config.dnse_ohlc_resolutions:
                 channels.append({"name": f"ohlc_closed.{resolution}.json", "symbols": plan.symbols})
@@ -272,8 +277,14 @@ class DnseConnector(Connector):
         plan.last_data_at = time.monotonic()
         if isinstance(event, Trade):
             self._pipeline(board).on_trade(event, plan.name)
-        elif isinstance(event, Quote | Security):
+        elif isinstance(event, Quote | Security | ExpectedPrice):
             self._pipeline(board).on_market(event)
+        elif isinstance(event, SessionPhase):
+            self._pipeline(event.board or board).on_status(
+                "session", connection=plan.name,
+                message=f"{event.market} {event.board}: {event.phase or 'unknown'} "
+                f"(eventId {event.event_id}, tradingSessionId {event.session_id})",
+            )  # fmt: skip
         elif isinstance(event, Ticker):
             self._first.on_market(event)
         elif isinstance(event, Kline):

@@ -32,7 +32,7 @@ import orjson
 from streamer.exchanges.ranges import check_symbol, check_time
 from streamer.exchanges.vn_ticks import DayVolume, TickRule
 from streamer.numbers import normalize_decimal
-from streamer.records import Kline, Quote, Security, Ticker, Trade
+from streamer.records import ExpectedPrice, Kline, Quote, Security, Ticker, Trade
 
 __all__ = ["CONTROL_ACTIONS", "Control", "DnseParser", "ParseError"]
 
@@ -71,7 +71,28 @@ class Control:
     frame: dict[str, Any]
 
 
-DnseEvent = Control | Trade | Quote | Ticker | Kline | Security | None
+@dataclass(frozen=True, slots=True)
+class SessionPhase:
+    """A market's trading phase changed (DNSE ``session``): ``phase`` is ``opening_auction``,
+    ``continuous``, ``break``, ``closing_auction``, ``halted`` or ``closed`` (None when DNSE's
+    codes say nothing known); ``event_id`` and ``session_id`` are DNSE's own codes."""
+
+    market: str
+    board: str
+    phase: str | None
+    event_id: str
+    session_id: str
+    timestamp: int
+
+
+# DNSE's tradingSessionId, and the lunch-break events (AW8 starts it, AW9 ends it).
+_SESSION_PHASES = {"10": "opening_auction", "30": "closing_auction", "40": "continuous",
+                   "80": "halted", "99": "closed"}  # fmt: skip
+_EVENT_PHASES = {"AW8": "break", "AW9": "continuous"}
+
+DnseEvent = (
+    Control | Trade | Quote | Ticker | Kline | Security | ExpectedPrice | SessionPhase | None
+)
 
 
 def _get(data: dict[str, Any], name: str) -> Any:
@@ -147,7 +168,8 @@ class DnseParser:
         self.multipliers = quantity_multipliers or {}
         self.price_factor = Decimal(1000) if price_unit == "vnd" else Decimal(1)
         self.stats = {"trade": 0, "quote": 0, "index": 0, "bar": 0, "security": 0,
-                      "control": 0, "ignored": 0, "duplicate": 0, "malformed": 0}  # fmt: skip
+                      "expected": 0, "session": 0, "control": 0, "ignored": 0, "duplicate": 0,
+                      "malformed": 0}  # fmt: skip
         self._definitions: dict[str, tuple[object, ...]] = {}  # symbol -> the last one's terms
         self._ticks = TickRule()
         self._volumes = DayVolume()  # cumulative volumes: repeated ticks are dropped
@@ -193,6 +215,12 @@ class DnseParser:
         if kind == "bc":
             self.stats["bar"] += 1
             return self._bar(frame)
+        if kind == "e":
+            self.stats["expected"] += 1
+            return self._expected(frame, received_at)
+        if kind == "s":
+            self.stats["session"] += 1
+            return self._session(frame)
         if kind == "sd":
             security = self._security(frame, received_at)
             self.stats["security" if security is not None else "duplicate"] += 1
@@ -269,6 +297,32 @@ class DnseParser:
             number("totalVolumeTraded"), number("grossTradeAmount"), number("changedValue"),
             number("changedRatio"), 0, received_at, source="dnse",
         )  # fmt: skip
+
+    def _expected(self, frame: dict[str, Any], received_at: int) -> ExpectedPrice:
+        symbol = self._symbol(frame)
+        market = _get(frame, "market")
+        price = self._price(frame["expectedTradePrice"], market, "expectedTradePrice")
+        quantity = _decimal(frame["expectedTradeQuantity"], "expectedTradeQuantity")
+        if price <= 0 or quantity < 0:
+            raise ParseError(f"expected price must be positive and quantity not negative: "
+                             f"{price} x {quantity}")  # fmt: skip
+        quantity *= self.multipliers.get(str(market), 1)
+        timestamp = parse_time(_get(frame, "time"))
+        return ExpectedPrice(symbol, _text(price), _text(quantity), timestamp, received_at,
+                             source="dnse")  # fmt: skip
+
+    @staticmethod
+    def _session(frame: dict[str, Any]) -> SessionPhase:
+        texts = [
+            frame.get(key, "") for key in ("marketId", "boardId", "eventId", "tradingSessionId")
+        ]
+        if not all(isinstance(text, str) and len(text) <= 40 for text in texts):
+            raise ParseError("session: marketId, boardId, eventId and tradingSessionId are texts")
+        market, board, event_id, session_id = texts
+        market = str(frame.get("tscProdGrpId") or market)
+        phase = _EVENT_PHASES.get(event_id) or _SESSION_PHASES.get(session_id)
+        raw_time = frame.get("time", frame.get("sendingTime"))
+        return SessionPhase(market, board, phase, event_id, session_id, parse_time(raw_time))
 
     def _security(self, frame: dict[str, Any], received_at: int) -> Security | None:
         """A security definition, or None if it says what the last one of its symbol said."""

@@ -50,6 +50,16 @@ class DnseSettings(Section):
         description="Reference, ceiling and floor prices, trading status (and open interest "
         "for derivatives), published when DNSE sends a change (about 08:00 and 20:00)",
     )
+    dnse_auctions: bool = Field(
+        default=True,
+        description="The opening and closing auctions' expected price and quantity (ATO/ATC), "
+        "as the expected_price data type",
+    )
+    dnse_session_markets: CommaList[str] = Field(
+        default=["STO", "STX", "UPX", "DVX"],
+        description="Markets whose trading phases (auction, continuous, break, closed) come "
+        "as status events 'session' (HOSE STO, HNX STX, UPCOM UPX, derivatives DVX; empty: none)",
+    )
     dnse_market_indexes: CommaList[str] = Field(
         default=[], description="Indexes published as tickers, e.g. VNINDEX,VN30"
     )

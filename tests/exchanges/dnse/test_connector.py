@@ -17,7 +17,7 @@ from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges.dnse.auth import sign
 from streamer.exchanges.dnse.connector import DnseConnector
 from streamer.reconnect import Backoff
-from streamer.records import Security, Status, Trade
+from streamer.records import ExpectedPrice, Security, Status, Trade
 from streamer.service import Service
 from streamer.settings import ConfigError, Settings
 from tests.conftest import REPLAY, CollectingConsumer, RunningService, eventually, make_settings
@@ -58,8 +58,12 @@ async def test_it_authenticates_subscribes_and_turns_ticks_into_vnd_trades_and_k
         settings = dnse_settings(fake, exchange_ws_client=client)
         async with RunningService(settings) as running:
             conn = fake.connections[0]
+            both = {"HPG", "ACB"}
             assert conn.subscriptions == {
-                "tick_extra.G1.json": {"HPG", "ACB"}, "security_definition.G1.json": {"HPG", "ACB"},
+                "tick_extra.G1.json": both, "security_definition.G1.json": both,
+                "expected_price.G1.json": both, "session.STO.G1.json": set(),
+                "session.STX.G1.json": set(), "session.UPX.G1.json": set(),
+                "session.DVX.G1.json": set(),
             }  # fmt: skip
             await fake.tick("HPG", 24.35, 40, 1184240, SESSION + 1_000)
             await fake.tick("HPG", 24.40, 10, 1184250, SESSION + 2_000)
@@ -126,6 +130,32 @@ async def test_security_definitions_are_published_when_they_change() -> None:
             "NO_HALT", None, None,
         )  # fmt: skip
         assert second.reference_price == "24400"
+
+
+async def test_auction_prices_are_published_and_session_phases_announced() -> None:
+    async with FakeDnse() as fake, RunningService(dnse_settings(fake)) as running:
+        await fake.session("STO", "10", "AA1", SESSION - 900_000)  # the opening auction
+        await fake.expected("HPG", 24.35, 1200, SESSION - 60_000)
+        await fake.session("STO", "40", "AW8", SESSION + 9_000_000)  # lunch
+        await eventually(
+            lambda: (
+                len(
+                    [
+                        s
+                        for s in running.collector.records("status")
+                        if isinstance(s, Status) and s.event == "session"
+                    ]
+                )
+                == 2
+            )
+        )
+        (expected,) = running.collector.records("expected_price")
+        assert isinstance(expected, ExpectedPrice)
+        assert (expected.price, expected.quantity) == ("24350", "12000")  # VND; lots of 10
+        phases = [s.message for s in running.collector.records("status")
+                  if isinstance(s, Status) and s.event == "session"]  # fmt: skip
+        assert phases == ["STO G1: opening_auction (eventId AA1, tradingSessionId 10)",
+                          "STO G1: break (eventId AW8, tradingSessionId 40)"]  # fmt: skip
 
 
 async def test_quotes_and_indexes_are_subscribed_when_enabled() -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, parse_time
+from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, SessionPhase, parse_time
 from streamer.exchanges.ranges import check_symbol, check_time
-from streamer.records import Kline, Quote, Security, Ticker, Trade
+from streamer.records import ExpectedPrice, Kline, Quote, Security, Ticker, Trade
 
 # Official examples (DNSE's OpenAPI message reference), with the T the SDK dispatches on.
 HPG_TICK = {"T": "t", "marketId": "STO", "boardId": "G1", "isin": "VN000000HPG4", "symbol": "HPG",
@@ -194,9 +194,32 @@ def test_implausible_security_definitions_are_refused(change: dict[str, object],
         parse({**SECURITY, **change}, DnseParser())
 
 
+def test_an_auctions_expected_price_sample() -> None:
+    frame = {"marketId": "DVX", "boardId": "G1", "symbol": "41I1G1000", "isin": "VN41I1G10000",
+             "closePrice": 28.45, "expectedTradePrice": 28.45, "expectedTradeQuantity": 133780,
+             "time": {"Seconds": 1779694639, "Nanos": 736000000}}  # fmt: skip
+    expected = parse({"T": "e", **frame})
+    assert expected == ExpectedPrice("41I1G1000", "28.45", "133780", 1779694639736, 7, "dnse")
+    with pytest.raises(ParseError, match="must be positive"):
+        parse({"T": "e", **frame, "expectedTradePrice": 0})
+
+
+@pytest.mark.parametrize(
+    ("event_id", "session_id", "phase"),
+    [("AA1", "10", "opening_auction"), ("AB2", "40", "continuous"), ("AW8", "40", "break"),
+     ("AW9", "40", "continuous"), ("BC1", "30", "closing_auction"), ("XX", "99", "closed"),
+     ("XX", "77", None)],
+)  # fmt: skip
+def test_session_phases_follow_dnses_codes(event_id: str, session_id: str, phase: str) -> None:
+    sample = {"T": "s", "marketId": "DVX", "boardId": "G1", "eventId": event_id,
+              "tradingSessionId": session_id, "tscProdGrpId": "STO",
+              "time": "2025-10-01T02:15:00.487Z"}  # fmt: skip
+    assert parse(sample) == SessionPhase("STO", "G1", phase, event_id, session_id, 1759284900487)
+
+
 def test_unknown_data_types_are_ignored_and_counted() -> None:
     parser = DnseParser()
-    assert parse({"T": "e", "symbol": "HPG"}, parser) is None
+    assert parse({"T": "f", "symbol": "HPG"}, parser) is None  # foreign flows: not taken
     assert parser.stats["ignored"] == 1
 
 

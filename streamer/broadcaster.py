@@ -32,7 +32,15 @@ from streamer.clock import wall_clock_ms
 from streamer.consumers.base import BaseConsumer
 from streamer.latency import LatencyHistogram
 from streamer.logs import RateLimitedLog
-from streamer.records import Batch, DataType, Envelope, Kline, Record, channel_key
+from streamer.records import (
+    LATEST_VALUE_TYPES,
+    Batch,
+    DataType,
+    Envelope,
+    Kline,
+    Record,
+    channel_key,
+)
 
 __all__ = ["Broadcaster", "ConsumerRunner", "StreamKey", "wait_unless"]
 
@@ -220,19 +228,7 @@ def _is_closed(record: Record) -> bool:
     return isinstance(record, Kline) and record.is_closed
 
 
-# Only the newest of these matters to a consumer that fell behind (liquidations and trades are
-# events: every one counts).
-_LATEST_VALUE_TYPES = {
-    "ticker",
-    "price",
-    "quotes",
-    "book",
-    "mark_price",
-    "open_interest",
-    "security",
-    "expected_price",
-    "klines",
-}
+_LATEST_VALUE_TYPES = LATEST_VALUE_TYPES | {"klines"}  # forming bars only: closed ones stay
 
 
 def _latest_values(

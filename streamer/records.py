@@ -18,6 +18,7 @@ from streamer.numbers import normalize_decimal, parse_scaled
 
 __all__ = [
     "DATA_TYPES",
+    "LATEST_VALUE_TYPES",
     "Batch",
     "Book",
     "DataType",
@@ -54,6 +55,12 @@ DataType = Literal[
     "status",
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)  # in that order
+#: Data types of which only the newest record per channel matters: a consumer that falls
+#: behind may skip older ones (trades, liquidations, closed klines and status are events).
+LATEST_VALUE_TYPES: Final[frozenset[str]] = frozenset(
+    ("ticker", "price", "quotes", "book", "mark_price", "open_interest", "security",
+     "expected_price")
+)  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -49,7 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.consumers.remote import RemoteConsumer
 from streamer.history import Held
-from streamer.records import Batch, Kline, Price, Record, Status
+from streamer.records import LATEST_VALUE_TYPES, Batch, Kline, Price, Record, Status
 from streamer.settings import ConfigError, Section, Settings, Unset
 
 __all__ = ["RedisConsumer", "RedisSettings", "Writes"]
@@ -378,9 +378,7 @@ def _hset(key: str, mapping: dict[str, Any]) -> Command:
 
 
 # Data types whose latest record per symbol a HASH P:{data_type} keeps (SYMBOL -> JSON).
-_LATEST_STATE = frozenset(
-    ("ticker", "quotes", "book", "mark_price", "open_interest", "security", "expected_price")
-)
+_LATEST_STATE = LATEST_VALUE_TYPES - {"price"}  # prices have their own HASH of bare values
 
 
 def _latest_by_symbol(records: Sequence[Record], lines: list[bytes]) -> dict[str, bytes]:

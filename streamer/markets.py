@@ -25,6 +25,8 @@ __all__ = ["ALWAYS_OPEN", "ICT_OFFSET_MS", "Calendar", "VietnamCalendar"]
 
 ICT_OFFSET_MS = 7 * 3_600_000
 _DAY_MS = 86_400_000
+#: From this month on, next year's holidays are expected to be known.
+ANNOUNCEMENT_MONTH = 10
 _MINUTE_MS = 60_000
 
 
@@ -43,6 +45,10 @@ class Calendar:
         """The first instant at or after ``t_ms`` when the market trades."""
         return t_ms
 
+    def warnings(self, t_ms: int) -> list[str]:
+        """What an operator should know about this calendar at ``t_ms`` (none: always open)."""
+        return []
+
 
 ALWAYS_OPEN = Calendar()
 
@@ -60,7 +66,8 @@ class VietnamCalendar(Calendar):
 
     ``grace_minutes`` extends each session's end for :meth:`in_session` and :meth:`next_open`
     (pollers catch prints published just after a close), not for bars. ``holidays`` are local
-    dates without trading.
+    dates without trading; ``confirmed_years`` the years whose holidays are all listed (the
+    others get a warning: an unlisted holiday would be taken for a trading day without trades).
     """
 
     def __init__(
@@ -68,10 +75,12 @@ class VietnamCalendar(Calendar):
         holidays: Iterable[date] = (),
         market: str | None = None,
         grace_minutes: int = 0,
+        confirmed_years: Iterable[int] = (),
     ) -> None:
         self.holidays = frozenset(holidays)
         self.sessions = _ALL if market is None else _SESSIONS[market.upper()]
         self.grace = grace_minutes
+        self.confirmed_years = frozenset(confirmed_years)
 
     def trading_day(self, day: date) -> bool:
         """Whether the exchanges open on the local date ``day``."""
@@ -118,3 +127,19 @@ class VietnamCalendar(Calendar):
                         return max(start, t_ms)
             day += timedelta(days=1)
         raise ValueError("no trading session within 400 days: check the holiday list")
+
+    def unconfirmed_years(self, t_ms: int) -> list[int]:
+        """The local year of ``t_ms`` and, from October (the exchanges announce a year's
+        holidays in November or December), the next one, where their holidays are not all
+        known."""
+        day, _ = self._local(t_ms)
+        years = [day.year, day.year + 1] if day.month >= ANNOUNCEMENT_MONTH else [day.year]
+        return [year for year in years if year not in self.confirmed_years]
+
+    def warnings(self, t_ms: int) -> list[str]:
+        return [
+            f"the holidays of {year} are not all known: an unlisted holiday would be taken "
+            "for a trading day without trades; set STREAMER_VN_HOLIDAYS to the exchanges' "
+            "announced closing days"
+            for year in self.unconfirmed_years(t_ms)
+        ]

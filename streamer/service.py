@@ -192,6 +192,10 @@ class Service:
             return None
         for pipeline in self.pipelines.values():
             pipeline.start()
+        for warning in cls.calendar(settings).warnings(wall_clock_ms()):
+            logger.warning("trading calendar: %s", warning)
+            for pipeline in self.pipelines.values():
+                pipeline.on_status("calendar", message=warning)
         self.backfill = await self._backfill(sources)
         self.backfill.start()
         shard = settings.symbol_shard

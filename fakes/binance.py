@@ -27,6 +27,13 @@ connections open but silent (no data, no replies); :meth:`drop_connections` cuts
 :meth:`announce_shutdown` sends ``serverShutdown``; :attr:`kline_failures` answers the next
 klines requests with an error status and ``Retry-After``.
 
+Order books: :meth:`FakeBinance.depth_update` changes the fake's book of a symbol and sends the
+diff-depth update (``U``/``u``, and USD-M's ``pu``) on ``<symbol>@depth@100ms``, or loses it
+(``lost=True``: the ids then jump, as after a dropped frame); ``GET /api/v3/depth``
+(``/fapi/v1/depth``, with ``E``/``T``) serves the book as of its last update id, ``limit``
+levels a side, weighed as Binance does. :attr:`stale_depth` is served first, one body per
+request (a snapshot older than the stream, as Binance's caches can give).
+
 Payload builders (:func:`spot_trade`, :func:`agg_trade`, ...) emit fields in the order of
 Binance's documented samples, and frames are compact JSON as Binance sends them.
 """
@@ -54,6 +61,7 @@ from fakes.klines import INTERVAL_MS, LoggedTrade, rest_klines
 
 __all__ = [
     "FakeBinance",
+    "FakeBook",
     "FakeConnection",
     "agg_trade",
     "book_ticker",
@@ -183,6 +191,16 @@ def stream_of(payload: dict[str, Any]) -> str:
 
 
 @dataclass(eq=False)
+class FakeBook:
+    """The fake exchange's order book of one symbol: price -> quantity per side."""
+
+    bids: dict[str, str] = field(default_factory=dict)
+    asks: dict[str, str] = field(default_factory=dict)
+    update_id: int = 1000
+    last_sent: int = 1000  # u of the previous update (USD-M's pu)
+
+
+@dataclass(eq=False)
 class FakeConnection:
     """One client connection as the fake sees it."""
 
@@ -222,6 +240,8 @@ class FakeBinance:
             raise ValueError(market)
         self.market = market
         self.open_interest: dict[str, str] = {}  # symbol -> what /fapi/v1/openInterest says
+        self.books: dict[str, FakeBook] = {}  # the exchange's order books (depth_update)
+        self.stale_depth: list[dict[str, Any]] = []  # depth replies served before the real one
         self.symbols: dict[str, str] = (
             dict(symbols) if isinstance(symbols, dict) else dict.fromkeys(symbols, "TRADING")
         )
@@ -530,6 +550,52 @@ class FakeBinance:
 
     # -- REST --------------------------------------------------------------------------------
 
+    async def depth_update(
+        self,
+        symbol: str,
+        time_ms: int,
+        bids: list[list[str]] | None = None,
+        asks: list[list[str]] | None = None,
+        *,
+        ids: int = 1,
+        lost: bool = False,
+    ) -> dict[str, Any]:
+        """Change ``symbol``'s book (quantity "0" removes a level) as ``ids`` updates, and send
+        the diff unless ``lost``; return the payload."""
+        bids, asks = bids or [], asks or []
+        book = self.books.setdefault(symbol, FakeBook())
+        previous = book.update_id
+        book.update_id += ids
+        for side, levels in ((book.bids, bids), (book.asks, asks)):
+            for price, quantity in levels:
+                if Decimal(quantity) == 0:
+                    side.pop(price, None)
+                else:
+                    side[price] = quantity
+        payload: dict[str, Any] = {"e": "depthUpdate", "E": time_ms}
+        if self.market == "linear":
+            payload["T"] = time_ms
+        payload.update({"s": symbol, "U": previous + 1, "u": book.update_id})
+        if self.market == "linear":
+            payload["pu"] = book.last_sent
+        payload.update({"b": list(bids), "a": list(asks)})
+        book.last_sent = book.update_id
+        if not lost:
+            await self.publish(payload, f"{symbol.lower()}@depth@100ms")
+        return payload
+
+    def depth_snapshot(self, symbol: str, limit: int = 100) -> dict[str, Any]:
+        """The REST order book of ``symbol`` now (what ``GET .../depth`` answers)."""
+        book = self.books.setdefault(symbol, FakeBook())
+        body: dict[str, Any] = {"lastUpdateId": book.update_id}
+        if self.market == "linear":
+            now = int(time.time() * 1000)
+            body.update({"E": now, "T": now})
+        body["bids"] = [[p, book.bids[p]] for p in sorted(book.bids, key=Decimal, reverse=True)]
+        body["asks"] = [[p, book.asks[p]] for p in sorted(book.asks, key=Decimal)]
+        body["bids"], body["asks"] = body["bids"][:limit], body["asks"][:limit]
+        return body
+
     def exchange_info(self) -> dict[str, Any]:
         """The exchangeInfo document for the configured symbols."""
         return {
@@ -593,6 +659,12 @@ class FakeBinance:
         """The request's weight, added to this minute's count (Binance's rules)."""
         if path.endswith(("exchangeInfo", "openInterest")):
             weight = 20 if self.market == "spot" else 1
+        elif path.endswith("/depth"):
+            limit = int(query.get("limit", ["100"])[0] or 100)
+            if self.market == "spot":
+                weight = 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+            else:
+                weight = 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
         elif self.market == "spot":
             weight = 2
         else:
@@ -653,6 +725,16 @@ class FakeBinance:
             extra += f"Retry-After: {retry_after:g}\r\n"
         elif path == f"{prefix}/klines":
             status, body = self._klines(parse_qs(parts_url.query))
+        elif path == f"{prefix}/depth":
+            query = parse_qs(parts_url.query)
+            symbol = query.get("symbol", [""])[0]
+            if symbol not in self.symbols:
+                status, body = 400, {"code": -1121, "msg": "Invalid symbol."}
+            elif self.stale_depth:
+                status, body = 200, self.stale_depth.pop(0)
+            else:
+                limit = int(query.get("limit", ["100"])[0] or 100)
+                status, body = 200, self.depth_snapshot(symbol, min(limit, 5000))
         elif path == "/fapi/v1/openInterest" and self.market == "linear":
             symbol = parse_qs(parts_url.query).get("symbol", [""])[0]
             if symbol in self.symbols:

@@ -229,11 +229,22 @@ class Settings(Section):
     enable_quotes_stream: bool = Field(default=False, description="Best bid and ask")
     enable_book_stream: bool = Field(
         default=False,
-        description="Binance: the top STREAMER_BOOK_DEPTH levels of each order book every 100 ms",
+        description="Binance: the top STREAMER_BOOK_DEPTH levels of each order book",
     )
     book_depth: int = Field(
-        default=10, description="Levels per side of the book stream: 5, 10 or 20"
+        default=10, ge=1, le=1000,
+        description="Levels per side of the book stream: 5, 10 or 20 (partial), up to the "
+        "snapshot limit (local)",
+    )  # fmt: skip
+    book_source: Literal["partial", "local"] = Field(
+        default="partial",
+        description="partial: Binance's top-N stream, every 100 ms; local: a book kept from the "
+        "diff-depth stream and a REST snapshot, update ids checked, rebuilt on a break",
     )
+    book_publish_ms: int = Field(
+        default=100, ge=10, le=60_000,
+        description="Local book: publish each changed book at most this often",
+    )  # fmt: skip
     enable_mark_price_stream: bool = Field(
         default=False,
         description="Binance USD-M: mark and index price, funding rate and next funding time, "
@@ -441,15 +452,13 @@ class Settings(Section):
             )
         return value
 
-    @field_validator("book_depth")
-    @classmethod
-    def _book_depth(cls, value: int) -> int:
-        if value not in (5, 10, 20):
-            raise ValueError(f"{value} levels: Binance streams books 5, 10 or 20 deep")
-        return value
-
     @model_validator(mode="after")
     def _something_to_stream(self) -> Settings:
+        if self.book_source == "partial" and self.book_depth not in (5, 10, 20):
+            raise ValueError(
+                f"STREAMER_BOOK_DEPTH: {self.book_depth} levels: Binance streams books 5, 10 or "
+                "20 deep; set one, or STREAMER_BOOK_SOURCE=local for a deeper local book"
+            )
         if not (
             self.enable_klines_stream
             or self.enable_trades_stream

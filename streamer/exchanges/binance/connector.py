@@ -41,6 +41,8 @@ from typing import Any
 
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink, StartupError
+from streamer.exchanges.binance.books import LocalBooks
+from streamer.exchanges.binance.depth import DepthDiff
 from streamer.exchanges.binance.link import BinanceLink
 from streamer.exchanges.binance.parser import (
     Ack,
@@ -146,11 +148,36 @@ class BinanceConnector(Connector):
         self.symbols: dict[str, list[str]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._refreshers: list[asyncio.Task[None]] = []
+        limit = self.config.binance_book_snapshot_limit
+        self.books = {
+            channel: LocalBooks(
+                channel, functools.partial(self._rest[channel].depth, limit=limit), pipeline,
+                self._log, depth=settings.book_depth, snapshot_limit=limit,
+                publish_ms=settings.book_publish_ms, sleep=sleep,
+            )
+            for channel, pipeline in self.pipelines.items()
+            if self.choice.book_diff
+        }  # fmt: skip
 
     @classmethod
     def validate(cls, settings: Settings) -> None:
-        """Mark price and liquidations exist on USD-M futures only."""
-        futures = "linear" in settings.section(BinanceSettings).exchange_channels
+        """Mark price and liquidations exist on USD-M futures only; a local book needs a
+        snapshot at least as deep as what it publishes."""
+        config = settings.section(BinanceSettings)
+        futures = "linear" in config.exchange_channels
+        limit = config.binance_book_snapshot_limit
+        if settings.enable_book_stream and settings.book_source == "local":
+            if futures and limit > 1000:
+                raise ConfigError(
+                    f"STREAMER_BINANCE_BOOK_SNAPSHOT_LIMIT={limit}: USD-M futures serve at most "
+                    "1000 levels; set 1000 or less"
+                )
+            if settings.book_depth > limit:
+                raise ConfigError(
+                    f"STREAMER_BOOK_DEPTH={settings.book_depth}: deeper than the snapshot "
+                    f"(STREAMER_BINANCE_BOOK_SNAPSHOT_LIMIT={limit}); raise the limit or publish "
+                    "fewer levels"
+                )
         for name, wanted in (
             ("ENABLE_MARK_PRICE_STREAM=true", settings.enable_mark_price_stream),
             ("ENABLE_LIQUIDATIONS_STREAM=true", settings.enable_liquidations_stream),
@@ -255,6 +282,8 @@ class BinanceConnector(Connector):
             self._group = group
             for plan in self.plans:
                 group.create_task(self.connections[plan.name].run(), name=plan.name)
+            for channel, books in self.books.items():
+                group.create_task(books.run(), name=f"books-{channel}")
             poll = self.settings.open_interest_poll_seconds
             if poll > 0 and "linear" in self.pipelines:
                 group.create_task(self._poll_open_interest("linear", poll), name="open-interest")
@@ -366,6 +395,10 @@ class BinanceConnector(Connector):
         pipeline = self.pipelines[plan.channel]
         if isinstance(event, Ticker | Price | Quote | Book | MarkPrice | Liquidation):
             pipeline.on_market(event)
+        elif isinstance(event, DepthDiff):
+            books = self.books.get(plan.channel)
+            if books is not None:
+                books.on_diff(event)
         elif isinstance(event, Ack | ErrorReply):
             link.reply(event)
             if isinstance(event, ErrorReply):
@@ -410,6 +443,8 @@ class BinanceConnector(Connector):
                     await link.unsubscribe(streams)
             current.remove(symbol)
             pipeline.forget(symbol)
+            if channel in self.books:
+                self.books[channel].forget(symbol)
         if removed:
             pipeline.on_status("unsubscribed", message="no longer trading", symbols=removed)
         for symbol in added:
@@ -458,7 +493,10 @@ class BinanceConnector(Connector):
         return {channel: dict(parser.stats) for channel, parser in self._parsers.items()}
 
     def health(self) -> dict[str, object]:
-        return {
+        out = {
             **super().health(),
             "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }
+        if self.books:
+            out["books"] = {channel: books.health() for channel, books in self.books.items()}
+        return out

@@ -2,7 +2,10 @@
 
 Understands combined-stream frames (``{"stream": ..., "data": ...}``) and raw payloads, for spot
 and USD-M futures: ``trade``, ``aggTrade``, ``24hrTicker``, ``24hrMiniTicker``, ``bookTicker``
-(spot sends it without ``e``/``E``), ``serverShutdown``, and the replies to SUBSCRIBE requests
+(spot sends it without ``e``/``E``), partial books (``@depth<N>``) as
+:class:`~streamer.records.Book`, diff-depth updates (``@depth``) as
+:class:`~streamer.exchanges.binance.depth.DepthDiff` for the local book, ``serverShutdown``,
+and the replies to SUBSCRIBE requests
 (``{"result": null, "id": 1}``, ``{"error": {"code": 2, "msg": ...}, "id": 2}``).
 
 Every number is checked against :mod:`streamer.exchanges.ranges` (ids 0..2^63-1, times
@@ -21,6 +24,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from streamer.exchanges.binance.depth import DepthDiff, DepthSnapshot, Level
 from streamer.exchanges.binance.frames import TradeData, decode_trade_frame
 from streamer.exchanges.ranges import (
     MAX_AGGREGATE_IDS,
@@ -51,6 +55,7 @@ __all__ = [
     "ParseError",
     "ParsedEvent",
     "ServerShutdown",
+    "parse_depth_snapshot",
     "parse_open_interest",
 ]
 
@@ -94,6 +99,7 @@ ParsedEvent = (
     | Book
     | MarkPrice
     | Liquidation
+    | DepthDiff
     | Ack
     | ErrorReply
     | ServerShutdown
@@ -146,7 +152,26 @@ def parse_open_interest(body: Any, symbol: str, received_at: int) -> OpenInteres
         raise ParseError(f"open interest: {exc}") from None
 
 
+def parse_depth_snapshot(body: Any) -> DepthSnapshot:
+    """The order book of a ``GET /api/v3/depth`` or ``/fapi/v1/depth`` reply; :class:`ParseError`
+    if it is not one (missing or implausible ids, prices or quantities)."""
+    if type(body) is not dict:
+        raise ParseError("depth snapshot: expected a JSON object")
+    try:
+        return DepthSnapshot(
+            check_id(body["lastUpdateId"], "'lastUpdateId'"),
+            _diff_levels(body, "bids"), _diff_levels(body, "asks"),
+        )  # fmt: skip
+    except KeyError as exc:
+        raise ParseError(f"depth snapshot: no {exc}") from None
+    except ParseError:
+        raise
+    except ValueError as exc:  # the range checks
+        raise ParseError(f"depth snapshot: {exc}") from None
+
+
 MAX_BOOK_LEVELS = 20  # the deepest partial book Binance streams
+MAX_DIFF_LEVELS = 5_000  # levels per side in one diff-depth update (Binance sends far fewer)
 _PARTIAL_DEPTH = re.compile(r"[a-z0-9_-]+@depth(5|10|20)(@\d+ms)?")
 
 
@@ -175,6 +200,23 @@ def _levels(data: dict[str, Any], key: str, descending: bool = False) -> list[li
             raise ParseError(f"{key!r} prices must be strictly {order}")
         previous = units
         levels.append([price, quantity])
+    return levels
+
+
+def _diff_levels(data: dict[str, Any], key: str) -> list[Level]:
+    """The changed levels of a diff-depth update, ``(price, quantity)``: prices positive,
+    quantities non-negative (0 removes the level), at most :data:`MAX_DIFF_LEVELS`."""
+    raw = data[key]
+    if type(raw) is not list or len(raw) > MAX_DIFF_LEVELS:
+        raise ParseError(f"{key!r} must be a list of at most {MAX_DIFF_LEVELS} levels")
+    levels: list[Level] = []
+    for level in raw:
+        if type(level) is not list or len(level) != 2:
+            raise ParseError(f"{key!r} levels must be [price, quantity], got {level!r:.80}")
+        levels.append((
+            _positive_decimal({"price": level[0]}, "price"),
+            _decimal({"quantity": level[1]}, "quantity"),
+        ))  # fmt: skip
     return levels
 
 
@@ -214,6 +256,7 @@ class BinanceParser:
             "price": 0,
             "quote": 0,
             "book": 0,
+            "depth_diff": 0,
             "mark_price": 0,
             "liquidation": 0,
             "control": 0,
@@ -294,9 +337,12 @@ class BinanceParser:
         if event is None and "lastUpdateId" in data:  # spot partial depth: no event, no symbol
             self.stats["book"] += 1
             return self._spot_book(data, frame.get("stream"), received_at)
-        if event == "depthUpdate" and _is_partial_depth(frame.get("stream")):
-            self.stats["book"] += 1
-            return self._futures_book(data, received_at)
+        if event == "depthUpdate":
+            if _is_partial_depth(frame.get("stream")):
+                self.stats["book"] += 1
+                return self._futures_book(data, received_at)
+            self.stats["depth_diff"] += 1
+            return self._depth_diff(data, received_at)
         if event == "bookTicker" or (event is None and "u" in data and "b" in data):
             self.stats["quote"] += 1
             return self._quote(data, received_at)
@@ -427,6 +473,19 @@ class BinanceParser:
         return Book(
             check_symbol(data["s"]), bids, asks, check_id(data["u"], "'u'"),
             check_time(data["E"], "'E'"), received_at, source="binance",
+        )  # fmt: skip
+
+    @staticmethod
+    def _depth_diff(data: dict[str, Any], received_at: int) -> DepthDiff:
+        first, last = check_id(data["U"], "'U'"), check_id(data["u"], "'u'")
+        if last < first:
+            raise ParseError(f"depth update ids run backwards: U={first} u={last}")
+        previous = data.get("pu")  # USD-M only
+        return DepthDiff(
+            check_symbol(data["s"]), first, last,
+            None if previous is None else check_id(previous, "'pu'"),
+            _diff_levels(data, "b"), _diff_levels(data, "a"),
+            check_time(data["E"], "'E'"), received_at,
         )  # fmt: skip
 
     @staticmethod

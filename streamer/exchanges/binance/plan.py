@@ -26,19 +26,22 @@ class StreamChoice:
     ticker: bool = False
     price: bool = False
     quotes: bool = False
-    book_depth: int = 0  # levels of the book stream (5, 10, 20); 0: off
+    book_depth: int = 0  # levels of the partial book stream (5, 10, 20); 0: off
+    book_diff: bool = False  # the diff-depth stream, for a local book
     mark_price: bool = False  # USD-M only
     liquidations: bool = False  # USD-M only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamChoice:
         """The streams the ``STREAMER_ENABLE_*_STREAM`` settings ask for."""
+        books = settings.enable_book_stream
         return cls(
             trades=settings.enable_klines_stream or settings.enable_trades_stream,
             ticker=settings.enable_ticker_stream,
             price=settings.enable_price_stream,
             quotes=settings.enable_quotes_stream,
-            book_depth=settings.book_depth if settings.enable_book_stream else 0,
+            book_depth=settings.book_depth if books and settings.book_source == "partial" else 0,
+            book_diff=books and settings.book_source == "local",
             mark_price=settings.enable_mark_price_stream,
             liquidations=settings.enable_liquidations_stream,
         )
@@ -64,6 +67,8 @@ class StreamChoice:
                 out.append(f"{name}@bookTicker")
             if self.book_depth:
                 out.append(f"{name}@depth{self.book_depth}@100ms")
+            if self.book_diff:
+                out.append(f"{name}@depth@100ms")
         return out
 
 

@@ -20,13 +20,24 @@ from streamer.http import HttpError, JsonReply, Priority, WeightBudget
 from streamer.intervals import BINANCE_INTERVALS, Interval, parse_interval
 from streamer.reconnect import RetryAfter
 
-__all__ = ["TILES", "WEIGHT_LIMITS", "BinanceRest", "kline_weight", "served_intervals"]
+__all__ = [
+    "TILES",
+    "WEIGHT_LIMITS",
+    "BinanceRest",
+    "depth_weight",
+    "kline_weight",
+    "served_intervals",
+]
 
 GetJsonReply = Callable[..., Awaitable[JsonReply[Any]]]
 
 _PATHS = {
-    "spot": {"info": "/api/v3/exchangeInfo", "klines": "/api/v3/klines"},
-    "linear": {"info": "/fapi/v1/exchangeInfo", "klines": "/fapi/v1/klines"},
+    "spot": {"info": "/api/v3/exchangeInfo", "klines": "/api/v3/klines", "depth": "/api/v3/depth"},
+    "linear": {
+        "info": "/fapi/v1/exchangeInfo",
+        "klines": "/fapi/v1/klines",
+        "depth": "/fapi/v1/depth",
+    },
 }
 _KLINE_LIMIT = {"spot": 1000, "linear": 1500}
 _INFO_WEIGHT = {"spot": 20, "linear": 1}
@@ -46,6 +57,13 @@ def kline_weight(channel: str, limit: int) -> int:
     if limit < 500:
         return 2
     return 5 if limit <= 1000 else 10
+
+
+def depth_weight(channel: str, limit: int) -> int:
+    """Request weight of one order-book snapshot of ``limit`` levels."""
+    if channel == "spot":
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
 
 def served_intervals(channel: str) -> tuple[Interval, ...]:
@@ -113,6 +131,12 @@ class BinanceRest:
     async def open_interest(self, symbol: str) -> Any:
         """``GET /fapi/v1/openInterest`` for ``symbol`` (USD-M only; weight 1), as decoded."""
         return await self._get("/fapi/v1/openInterest", 1, Priority.AUDIT, symbol=symbol)
+
+    async def depth(self, symbol: str, limit: int) -> Any:
+        """The order book of ``symbol``, ``limit`` levels a side (for a local book), as
+        decoded; live data, so ahead of audits and history."""
+        path, weight = _PATHS[self.channel]["depth"], depth_weight(self.channel, limit)
+        return await self._get(path, weight, Priority.LIVE, symbol=symbol, limit=limit)
 
     async def symbol_statuses(self) -> dict[str, str]:
         """Symbol -> trading status, from exchangeInfo. Raises HttpError, KeyError, TypeError."""

@@ -8,9 +8,11 @@ from pydantic import Field, field_validator
 
 from streamer.settings import CommaList, HttpUrl, Section, WsUrl
 
-__all__ = ["BinanceSettings", "Channel"]
+__all__ = ["SNAPSHOT_LIMITS", "BinanceSettings", "Channel"]
 
 Channel = Literal["spot", "linear"]
+#: Depth snapshot sizes both markets serve (5000: spot only).
+SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000, 5000)
 
 
 class BinanceSettings(Section):
@@ -50,6 +52,20 @@ class BinanceSettings(Section):
         "spot, 2400 futures); past 80% of Binance's own count for this IP, requests wait for "
         "the next minute",
     )  # fmt: skip
+
+    binance_book_snapshot_limit: int = Field(
+        default=1000,
+        description="Local book: levels per side of the REST snapshot (weight: spot 5 up to "
+        "100, 25 to 500, 50 to 1000, 250 for 5000; USD-M 2/5/10/20, at most 1000)",
+    )
+
+    @field_validator("binance_book_snapshot_limit")
+    @classmethod
+    def _snapshot_limit(cls, value: int) -> int:
+        if value not in SNAPSHOT_LIMITS:
+            sizes = ", ".join(map(str, SNAPSHOT_LIMITS))
+            raise ValueError(f"Binance serves snapshots of {sizes} levels")
+        return value
 
     @field_validator("exchange_channels")
     @classmethod

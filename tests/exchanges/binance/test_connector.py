@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -230,6 +231,59 @@ async def test_book_snapshots_stream_in_on_spot_and_on_the_futures_public_path()
             await fake.publish(depth, "btcusdt@depth10@100ms")
             await eventually(lambda: running.collector.records("book"))
             assert running.collector.records("book")[0].timestamp == NOW
+
+
+@pytest.mark.parametrize("market", ["spot", "linear"])
+async def test_a_local_book_follows_the_exchange_through_a_lost_update(market: str) -> None:
+    """STREAMER_BOOK_SOURCE=local: the diff-depth stream and a REST snapshot make a book equal
+    to the exchange's; a lost update (a jump in U, or USD-M's pu) is announced, the book rebuilt
+    from a new snapshot and announced whole again; nothing is published while out of step."""
+    async with FakeBinance(market) as fake:
+        await fake.depth_update("BTCUSDT", NOW, [["100", "1"], ["99", "2"]], [["101", "3"]])
+        settings = fake_settings(
+            fake, enable_book_stream=True, book_source="local", book_depth=2,
+            book_publish_ms=10, exchange_symbols=["BTCUSDT"], binance_book_snapshot_limit=100,
+        )  # fmt: skip
+        async with RunningService(settings) as running:
+            streams = set().union(*(c.streams for c in fake.connections))
+            assert "btcusdt@depth@100ms" in streams
+            collector = running.collector
+
+            def books() -> list[Book]:
+                return [b for b in collector.records("book") if isinstance(b, Book)]
+
+            await fake.depth_update("BTCUSDT", NOW + 100, [["100", "4"]])
+            await eventually(lambda: books())
+            assert (books()[-1].bids, books()[-1].asks) == ([["100", "4"], ["99", "2"]],
+                                                            [["101", "3"]])  # fmt: skip
+            assert any("/depth?symbol=BTCUSDT&limit=100" in r for r in fake.rest_requests)
+            await fake.depth_update("BTCUSDT", NOW + 200, [["98", "1"]], lost=True)
+            await fake.depth_update("BTCUSDT", NOW + 300, [["99", "0"]], [["102", "1"]])
+
+            def events() -> list[str]:
+                return [s.event for s in collector.records("status") if isinstance(s, Status)]
+
+            await eventually(lambda: "book_synced" in events())
+            assert events().count("book_resync") == 1
+            await eventually(lambda: books()[-1].update_id == fake.books["BTCUSDT"].update_id)
+            last = books()[-1]
+            assert last.bids == [["100", "4"], ["98", "1"]]
+            assert last.asks == [["101", "3"], ["102", "1"]]
+            health: Any = running.service.health()["connector"]
+            assert health["books"][market]["breaks"] == 1
+
+
+def test_a_local_book_needs_a_snapshot_as_deep_as_it_publishes() -> None:
+    settings = make_settings(enable_book_stream=True, book_source="local", book_depth=200,
+                             binance_book_snapshot_limit=100)  # fmt: skip
+    with pytest.raises(ConfigError, match="STREAMER_BOOK_DEPTH=200: deeper than the snapshot"):
+        BinanceConnector.validate(settings)
+    futures = make_settings(
+        enable_book_stream=True, book_source="local", exchange_channels=["linear"],
+        binance_book_snapshot_limit=5000,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="USD-M futures serve at most 1000 levels"):
+        BinanceConnector.validate(futures)
 
 
 async def test_open_interest_is_polled_per_symbol_within_the_weight_budget() -> None:

@@ -9,12 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.exchanges.binance.depth import DepthDiff, DepthSnapshot
 from streamer.exchanges.binance.parser import (
     Ack,
     BinanceParser,
     ErrorReply,
     ParseError,
     ServerShutdown,
+    parse_depth_snapshot,
     parse_open_interest,
 )
 from streamer.exchanges.ranges import MAX_COUNT, MAX_ID, check_id, check_symbol, check_time
@@ -145,9 +147,46 @@ def test_partial_books_on_spot_and_futures() -> None:
     futures = parser.parse(FUTURES_DEPTH, 7)
     assert futures == Book("BNBUSDT", [["0.0024", "10"]], [["0.0026", "100"]], 160,
                            1672515782136, 7, "binance")  # fmt: skip
-    diff = FUTURES_DEPTH.replace("@depth5@100ms", "@depth@100ms")  # a diff update: no snapshot
-    assert parser.parse(diff, 7) is None
     assert parser.stats["book"] == 2
+
+
+def test_diff_depth_updates_are_parsed_for_the_local_book_with_pu_on_usdm_only() -> None:
+    parser = BinanceParser()
+    futures = FUTURES_DEPTH.replace("@depth5@100ms", "@depth@100ms")  # a diff: not a snapshot
+    assert parser.parse(futures, 7) == DepthDiff(
+        "BNBUSDT", 157, 160, 149, [("0.0024", "10")], [("0.0026", "100")], 1672515782136, 7
+    )
+    spot = (
+        '{"stream":"bnbbtc@depth@100ms","data":{"e":"depthUpdate","E":1672515782136,'
+        '"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","0.000"]]}}'
+    )
+    assert parser.parse(spot, 7) == DepthDiff(
+        "BNBBTC", 157, 160, None, [("0.0024", "10")], [("0.0026", "0")], 1672515782136, 7
+    )
+    assert parser.stats["depth_diff"] == 2
+    backwards = spot.replace('"U":157,"u":160', '"U":161,"u":160')
+    with pytest.raises(ParseError, match="run backwards"):
+        parser.parse(backwards, 7)
+    with pytest.raises(ParseError, match="non-negative decimal"):
+        parser.parse(spot.replace('"0.000"', '"-1"'), 7)
+
+
+def test_a_depth_snapshot_reply_is_checked() -> None:
+    body = {
+        "lastUpdateId": 1027024, "E": 1589436922972, "T": 1589436922959,
+        "bids": [["4.00000000", "431.00000000"]], "asks": [["4.00000200", "12.00000000"]],
+    }  # fmt: skip
+    assert parse_depth_snapshot(body) == DepthSnapshot(
+        1027024, [("4", "431")], [("4.000002", "12")]
+    )
+    for bad, says in (
+        ({**body, "lastUpdateId": -1}, "lastUpdateId"),
+        ({**body, "bids": [["0", "1"]]}, "must be positive"),
+        ({k: v for k, v in body.items() if k != "asks"}, "no 'asks'"),
+        ([], "expected a JSON object"),
+    ):
+        with pytest.raises(ParseError, match=says):
+            parse_depth_snapshot(bad)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from streamer.exchanges.binance.plan import (
     place,
     plan,
 )
-from streamer.settings import ConfigError
+from streamer.settings import ConfigError, Settings
+from tests.conftest import make_settings
 
 TRADES = StreamChoice(trades=True)
 
@@ -44,6 +45,23 @@ def test_books_ride_the_book_paths_and_mark_price_and_liquidations_futures_marke
         "binance-linear-public-0": ["btcusdt@bookTicker", "btcusdt@depth20@100ms"],
         "binance-spot-0": ["ethusdt@trade", "ethusdt@bookTicker", "ethusdt@depth20@100ms"],
     }  # spot has no mark price or liquidations  # fmt: skip
+
+
+def test_a_local_book_takes_the_diff_depth_stream_on_the_book_paths() -> None:
+    settings = make_settings(enable_book_stream=True, book_source="local", book_depth=50)
+    choice = StreamChoice.from_settings(settings)
+    assert (choice.book_diff, choice.book_depth) == (True, 0)
+    planned = plan({"linear": ["BTCUSDT"], "spot": ["ETHUSDT"]}, choice, limit=10, pool=10)
+    assert {p.name: p.streams for p in planned} == {
+        "binance-linear-market-0": ["btcusdt@aggTrade"],
+        "binance-linear-public-0": ["btcusdt@depth@100ms"],
+        "binance-spot-0": ["ethusdt@trade", "ethusdt@depth@100ms"],
+    }
+
+
+def test_a_partial_book_is_5_10_or_20_deep() -> None:
+    with pytest.raises(ConfigError, match="STREAMER_BOOK_DEPTH: 50 levels: Binance streams"):
+        Settings.load(None, exchange="binance", enable_book_stream=True, book_depth=50)
 
 
 def test_a_symbols_streams_stay_on_one_connection() -> None:

@@ -11,7 +11,12 @@ import pytest
 from fakes.binance import FakeBinance
 from fakes.klines import LoggedTrade
 from streamer.exchange_klines import Unrepairable
-from streamer.exchanges.binance.rest import BinanceRest, kline_weight, served_intervals
+from streamer.exchanges.binance.rest import (
+    BinanceRest,
+    depth_weight,
+    kline_weight,
+    served_intervals,
+)
 from streamer.http import WeightBudget, get_json_reply
 from streamer.intervals import parse_interval
 from streamer.reconnect import RetryAfter
@@ -38,6 +43,23 @@ def test_futures_weigh_klines_by_limit_and_serve_no_seconds() -> None:
     assert kline_weight("spot", 1000) == 2
     assert "1s" in [i.name for i in served_intervals("spot")]
     assert "1s" not in [i.name for i in served_intervals("linear")]
+
+
+def test_depth_snapshots_weigh_by_limit_as_binance_weighs_them() -> None:
+    assert [depth_weight("spot", n) for n in (100, 500, 1000, 5000)] == [5, 25, 50, 250]
+    assert [depth_weight("linear", n) for n in (50, 100, 500, 1000)] == [2, 5, 10, 20]
+
+
+@pytest.mark.parametrize("market", ["spot", "linear"])
+async def test_a_depth_snapshot_is_the_exchanges_book_and_counts_its_weight(market: str) -> None:
+    async with FakeBinance(market) as fake:
+        await fake.depth_update("BTCUSDT", T, [["100", "1"], ["99", "2"]], [["101", "1"]])
+        client = rest(fake)
+        body = await client.depth("BTCUSDT", 1)
+        assert (body["lastUpdateId"], body["bids"], body["asks"]) == (
+            1001, [["100", "1"]], [["101", "1"]],
+        )  # fmt: skip
+        assert client.budget.spent == (5 if market == "spot" else 2)
 
 
 async def test_klines_are_paged_and_ask_for_no_more_than_the_span() -> None:

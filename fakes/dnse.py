@@ -259,6 +259,7 @@ class FakeDnse(LocalServer):
     async def security(
         self, symbol: str, reference: float, ceiling: float, floor: float, time_ms: int, *,
         board: str = "G1", market: str = "STO", open_interest: int | None = None,
+        final_trade_date: int = 20260416,
     ) -> int:  # fmt: skip
         """A security definition (``T: sd``), shaped like the documented derivative sample."""
         frame: dict[str, Any] = {
@@ -270,7 +271,7 @@ class FakeDnse(LocalServer):
             "listingDate": 20200101, "time": {"Seconds": time_ms // 1000, "Nanos": 0},
         }  # fmt: skip
         if open_interest is not None:
-            frame.update(openInterestQuantity=open_interest, finalTradeDate=20260416)
+            frame.update(openInterestQuantity=open_interest, finalTradeDate=final_trade_date)
         return await self.publish(f"security_definition.{board}.json", frame)
 
     async def expected(

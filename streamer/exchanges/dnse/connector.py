@@ -17,6 +17,10 @@ by ``T`` (:mod:`streamer.exchanges.dnse.parser`).
 * DNSE closes connections after 8 h: each is replaced make-before-break after
   ``STREAMER_DNSE_CONNECTION_LIFETIME_SECONDS`` (7 h 45 min) or at once on
   ``connection_expired``; ticks seen on both are kept once (by cumulative volume).
+* VN30 futures by continuous alias: ``VN30F1M``, ``VN30F2M``, ``VN30F1Q`` or ``VN30F2Q`` in
+  ``STREAMER_EXCHANGE_SYMBOLS`` streams the contract it means today (and the one it will mean
+  after the next expiry), publishing its trades under the alias as well; at each roll, status
+  ``roll`` says which contract the alias now means (:mod:`streamer.exchanges.dnse.futures`).
 * Close codes: 1000 and 1008 (heartbeat timeout, expiry) and 1013 (slow consumer) reconnect with
   backoff; a refused authentication stops the service (bad credentials must not retry forever)
   unless DNSE runs with a fallback, which keeps it trying while the fallback feeds the stream.
@@ -31,12 +35,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink
 from streamer.exchanges.dnse.auth import AuthRefused, auth_message
+from streamer.exchanges.dnse.futures import ALIASES, FuturesRoll, Roll
 from streamer.exchanges.dnse.link import DnseLink
 from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, SessionPhase
 from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
@@ -84,8 +90,10 @@ class DnseConnector(Connector):
         backoff: Callable[[], Backoff] = Backoff,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         retry_refused_auth: bool = False,
+        now_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         super().__init__(settings, pipelines)
+        self._now = now_ms
         self._open_wire = open_wire or wire_opener(settings.exchange_ws_client)
         self._ws_options = replace(WS_OPTIONS, paused=self.reading_paused)
         self._backoff = backoff
@@ -99,6 +107,8 @@ class DnseConnector(Connector):
         self.connections: dict[str, ManagedConnection[DnseLink]] = {}
         self.auth_refusals = 0
         self._first = next(iter(self.pipelines.values()))
+        self.roll: FuturesRoll | None = None  # with continuous futures aliases
+        self._hidden: set[str] = set()  # contracts streamed only for an alias
 
     utc_offset_ms = ICT_OFFSET_MS
 
@@ -149,7 +159,7 @@ class DnseConnector(Connector):
                 "(STREAMER_ENABLE_KLINES_STREAM=true): one version of each bar is published"
             )
         size = config.dnse_symbols_per_connection
-        symbols = self.own_symbols(settings.exchange_symbols)
+        symbols = self._with_contracts(self.own_symbols(settings.exchange_symbols))
         groups = [symbols[i : i + size] for i in range(0, len(symbols), size)] or [[]]
         self.plans = [
             _Plan(f"dnse-{index}", group, list(config.dnse_market_indexes) if index == 0 else [])
@@ -157,26 +167,76 @@ class DnseConnector(Connector):
         ]
         self.connections = {plan.name: self._managed(plan) for plan in self.plans}
 
-    def _subscriptions(self, plan: _Plan) -> list[dict[str, Any]]:
+    def _with_contracts(self, symbols: list[str]) -> list[str]:
+        """``symbols`` with each continuous alias replaced by the contracts it needs."""
+        aliases = [symbol for symbol in symbols if symbol in ALIASES]
+        if not aliases:
+            return symbols
+        self.roll = roll = FuturesRoll(aliases, self.settings.section(VietnamSettings).calendar())
+        now = self._now()
+        for year in roll.unknown_years(_local_day(now)):
+            message = (f"no VN30 futures code letter for {year}: its contracts cannot be named "
+                       "yet; a newer streamer release adds it")  # fmt: skip
+            logger.warning("%s", message)
+            self._first.on_status("roll", message=message, symbols=aliases)
+        plain = [symbol for symbol in symbols if symbol not in ALIASES]
+        contracts = [code for code in roll.watched(_local_day(now)) if code not in plain]
+        self._hidden = set(contracts)
+        self._announce(roll.at(now))
+        return plain + contracts
+
+    def _announce(self, rolls: list[Roll]) -> None:
+        """Tell consumers which contract each alias now means."""
+        assert self.roll is not None
+        for roll in rolls:
+            last = self.roll.last_day(roll.new)
+            message = f"{roll.alias} is {roll.new} from {roll.day} (last trading day {last})"
+            if roll.old is not None:
+                message += f"; was {roll.old}"
+            logger.info("dnse: %s", message)
+            self._first.on_status("roll", message=message, symbols=[roll.alias])
+
+    def _watch(self, day: date, link: DnseLink | None, plan: _Plan) -> list[dict[str, Any]]:
+        """After a roll: the contracts the aliases need from ``day`` on, added to ``plan`` (the
+        subscription to send on its link, if any)."""
+        assert self.roll is not None
+        new = [code for code in self.roll.watched(day) if code not in plan.symbols]
+        if not new:
+            return []
+        plan.symbols.extend(new)
+        self._hidden.update(code for code in new if code not in self.settings.exchange_symbols)
+        channels = self._symbol_channels(new)
+        if link is not None:
+            link.reply_soon({"action": "subscribe", "channels": channels})
+        return channels
+
+    def _symbol_channels(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """The per-symbol channels for ``symbols`` on every board."""
         settings, config = self.settings, self.config
         channels: list[dict[str, Any]] = []
+        if not symbols:
+            return channels
         for board in config.dnse_boards:
-            if plan.symbols and (settings.enable_klines_stream or settings.enable_trades_stream):
+            if settings.enable_klines_stream or settings.enable_trades_stream:
                 channels.append(
-                    {"name": f"{config.dnse_trade_channel}.{board}.json", "symbols": plan.symbols}
+                    {"name": f"{config.dnse_trade_channel}.{board}.json", "symbols": symbols}
                 )
-            if plan.symbols and settings.enable_quotes_stream:
-                channels.append({"name": f"top_price.{board}.json", "symbols": plan.symbols})
-            if plan.symbols and config.dnse_security_definitions:
-                channels.append(
-                    {"name": f"security_definition.{board}.json", "symbols": plan.symbols}
-                )
-            if plan.symbols and config.dnse_auctions:
-                channels.append({"name": f"expected_price.{board}.json", "symbols": plan.symbols})
+            if settings.enable_quotes_stream:
+                channels.append({"name": f"top_price.{board}.json", "symbols": symbols})
+            if config.dnse_security_definitions:
+                channels.append({"name": f"security_definition.{board}.json", "symbols": symbols})
+            if config.dnse_auctions:
+                channels.append({"name": f"expected_price.{board}.json", "symbols": symbols})
+        return channels
+
+    def _subscriptions(self, plan: _Plan) -> list[dict[str, Any]]:
+        config = self.config
+        channels = self._symbol_channels(plan.symbols)
+        for board in config.dnse_boards:
             if plan is self.plans[0]:  # the session phases once, on the first connection
                 for market in config.dnse_session_markets:
                     channels.append({"name": f"session.{market}.{board}.json", "symbols": []})
-        if plan.symbols and not settings.enable_klines_stream:
+        if plan.symbols and not self.settings.enable_klines_stream:
             for resolution in config.dnse_ohlc_resolutions:
                 channels.append({"name": f"ohlc_closed.{resolution}.json", "symbols": plan.symbols})
         for index in plan.indexes:
@@ -276,9 +336,22 @@ class DnseConnector(Connector):
             return
         plan.last_data_at = time.monotonic()
         if isinstance(event, Trade):
-            self._pipeline(board).on_trade(event, plan.name)
+            pipeline = self._pipeline(board)
+            if self.roll is not None:
+                for alias in self._aliases(event, link, plan):
+                    pipeline.on_trade(replace(event, symbol=alias), plan.name)
+            if event.symbol not in self._hidden:
+                pipeline.on_trade(event, plan.name)
         elif isinstance(event, Quote | Security | ExpectedPrice):
-            self._pipeline(board).on_market(event)
+            if (
+                isinstance(event, Security)
+                and self.roll is not None
+                and self.roll.learn(event.symbol, event.final_trade_date)
+            ):
+                logger.info("dnse: %s's last trading day is %s, as DNSE says",
+                            event.symbol, event.final_trade_date)  # fmt: skip
+            if event.symbol not in self._hidden:
+                self._pipeline(board).on_market(event)
         elif isinstance(event, SessionPhase):
             self._pipeline(event.board or board).on_status(
                 "session", connection=plan.name,
@@ -289,6 +362,18 @@ class DnseConnector(Connector):
             self._first.on_market(event)
         elif isinstance(event, Kline):
             self._first.on_kline(event)
+
+    def _aliases(self, trade: Trade, link: DnseLink, plan: _Plan) -> tuple[str, ...]:
+        """The continuous aliases ``trade``'s contract stands for on its day (rolling first,
+        when the day brings a roll)."""
+        roll = self.roll
+        assert roll is not None
+        rolls = roll.at(trade.timestamp)
+        if rolls:
+            self._announce(rolls)
+            assert roll.day is not None
+            self._watch(roll.day, link, plan)
+        return roll.aliases_of(trade.symbol)
 
     # -- health ------------------------------------------------------------------------------
 
@@ -310,3 +395,8 @@ class DnseConnector(Connector):
             "auth_refusals": self.auth_refusals,
             "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }
+
+
+def _local_day(t_ms: int) -> date:
+    """The Vietnamese (ICT) date of ``t_ms``."""
+    return datetime.fromtimestamp((t_ms + ICT_OFFSET_MS) // 1000, tz=UTC).date()

@@ -309,3 +309,32 @@ async def test_a_connections_status_reaches_every_board_it_carries() -> None:
             }
 
         await eventually(lambda: channels() == {"G1", "G3"})
+
+
+async def test_a_continuous_alias_streams_its_contract_and_rolls_after_the_expiry() -> None:
+    """VN30F1M on Thursday 19 November 2026 is the November contract (41I1GB000, whose last
+    trading day it is): its trades are published as VN30F1M only, and December's contract is
+    subscribed ahead. On Friday the 20th the alias rolls to December (status ``roll``), and the
+    contract after it is subscribed on the live connection."""
+    thursday, friday = ict(2026, 11, 19, 14, 40), ict(2026, 11, 20, 9, 0)
+    async with FakeDnse() as fake:
+        settings = dnse_settings(fake, exchange_symbols=["VN30F1M"])
+        factory = fast_dnse(now_ms=lambda: thursday)
+        async with RunningService(settings, factory) as running:
+            conn = fake.connections[0]
+            assert conn.subscriptions["tick_extra.G1.json"] == {"41I1GB000", "41I1GC000"}
+            await fake.tick("41I1GB000", 1881.2, 2, 100, thursday, market="DVX")
+            await fake.tick("41I1GC000", 1890.5, 3, 50, friday, market="DVX")
+            collector = running.collector
+            await eventually(lambda: len(collector.records("trades")) == 2)
+            trades = [t for t in collector.records("trades") if isinstance(t, Trade)]
+            assert [(t.symbol, t.price, t.timestamp) for t in trades] == [
+                ("VN30F1M", "1881.2", thursday), ("VN30F1M", "1890.5", friday),
+            ]  # fmt: skip
+            rolls = [s.message for s in collector.records("status")
+                     if isinstance(s, Status) and s.event == "roll"]  # fmt: skip
+            assert rolls == [
+                "VN30F1M is 41I1GB000 from 2026-11-19 (last trading day 2026-11-19)",
+                "VN30F1M is 41I1GC000 from 2026-11-20 (last trading day 2026-12-17); was 41I1GB000",
+            ]
+            await eventually(lambda: "41I1H1000" in conn.subscriptions["tick_extra.G1.json"])

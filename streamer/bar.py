@@ -102,6 +102,7 @@ class Bar:
         "first_id",
         "fix",
         "high",
+        "inferred",
         "last_id",
         "low",
         "open",
@@ -129,6 +130,7 @@ class Bar:
         self.revision = 0
         self.repaired = False
         self.exact = exact  # False: trades may be missing (see Kline.exact)
+        self.inferred = False  # a trade's aggressor side was inferred (see Kline.side_inferred)
         self.fix = NO_FIX  # closed and not exact: wants (or awaits) the exchange's kline
         self.seeded_at = 0  # > 0: everything before this instant is the exchange's (a seed)
 
@@ -164,6 +166,8 @@ class Bar:
         self.count += n
         self.volume += qty
         self.quote += quote
+        if trade.side_inferred:
+            self.inferred = True
         if buy:
             self.taker_volume += qty
             self.taker_quote += quote
@@ -208,6 +212,8 @@ class Bar:
         self.quote += other.quote
         self.taker_volume += other.taker_volume
         self.taker_quote += other.taker_quote
+        if other.inferred:
+            self.inferred = True
 
     def carry(self, price: int) -> bool:
         """Set an empty bar's prices to ``price``; return True if that changed anything."""
@@ -224,6 +230,7 @@ class Bar:
         self.first_id = self.last_id = None
         self.repaired = True
         self.exact = True
+        self.inferred = False
 
     @classmethod
     def seeded(
@@ -321,4 +328,5 @@ class Bar:
             self.revision,
             self.repaired,
             self.exact,
+            side_inferred=self.inferred,
         )

@@ -155,7 +155,9 @@ class Kline:
     start-up (trades before ours went unseen), a bar touched by a gap in trade ids, or a source
     whose trades carry no ids to prove anything. Such a closed bar is completed from the
     exchange's klines and published again, ``exact`` true. ``backfill`` is true for bars loaded
-    from the exchange's history rather than built from live trades.
+    from the exchange's history rather than built from live trades. ``side_inferred`` is true
+    when the aggressor side of some of the bar's trades was inferred (see
+    :attr:`Trade.side_inferred`): its taker-buy volumes are then estimates, not the exchange's.
     """
 
     data_type: ClassVar[DataType] = "klines"  # the stream it belongs to (not serialised)
@@ -181,6 +183,7 @@ class Kline:
     repaired: bool = False
     exact: bool = True
     backfill: bool = False
+    side_inferred: bool = False
 
 
 @dataclass(slots=True)

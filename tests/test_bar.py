@@ -39,6 +39,22 @@ def test_an_exchange_row_replaces_a_bars_values_and_its_trade_ids() -> None:
     assert (kline.first_trade_id, kline.last_trade_id, kline.repaired) == (None, None, True)
 
 
+def test_a_bar_says_when_a_trades_side_was_inferred_until_the_exchange_replaces_it() -> None:
+    """Its taker-buy volumes are estimates then: the flag survives merging into a larger bar,
+    and goes with a repair (the exchange's own taker volumes)."""
+    exact = Trade.create("X", None, "100", "1", "buy", 1502942400001, 0, source="dnse")
+    guessed = Trade.create("X", None, "101", "1", "buy", 1502942400002, 0, source="dnse",
+                           side_inferred=True)  # fmt: skip
+    bar, part = Bar(1502942400000, 1502945999999, 0), Bar(1502942400000, 1502942459999, 0)
+    bar.apply(exact._price, exact._quantity, exact._price, True, 1, 1, exact)
+    assert not bar.to_kline("X", "1h", closed=False).side_inferred
+    part.apply(guessed._price, guessed._quantity, guessed._price, True, 2, 2, guessed)
+    bar.merge(part)
+    assert bar.to_kline("X", "1h", closed=False).side_inferred
+    bar.replace_with(parse_exchange_kline(ROW))
+    assert not bar.to_kline("X", "1h", closed=True).side_inferred
+
+
 @pytest.mark.parametrize(
     "row",
     [None, [], ROW[:10], [str(ROW[0]), *ROW[1:]], [*ROW[:8], "171", *ROW[9:]],

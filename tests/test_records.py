@@ -28,7 +28,7 @@ KLINE_KEYS = [
     "symbol", "interval", "interval_ms", "timestamp", "close_time", "open", "high", "low",
     "close", "volume", "quote_volume", "trade_count", "taker_buy_volume",
     "taker_buy_quote_volume", "first_trade_id", "last_trade_id", "is_closed", "revision",
-    "repaired", "exact", "backfill",
+    "repaired", "exact", "backfill", "side_inferred",
 ]  # fmt: skip
 TRADE_KEYS = [
     "symbol", "trade_id", "price", "quantity", "side", "timestamp", "received_at",

@@ -106,6 +106,7 @@ async def test_the_exchanges_side_is_used_and_the_tick_rule_only_where_it_is_unk
             ]  # fmt: skip
             (bar,) = collector.klines()
             assert (bar.volume, bar.taker_buy_volume) == ("520", "420")  # 400 + 20 inferred
+            assert bar.side_inferred  # so its taker-buy volume is an estimate
         async with RunningService(dnse_settings(fake, dnse_trade_channel="tick")) as running:
             assert fake.connections[-1].subscriptions["tick.G1.json"] == {"HPG", "ACB"}
             await fake.tick("ACB", 22.85, 10, 764430, SESSION + 5_000, side="SELL")

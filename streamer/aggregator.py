@@ -380,8 +380,10 @@ class KlineAggregator:
         if tid is None:
             state.seq += 1
             order = state.seq
+            inferred = trade.side_inferred
         else:
             order = tid
+            inferred = False  # a trade with an exchange id never has an inferred side
         if t < state.floor:
             stats.late_dropped += 1
             return DROPPED
@@ -409,13 +411,13 @@ class KlineAggregator:
                 if pending is None:
                     pending = state.pending = Bar(0, 0, 0)
                     self._pending[id(state)] = state
-            pending.apply(price, qty, quote, buy, t, order, trade)
+            pending.apply(price, qty, quote, buy, t, order, trade, inferred)
             stats.trades += 1
             return APPLIED
         self._flush(state)
         seed = state.seed
         if seed is not None and t >= seed.at:
-            seed.post.apply(price, qty, quote, buy, t, order, trade)
+            seed.post.apply(price, qty, quote, buy, t, order, trade, inferred)
         late = applied = False
         track = self.track_updates
         for index, series in enumerate(state.series):
@@ -424,15 +426,15 @@ class KlineAggregator:
             applied = True
             bar = series.bar
             if bar is not None and bar.open_time <= t <= bar.close_time:
-                bar.apply(price, qty, quote, buy, t, order, trade)
+                bar.apply(price, qty, quote, buy, t, order, trade, inferred)
             elif bar is None or t > bar.close_time:
                 self._roll(series, index, t, bar)
                 new_bar = series.bar
                 assert new_bar is not None
-                new_bar.apply(price, qty, quote, buy, t, order, trade)
+                new_bar.apply(price, qty, quote, buy, t, order, trade, inferred)
             else:
                 late = True
-                self._revise(series, price, qty, quote, buy, t, order, trade)
+                self._revise(series, price, qty, quote, buy, t, order, trade, inferred)
                 continue
             if track:
                 self._dirty[id(series)] = series
@@ -1148,6 +1150,7 @@ class KlineAggregator:
         t: int,
         order: int,
         trade: Trade,
+        inferred: bool,
     ) -> None:
         """Apply a late trade to the closed bar holding ``t`` and republish what changed."""
         closed = series.closed
@@ -1159,7 +1162,7 @@ class KlineAggregator:
             if bar.repaired:
                 self.stats.after_repair += 1
                 return
-            close_changed = bar.apply(price, qty, quote, buy, t, order, trade)
+            close_changed = bar.apply(price, qty, quote, buy, t, order, trade, inferred)
             self._republish(series, bar)
             if close_changed and self.fill_empty:
                 self._carry_forward(series, position, bar.close)
@@ -1167,7 +1170,7 @@ class KlineAggregator:
         # No bar holds t: only possible without fill_empty (a gap that had no trades). The
         # bar is new, so it is published closed at revision 0.
         bar = self._new_bar(series, series.interval.open_time(t), 0)
-        bar.apply(price, qty, quote, buy, t, order, trade)
+        bar.apply(price, qty, quote, buy, t, order, trade, inferred)
         closed.insert(position + 1, bar)
         self.stats.closed += 1
         if not bar.exact:

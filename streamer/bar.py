@@ -135,9 +135,19 @@ class Bar:
         self.seeded_at = 0  # > 0: everything before this instant is the exchange's (a seed)
 
     def apply(
-        self, price: int, qty: int, quote: int, buy: bool, t: int, order: int, trade: Trade
+        self,
+        price: int,
+        qty: int,
+        quote: int,
+        buy: bool,
+        t: int,
+        order: int,
+        trade: Trade,
+        inferred: bool = False,
     ) -> bool:
-        """Add one trade; return True if the close price changed."""
+        """Add one trade (``inferred``: its side was inferred, :attr:`Trade.side_inferred`,
+        passed in so that the hot path reads it only where it can be true); return True if
+        the close price changed."""
         n = 1
         first, last = trade.first_trade_id, trade.last_trade_id
         if first is not None and last is not None:
@@ -166,7 +176,7 @@ class Bar:
         self.count += n
         self.volume += qty
         self.quote += quote
-        if trade.side_inferred:
+        if inferred:
             self.inferred = True
         if buy:
             self.taker_volume += qty

@@ -75,7 +75,8 @@ class Trade:
     fallback feed, events of one stream can come from two sources. ``side_inferred`` is true
     where the exchange did not say who the aggressor was and the side was worked out from the
     quote or the previous trade (Vietnamese feeds; see
-    :class:`~streamer.exchanges.vn_ticks.TickRule`).
+    :class:`~streamer.exchanges.vn_ticks.TickRule`): only trades without an exchange trade id
+    (``trade_id`` None) may have one, since an exchange that numbers its trades says the side.
 
     ``_price`` and ``_quantity`` are the same values as exact integers scaled by 10**8
     (:mod:`streamer.numbers`), parsed once by the connector for the aggregator. orjson does not
@@ -124,6 +125,8 @@ class Trade:
             raise ValueError(f"trade price and quantity must be positive: {price}, {quantity}")
         if side not in ("buy", "sell"):
             raise ValueError(f"trade side must be buy or sell: {side!r}")
+        if side_inferred and trade_id is not None:
+            raise ValueError("a trade with an exchange trade id cannot have an inferred side")
         return cls(
             symbol,
             trade_id,

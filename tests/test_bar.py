@@ -48,7 +48,7 @@ def test_a_bar_says_when_a_trades_side_was_inferred_until_the_exchange_replaces_
     bar, part = Bar(1502942400000, 1502945999999, 0), Bar(1502942400000, 1502942459999, 0)
     bar.apply(exact._price, exact._quantity, exact._price, True, 1, 1, exact)
     assert not bar.to_kline("X", "1h", closed=False).side_inferred
-    part.apply(guessed._price, guessed._quantity, guessed._price, True, 2, 2, guessed)
+    part.apply(guessed._price, guessed._quantity, guessed._price, True, 2, 2, guessed, True)
     bar.merge(part)
     assert bar.to_kline("X", "1h", closed=False).side_inferred
     bar.replace_with(parse_exchange_kline(ROW))

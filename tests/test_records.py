@@ -77,6 +77,14 @@ def test_trade_create_rejects_what_cannot_be_a_trade(price: str, quantity: str, 
         Trade.create("X", 1, price, quantity, side, 1, 1)  # type: ignore[arg-type]
 
 
+def test_only_a_trade_without_an_exchange_id_can_have_an_inferred_side() -> None:
+    """An exchange that numbers its trades says who the aggressor was (the aggregator relies
+    on it: it reads the flag only on trades without an id)."""
+    with pytest.raises(ValueError, match="cannot have an inferred side"):
+        Trade.create("BTCUSDT", 7, "1", "1", "buy", 1502942400000, 0, side_inferred=True)
+    assert Trade.create("HPG", None, "1", "1", "buy", 1502942400000, 0, side_inferred=True)
+
+
 def test_other_records_serialise_their_fields_by_name() -> None:
     assert orjson.loads(orjson.dumps(Price("BTCUSDT", "1.5", 10, 11, "dnse"))) == {
         "symbol": "BTCUSDT", "price": "1.5", "timestamp": 10, "received_at": 11,

@@ -34,6 +34,9 @@ class Board:
     bid: int
     ask: int
     time: str = "2026-11-16 10:00:00"  # KBS: local ICT time of the last match
+    reference: int = 23300  # the day's reference price, and its limits (HOSE: +-7 %)
+    ceiling: int = 24900
+    floor: int = 21700
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,7 +60,8 @@ class FakeBoards(LocalServer):
             if board is None:
                 continue
             rows.append({
-                "SB": symbol, "t": board.time, "EX": "HOSE", "CL": 24900, "FL": 21700, "RE": 23300,
+                "SB": symbol, "t": board.time, "EX": "HOSE", "CL": board.ceiling,
+                "FL": board.floor, "RE": board.reference,
                 "OP": 23400, "HI": 24900, "LO": 23950, "CP": board.price, "CV": 100, "AP": 24548,
                 "TT": board.volume, "TV": 883344000000, "CH": 1550, "CHP": 6.65, "B1": board.bid,
                 "V1": 82000, "B2": 24750, "V2": 116700, "B3": 24700, "V3": 107000, "S1": board.ask,
@@ -73,8 +77,9 @@ class FakeBoards(LocalServer):
             if board is None:
                 continue
             items.append({
-                "listingInfo": {"code": "436", "symbol": symbol, "ceiling": 24900, "floor": 21700,
-                                "refPrice": 23300, "stockType": "STOCK", "board": "HSX",
+                "listingInfo": {"code": "436", "symbol": symbol, "ceiling": board.ceiling,
+                                "floor": board.floor, "refPrice": board.reference,
+                                "stockType": "STOCK", "board": "HSX",
                                 "listedShare": 4466657912, "type": "STOCK", "id": 8424512,
                                 "organName": symbol, "priorClosePrice": 23300,
                                 "tradingDate": "2026-11-16"},

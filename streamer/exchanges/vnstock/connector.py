@@ -174,10 +174,11 @@ class VnstockConnector(Connector):
     # -- rows -> records ---------------------------------------------------------------------
 
     def publish_rows(self, rows: list[dict[str, Any]], received_at: int) -> None:
-        """Quotes and derived trades from one price board (public for tests)."""
+        """Quotes, derived trades and changed limits from one price board (public for
+        tests)."""
         for row in rows:
             try:
-                quote, trade = self.rows.read(row, received_at)
+                quote, trade, security = self.rows.read(row, received_at)
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 self._log.warning(
                     "row", "vnstock: skipped a price-board row (%s): %.200r", exc, row
@@ -185,6 +186,8 @@ class VnstockConnector(Connector):
                 continue
             self.last_data_at = time.monotonic()
             self.pipeline.on_market(quote)
+            if security is not None:
+                self.pipeline.on_market(security)
             if trade is not None:
                 self.pipeline.on_trade(trade)
 

@@ -21,7 +21,8 @@ Protocol: one JSON object per line. Request ``{"id": 1, "source": "KBS", "symbol
 reply ``{"id": 1, "ok": true, "rows": [...]}`` or ``{"id": 1, "ok": false, "kind": "quota" |
 "error", "error": "..."}``. Board rows are normalised: ``symbol``, ``time`` (the source's local
 time text or null), ``price``, ``volume`` (accumulated today), ``bid``, ``bid_volume``, ``ask``,
-``ask_volume``; prices in VND as the source gives them. History rows: ``time`` (local
+``ask_volume``, and the day's ``reference``, ``ceiling`` and ``floor`` prices; prices in VND
+as the source gives them. History rows: ``time`` (local
 ``YYYY-MM-DD HH:MM:SS``), ``open``, ``high``, ``low``, ``close`` (texts, in VND: vnstock's
 thousands multiplied back, exactly) and ``volume``.
 """
@@ -40,11 +41,13 @@ UPSTREAMS = {"KBS": "https://kbbuddywts.kbsec.com.vn", "VCI": "https://trading.v
 _COLUMNS: dict[str, dict[str, str | None]] = {
     "KBS": {"symbol": "symbol", "time": "time", "price": "close_price",
             "volume": "volume_accumulated", "bid": "bid_price_1", "bid_volume": "bid_vol_1",
-            "ask": "ask_price_1", "ask_volume": "ask_vol_1"},
+            "ask": "ask_price_1", "ask_volume": "ask_vol_1", "reference": "reference_price",
+            "ceiling": "ceiling_price", "floor": "floor_price"},
     "VCI": {"symbol": "listing_symbol", "time": None, "price": "match_match_price",
             "volume": "match_accumulated_volume", "bid": "bid_ask_bid_1_price",
             "bid_volume": "bid_ask_bid_1_volume", "ask": "bid_ask_ask_1_price",
-            "ask_volume": "bid_ask_ask_1_volume"},
+            "ask_volume": "bid_ask_ask_1_volume", "reference": "listing_ref_price",
+            "ceiling": "listing_ceiling", "floor": "listing_floor"},
 }  # fmt: skip
 
 

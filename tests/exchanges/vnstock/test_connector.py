@@ -10,7 +10,7 @@ import pytest
 
 from fakes.vn_boards import Board, FakeBoards
 from streamer.exchanges.vnstock.connector import VnstockConnector
-from streamer.records import Quote, Status, Trade
+from streamer.records import Quote, Security, Status, Trade
 from streamer.settings import Settings
 from tests.conftest import RunningService, eventually, make_settings
 from tests.test_markets import ict
@@ -59,6 +59,13 @@ async def test_polling_emits_quotes_and_trades_derived_from_the_days_volume() ->
             assert trades[0].timestamp == ict(2026, 11, 16, 10, 0, 4)
             quote = next(q for q in collector.records("quotes") if isinstance(q, Quote))
             assert (quote.last_price, quote.source) == ("24850", "vnstock")
+            securities = [s for s in collector.records("security") if isinstance(s, Security)]
+            limits = {(s.symbol, s.reference_price, s.ceiling_price, s.floor_price)
+                      for s in securities}  # fmt: skip
+            assert limits == {
+                ("ACB", "23300", "24900", "21700"),
+                ("FPT", "23300", "24900", "21700"),
+            }
             status = next(s for s in collector.records("status")
                           if isinstance(s, Status) and s.event != "calendar")  # fmt: skip
             assert status.event == "connected"

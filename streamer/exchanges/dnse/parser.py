@@ -74,8 +74,9 @@ class Control:
 @dataclass(frozen=True, slots=True)
 class SessionPhase:
     """A market's trading phase changed (DNSE ``session``): ``phase`` is ``opening_auction``,
-    ``continuous``, ``break``, ``closing_auction``, ``halted`` or ``closed`` (None when DNSE's
-    codes say nothing known); ``event_id`` and ``session_id`` are DNSE's own codes."""
+    ``continuous``, ``put_through`` (continuous trading on a negotiated-deal board, ``T1``,
+    ``T3``...), ``break``, ``closing_auction``, ``halted`` or ``closed`` (None when DNSE's codes
+    say nothing known); ``event_id`` and ``session_id`` are DNSE's own codes."""
 
     market: str
     board: str
@@ -321,6 +322,8 @@ class DnseParser:
         market, board, event_id, session_id = texts
         market = str(frame.get("tscProdGrpId") or market)
         phase = _EVENT_PHASES.get(event_id) or _SESSION_PHASES.get(session_id)
+        if phase == "continuous" and board.startswith("T"):
+            phase = "put_through"  # T1, T3...: the negotiated-deal boards
         raw_time = frame.get("time", frame.get("sendingTime"))
         return SessionPhase(market, board, phase, event_id, session_id, parse_time(raw_time))
 

@@ -217,6 +217,14 @@ def test_session_phases_follow_dnses_codes(event_id: str, session_id: str, phase
     assert parse(sample) == SessionPhase("STO", "G1", phase, event_id, session_id, 1759284900487)
 
 
+def test_continuous_trading_on_a_put_through_board_is_the_put_through_phase() -> None:
+    """Boards T1 and T3 take negotiated deals (HOSE until 15:00, after the closing auction)."""
+    sample = {"T": "s", "marketId": "STO", "boardId": "T1", "eventId": "AB1",
+              "tradingSessionId": "40", "tscProdGrpId": "STO",
+              "time": "2025-10-01T02:15:00.487Z"}  # fmt: skip
+    assert parse(sample) == SessionPhase("STO", "T1", "put_through", "AB1", "40", 1759284900487)
+
+
 def test_unknown_data_types_are_ignored_and_counted() -> None:
     parser = DnseParser()
     assert parse({"T": "f", "symbol": "HPG"}, parser) is None  # foreign flows: not taken

@@ -1,10 +1,13 @@
-"""A local fake of DNSE's OpenAPI REST ``GET /price/ohlc`` (see streamer.exchanges.dnse.rest).
+"""A local fake of DNSE's OpenAPI REST ``GET /price/ohlc`` and ``GET /price/{symbol}/secdef``
+(see streamer.exchanges.dnse.rest).
 
 It checks every request's signature as DNSE does (HMAC-SHA256 of the request target, the
 ``Date`` header and the nonce, with the API secret) and answers 401 with DNSE's error body when
 it is wrong or missing. Bars come from :attr:`FakeDnseRest.bars` (symbol, resolution) -> rows
 ``(t seconds, o, h, l, c, v)``, at most :attr:`page` per answer, with ``nextTime`` for the rest.
-:attr:`fail` holds statuses to answer first (429, 503...).
+:attr:`fail` holds statuses to answer first (429, 503...). Security definitions come from
+:attr:`FakeDnseRest.securities` (symbol -> one object per board, the WebSocket's fields, as
+:func:`security_definition` shapes them); an unknown symbol is a 404.
 """
 
 from __future__ import annotations
@@ -23,7 +26,24 @@ import orjson
 
 from fakes.server import LocalServer
 
-__all__ = ["FakeDnseRest"]
+__all__ = ["FakeDnseRest", "security_definition"]
+
+
+def security_definition(
+    symbol: str, reference: float, ceiling: float, floor: float, *, board: str = "G1",
+    market: str = "STO", seconds: int = 1779757279,
+) -> dict[str, Any]:  # fmt: skip
+    """A security definition as the WebSocket's ``security_definition`` sample has it (no
+    ``T``): prices in thousand VND for stocks."""
+    return {
+        "marketId": market, "boardId": board, "isin": f"VN000000{symbol}", "symbol": symbol,
+        "productGrpId": market, "securityGroupId": "ST", "basicPrice": reference,
+        "ceilingPrice": ceiling, "floorPrice": floor, "securityStatus": "NO_HALT",
+        "symbolAdminStatusCode": "NRM", "symbolTradingMethodStatusCode": "NRM",
+        "symbolTradingSanctionStatusCode": "NRM", "listingDate": 20200101,
+        "time": {"Seconds": seconds, "Nanos": 101000000},
+    }  # fmt: skip
+
 
 _SIGNATURE = re.compile(r'signature="([^"]+)",nonce="([0-9a-f]+)"')
 
@@ -36,6 +56,7 @@ class FakeDnseRest(LocalServer):
         self.api_key, self.secret, self.page = api_key, secret, page
         self.bars: dict[tuple[str, str], list[tuple[int, Any, Any, Any, Any, Any]]] = {}
         self.fail: list[int] = []
+        self.securities: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[dict[str, list[str]]] = []
         self.refused = 0
 
@@ -51,7 +72,8 @@ class FakeDnseRest(LocalServer):
         return hmac.compare_digest(base64.b64encode(digest).decode(), unquote(found[1]))
 
     def _answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Any:
-        if path != "/price/ohlc":
+        secdef = re.fullmatch(r"/price/([A-Z0-9]+)/secdef", path)
+        if path != "/price/ohlc" and secdef is None:
             return 404, {"status": "error", "message": "not found"}
         if not self._signed(path, headers):
             self.refused += 1
@@ -61,6 +83,11 @@ class FakeDnseRest(LocalServer):
         if self.fail:
             status = self.fail.pop(0)
             return status, {"error": "Rate Limit Exceeded"}
+        if secdef is not None:
+            found = self.securities.get(secdef[1])
+            if found is None:
+                return 404, {"status": "error", "message": f"symbol {secdef[1]} not found"}
+            return 200, found
         symbol, resolution = query["symbol"][0], query["resolution"][0]
         start, end = int(query["from"][0]), int(query["to"][0])
         rows = [r for r in self.bars.get((symbol, resolution), []) if start <= r[0] <= end]

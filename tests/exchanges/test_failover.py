@@ -17,11 +17,13 @@ from tests.conftest import REPLAY, RunningService, eventually, make_settings
 from tests.test_markets import ict
 
 SESSION = ict(2026, 11, 16, 10, 0)  # Monday 10:00 ICT
+CLOSED_PORT = "http://127.0.0.1:9"  # DNSE's REST: refused at once, never the internet
 
 
 def failover_settings(dnse: FakeDnse, boards: FakeBoards, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "exchange": "dnse", "fallback_exchange": "vnstock-poll", "dnse_ws_url": dnse.url,
+        "dnse_rest_url": CLOSED_PORT,
         "dnse_api_key": "test-key", "dnse_api_secret": "test-secret",
         "exchange_symbols": ["ACB"], "vnstock_kbs_url": boards.url, "vnstock_vci_url": boards.url,
         "vnstock_poll_interval": 0.5, "failover_after_seconds": 0.3,

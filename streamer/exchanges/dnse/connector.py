@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 from streamer.clock import wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges.base import ConnectionState, Connector, FeedSink
@@ -45,14 +47,15 @@ from streamer.exchanges.dnse.auth import AuthRefused, auth_message
 from streamer.exchanges.dnse.futures import ALIASES, FuturesRoll, Roll
 from streamer.exchanges.dnse.link import DnseLink
 from streamer.exchanges.dnse.parser import Control, DnseParser, ParseError, SessionPhase
-from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, DnseRest
+from streamer.exchanges.dnse.rest import CALLS_PER_MINUTE, SECDEF_CALLS_PER_MINUTE, DnseRest
 from streamer.exchanges.dnse.settings import DnseSettings, FailoverSettings
 from streamer.exchanges.managed import Lifecycle, ManagedConnection, announce_to
 from streamer.exchanges.vietnam import VietnamSettings
 from streamer.exchanges.wire import OpenWire, WireOptions, wire_opener
-from streamer.http import JsonClient, WeightBudget
+from streamer.http import HttpError, JsonClient, WeightBudget
+from streamer.logs import RateLimitedLog
 from streamer.markets import ICT_OFFSET_MS, Calendar
-from streamer.reconnect import Backoff, Verdict, classify_error
+from streamer.reconnect import Backoff, RetryAfter, Verdict, classify_error
 from streamer.records import ExpectedPrice, Kline, Quote, Security, Ticker, Trade
 from streamer.settings import ConfigError, Settings
 
@@ -108,6 +111,8 @@ class DnseConnector(Connector):
         self.auth_refusals = 0
         self._first = next(iter(self.pipelines.values()))
         self.roll: FuturesRoll | None = None  # with continuous futures aliases
+        self.security_failures = 0
+        self._log = RateLimitedLog(logger)
         self._hidden: set[str] = set()  # contracts streamed only for an alias
 
     utc_offset_ms = ICT_OFFSET_MS
@@ -275,6 +280,44 @@ class DnseConnector(Connector):
         async with asyncio.TaskGroup() as group:
             for connection in self.connections.values():
                 group.create_task(connection.run(), name=connection.name)
+            if self.config.dnse_security_definitions:
+                group.create_task(self._initial_securities(), name="dnse-securities")
+
+    async def _initial_securities(self) -> None:
+        """Every streamed symbol's security definitions from REST at start-up: the WebSocket
+        sends them only at about 08:00 and 20:00. Within DNSE's 1,000 calls an hour; a failure
+        is counted and logged, and the WebSocket's next send fills the gap."""
+        config = self.config
+        assert config.dnse_api_key is not None
+        assert config.dnse_api_secret is not None
+        rest = DnseRest(
+            config.dnse_rest_url, config.dnse_api_key.get_secret_value(),
+            config.dnse_api_secret.get_secret_value(), JsonClient(threads=1).get,
+            timeout=self.settings.rest_timeout_seconds,
+            budget=WeightBudget(SECDEF_CALLS_PER_MINUTE), intervals={}, wall=time.time,
+        )  # fmt: skip
+        for symbol in [symbol for plan in self.plans for symbol in plan.symbols]:
+            try:
+                items = await rest.securities(symbol)
+            except (HttpError, OSError, TimeoutError, RetryAfter, ValueError) as exc:
+                self.security_failures += 1
+                self._log.warning(
+                    "secdef", "dnse: security definition of %s not read: %s (%d so far)",
+                    symbol, exc, self.security_failures,
+                )  # fmt: skip
+                continue
+            for item in items:
+                try:
+                    board, event = self.parser.parse_routed(
+                        orjson.dumps({**item, "T": "sd"}), wall_clock_ms()
+                    )
+                except ParseError as exc:
+                    self.security_failures += 1
+                    self._log.warning("secdef", "dnse: bad security definition of %s: %s",
+                                      symbol, exc)  # fmt: skip
+                    continue
+                if isinstance(event, Security) and (board is None or board in self.pipelines):
+                    self._on_security(board, event)
 
     def _auth(self) -> dict[str, Any]:
         config = self.config
@@ -342,14 +385,9 @@ class DnseConnector(Connector):
                     pipeline.on_trade(replace(event, symbol=alias), plan.name)
             if event.symbol not in self._hidden:
                 pipeline.on_trade(event, plan.name)
-        elif isinstance(event, Quote | Security | ExpectedPrice):
-            if (
-                isinstance(event, Security)
-                and self.roll is not None
-                and self.roll.learn(event.symbol, event.final_trade_date)
-            ):
-                logger.info("dnse: %s's last trading day is %s, as DNSE says",
-                            event.symbol, event.final_trade_date)  # fmt: skip
+        elif isinstance(event, Security):
+            self._on_security(board, event)
+        elif isinstance(event, Quote | ExpectedPrice):
             if event.symbol not in self._hidden:
                 self._pipeline(board).on_market(event)
         elif isinstance(event, SessionPhase):
@@ -362,6 +400,16 @@ class DnseConnector(Connector):
             self._first.on_market(event)
         elif isinstance(event, Kline):
             self._first.on_kline(event)
+
+    def _on_security(self, board: str | None, security: Security) -> None:
+        """A security definition (from the WebSocket or REST): a contract's last trading day
+        for the aliases, and a record unless the symbol is streamed only for an alias."""
+        roll = self.roll
+        if roll is not None and roll.learn(security.symbol, security.final_trade_date):
+            logger.info("dnse: %s's last trading day is %s, as DNSE says",
+                        security.symbol, security.final_trade_date)  # fmt: skip
+        if security.symbol not in self._hidden:
+            self._pipeline(board).on_market(security)
 
     def _aliases(self, trade: Trade, link: DnseLink, plan: _Plan) -> tuple[str, ...]:
         """The continuous aliases ``trade``'s contract stands for on its day (rolling first,
@@ -393,6 +441,7 @@ class DnseConnector(Connector):
             **super().health(),
             "last_data_age_s": self.last_data_age(),
             "auth_refusals": self.auth_refusals,
+            "security_failures": self.security_failures,
             "handler_errors": sum(c.handler_errors for c in self.connections.values()),
         }
 

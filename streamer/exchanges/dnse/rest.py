@@ -1,4 +1,5 @@
-"""DNSE OpenAPI REST: the exchange's own OHLC bars, for start-up backfill and history.
+"""DNSE OpenAPI REST: the exchange's own OHLC bars, for start-up backfill and history, and
+security definitions at start-up.
 
 ``GET /price/ohlc?symbol=&resolution=&from=&to=`` (unix seconds) answers columns
 ``{"t": [...], "o": [...], "h": [...], "l": [...], "c": [...], "v": [...], "nextTime": n}``;
@@ -9,6 +10,10 @@ are multiplied by ``price_factor`` like the live feed's (1000 with ``STREAMER_VN
 Volumes are in shares. History is asked for stocks (DNSE's default ``type``).
 The bars carry no trade count, quote or taker volume, so they serve history, never a repair
 (see :class:`~streamer.exchange_klines.ExchangeKlines`).
+
+``GET /price/{symbol}/secdef`` answers the symbol's security definitions, one per board (an
+object or a list of them), with the fields of the WebSocket's ``security_definition``; DNSE
+allows 1,000 calls an hour (:data:`SECDEF_CALLS_PER_MINUTE`).
 
 Requests are signed like every OpenAPI call: an HMAC-SHA256 with the API secret over the lines
 ``(request-target): get /price/ohlc``, ``date: <RFC 1123>`` and ``nonce: <32 hex>``, base64,
@@ -36,7 +41,14 @@ from streamer.intervals import Interval, parse_interval
 from streamer.numbers import parse_scaled
 from streamer.reconnect import RetryAfter
 
-__all__ = ["API_VERSION", "CALLS_PER_MINUTE", "DnseRest", "parse_ohlc", "signed_headers"]
+__all__ = [
+    "API_VERSION",
+    "CALLS_PER_MINUTE",
+    "SECDEF_CALLS_PER_MINUTE",
+    "DnseRest",
+    "parse_ohlc",
+    "signed_headers",
+]
 
 GetJsonReply = Callable[..., Awaitable[JsonReply[Any]]]
 
@@ -45,6 +57,8 @@ OHLC_PATH = "/price/ohlc"
 #: DNSE's OHLC limit is 50,000 calls an hour per API key (833 a minute): a margin for other
 #: tools on the same key.
 CALLS_PER_MINUTE = 600
+#: Security definitions: DNSE allows 1,000 calls an hour per key (16.7 a minute).
+SECDEF_CALLS_PER_MINUTE = 15
 #: Pages followed through ``nextTime`` in one call at most (a bounded loop, whatever it says).
 MAX_PAGES = 50
 #: Our interval -> DNSE's resolution.
@@ -151,6 +165,26 @@ class DnseRest:
     def aligned(cls, offset_ms: int) -> dict[str, Interval]:
         """Every resolution DNSE serves, as our intervals aligned with ``offset_ms``."""
         return {name: parse_interval(name).with_offset(offset_ms) for name in RESOLUTIONS}
+
+    async def securities(self, symbol: str) -> list[dict[str, Any]]:
+        """``symbol``'s security definitions (one per board) as DNSE sends them; ValueError if
+        the answer is not an object or a list of objects."""
+        path = f"/price/{symbol}/secdef"
+        await self.budget.spend(1, Priority.LIVE)
+        self.requests += 1
+        headers = signed_headers(self._key, self._secret, path, now=self._wall())
+        try:
+            reply = await self._fetch_json(
+                f"{self.base_url}{path}", timeout=self.timeout, headers=headers
+            )
+        except HttpError:
+            self.failures += 1
+            raise
+        body = reply.body
+        items = body if isinstance(body, list) else [body]
+        if not all(isinstance(item, dict) for item in items):
+            raise ValueError(f"secdef: expected objects, got {body!r:.80}")
+        return items
 
     async def klines(
         self,

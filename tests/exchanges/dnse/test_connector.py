@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from fakes.dnse import FakeDnse
+from fakes.dnse_rest import FakeDnseRest, security_definition
 from streamer.consumers.manager import ConsumerManager
 from streamer.exchanges.dnse.auth import sign
 from streamer.exchanges.dnse.connector import DnseConnector
@@ -24,11 +25,13 @@ from tests.conftest import REPLAY, CollectingConsumer, RunningService, eventuall
 from tests.test_markets import ict
 
 SESSION = ict(2026, 11, 16, 10, 0)  # a Monday, 10:00 ICT (ms): the market is open
+CLOSED_PORT = "http://127.0.0.1:9"  # DNSE's REST: refused at once, never the internet
 
 
 def dnse_settings(fake: FakeDnse, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "exchange": "dnse", "dnse_ws_url": fake.url, "dnse_api_key": "test-key",
+        "exchange": "dnse", "dnse_ws_url": fake.url, "dnse_rest_url": CLOSED_PORT,
+        "dnse_api_key": "test-key",
         "dnse_api_secret": "test-secret", "exchange_symbols": ["HPG", "ACB"],
         "enabled_consumers": ["collect"], "enable_trades_stream": True, "kline_intervals": ["1m"],
         **REPLAY,
@@ -339,3 +342,35 @@ async def test_a_continuous_alias_streams_its_contract_and_rolls_after_the_expir
                 "VN30F1M is 41I1GC000 from 2026-11-20 (last trading day 2026-12-17); was 41I1GB000",
             ]
             await eventually(lambda: "41I1H1000" in conn.subscriptions["tick_extra.G1.json"])
+
+
+async def test_security_definitions_are_read_from_rest_at_start_up() -> None:
+    """DNSE's WebSocket sends definitions only at about 08:00 and 20:00: at start-up they come
+    from GET /price/{symbol}/secdef (signed), one per board, and the WebSocket's next send of
+    the same terms is not published again. A symbol REST does not know is counted, not fatal."""
+    async with FakeDnse() as fake, FakeDnseRest("test-key", "test-secret") as rest:
+        rest.securities["HPG"] = [
+            security_definition("HPG", 24.35, 26.05, 22.65),
+            security_definition("HPG", 24.35, 26.05, 22.65, board="G4"),
+        ]
+        settings = dnse_settings(fake, dnse_rest_url=rest.url)
+        async with RunningService(settings) as running:
+            collector = running.collector
+
+            def failures() -> Any:
+                health: Any = running.service.health()["connector"]
+                return health["security_failures"]
+
+            await eventually(lambda: failures() == 1)  # ACB: REST does not know it
+            await eventually(lambda: collector.records("security"))
+            (security,) = collector.records("security")  # G1 only: G4 is not a streamed board
+            assert isinstance(security, Security)
+            assert (security.symbol, security.reference_price, security.ceiling_price,
+                    security.floor_price, security.source) == (
+                "HPG", "24350", "26050", "22650", "dnse",
+            )  # fmt: skip
+            await fake.security("HPG", 24.35, 26.05, 22.65, SESSION)
+            await fake.security("ACB", 22.85, 24.45, 21.25, SESSION)
+            await eventually(lambda: len(collector.records("security")) == 2)
+            securities = [s for s in collector.records("security") if isinstance(s, Security)]
+            assert [s.symbol for s in securities] == ["HPG", "ACB"]

@@ -18,8 +18,9 @@ in ``stats["ignored"]``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import orjson
@@ -59,6 +60,7 @@ __all__ = [
     "parse_open_interest",
 ]
 
+_T = TypeVar("_T")
 _SIGNED_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
@@ -132,42 +134,46 @@ def _positive_decimal(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def parse_open_interest(body: Any, symbol: str, received_at: int) -> OpenInterest:
-    """The record of a ``GET /fapi/v1/openInterest`` reply for ``symbol``; :class:`ParseError`
-    if it is not one (another symbol's, a negative or missing figure, an implausible time)."""
+def _from_rest(what: str, body: Any, build: Callable[[dict[str, Any]], _T]) -> _T:
+    """``build(body)`` for a REST reply: any failure a :class:`ParseError` naming ``what``."""
     if type(body) is not dict:
-        raise ParseError("open interest: expected a JSON object")
+        raise ParseError(f"{what}: expected a JSON object")
     try:
-        if body["symbol"] != symbol:
-            raise ParseError(f"open interest: asked for {symbol}, got {body['symbol']!r:.40}")
-        return OpenInterest(
-            symbol, _decimal(body, "openInterest"), check_time(body["time"], "'time'"),
-            received_at, source="binance",
-        )  # fmt: skip
+        return build(body)
     except KeyError as exc:
-        raise ParseError(f"open interest: no {exc}") from None
+        raise ParseError(f"{what}: no {exc}") from None
     except ParseError:
         raise
     except ValueError as exc:  # the range checks
-        raise ParseError(f"open interest: {exc}") from None
+        raise ParseError(f"{what}: {exc}") from None
+
+
+def parse_open_interest(body: Any, symbol: str, received_at: int) -> OpenInterest:
+    """The record of a ``GET /fapi/v1/openInterest`` reply for ``symbol``; :class:`ParseError`
+    if it is not one (another symbol's, a negative or missing figure, an implausible time)."""
+
+    def build(data: dict[str, Any]) -> OpenInterest:
+        if data["symbol"] != symbol:
+            raise ParseError(f"open interest: asked for {symbol}, got {data['symbol']!r:.40}")
+        return OpenInterest(
+            symbol, _decimal(data, "openInterest"), check_time(data["time"], "'time'"),
+            received_at, source="binance",
+        )  # fmt: skip
+
+    return _from_rest("open interest", body, build)
 
 
 def parse_depth_snapshot(body: Any) -> DepthSnapshot:
     """The order book of a ``GET /api/v3/depth`` or ``/fapi/v1/depth`` reply; :class:`ParseError`
     if it is not one (missing or implausible ids, prices or quantities)."""
-    if type(body) is not dict:
-        raise ParseError("depth snapshot: expected a JSON object")
-    try:
+
+    def build(data: dict[str, Any]) -> DepthSnapshot:
         return DepthSnapshot(
-            check_id(body["lastUpdateId"], "'lastUpdateId'"),
-            _diff_levels(body, "bids"), _diff_levels(body, "asks"),
+            check_id(data["lastUpdateId"], "'lastUpdateId'"),
+            _diff_levels(data, "bids"), _diff_levels(data, "asks"),
         )  # fmt: skip
-    except KeyError as exc:
-        raise ParseError(f"depth snapshot: no {exc}") from None
-    except ParseError:
-        raise
-    except ValueError as exc:  # the range checks
-        raise ParseError(f"depth snapshot: {exc}") from None
+
+    return _from_rest("depth snapshot", body, build)
 
 
 MAX_BOOK_LEVELS = 20  # the deepest partial book Binance streams

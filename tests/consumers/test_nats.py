@@ -15,6 +15,7 @@ import orjson
 import pytest
 from nats.js.errors import NotFoundError
 
+from fakes.relay import Relay
 from streamer.consumers.nats import NatsConsumer, message_id, subject_token
 from streamer.reconnect import Backoff
 from streamer.records import (
@@ -28,7 +29,7 @@ from streamer.records import (
     Status,
     Trade,
 )
-from tests.conftest import free_port, make_settings
+from tests.conftest import make_settings
 
 T = 1_502_942_400_000
 NATS = "nats://127.0.0.1:4222"
@@ -209,55 +210,16 @@ async def test_jetstream_stores_a_republished_event_once_and_a_revision_again(
     ]
 
 
-class Proxy:
-    """A TCP relay to the real NATS server that a test can cut and restore."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        """Refuse new connections and break the open ones, as a NATS restart does."""
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 4222)
-        self.writers.update((writer, up_writer))
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65_536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-
 async def test_an_outage_holds_the_batch_and_delivers_it_once_nats_is_back(
     names: Names, caplog: pytest.LogCaptureFixture
 ) -> None:
-    proxy = Proxy()
+    proxy = Relay(4222)
     await proxy.start()
     nats_consumer = for_test(
-        names, proxy.url, nats_timeout_seconds=0.3, nats_reconnect_seconds=0.05
+        names,
+        f"nats://127.0.0.1:{proxy.port}",
+        nats_timeout_seconds=0.3,
+        nats_reconnect_seconds=0.05,
     )
     await nats_consumer.setup()
     try:
@@ -287,8 +249,8 @@ async def test_an_outage_holds_the_batch_and_delivers_it_once_nats_is_back(
 
 
 async def test_nats_down_at_start_up_does_not_stop_the_start(names: Names) -> None:
-    proxy = Proxy()
-    nats_consumer = for_test(names, proxy.url, nats_timeout_seconds=0.3)
+    proxy = Relay(4222)
+    nats_consumer = for_test(names, f"nats://127.0.0.1:{proxy.port}", nats_timeout_seconds=0.3)
     await nats_consumer.setup()  # nothing listens
     assert not nats_consumer.up
     assert nats_consumer.health()["state"] == "down"

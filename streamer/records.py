@@ -19,6 +19,7 @@ from streamer.numbers import normalize_decimal, parse_scaled
 __all__ = [
     "DATA_TYPES",
     "LATEST_VALUE_TYPES",
+    "RECORD_CLASSES",
     "Batch",
     "Book",
     "DataType",
@@ -456,6 +457,11 @@ def _one_by_one(records: Sequence[Record]) -> list[bytes]:
     # orjson hands back its whole output buffer: keep a right-sized copy.
     return [b"".join((orjson.dumps(record), b"")) for record in records]
 
+
+#: The record class of each data type.
+RECORD_CLASSES: Final[dict[DataType, type[Record]]] = {
+    cls.data_type: cls for cls in get_args(Record)
+}
 
 # Every data type but these two has one channel per symbol.
 _BY_SYMBOL = frozenset(DATA_TYPES) - {"klines", "status"}

@@ -85,7 +85,10 @@ def test_check_validates_consumers_too(
     monkeypatch.setenv("STREAMER_ENABLED_CONSUMERS", "console,kafka")
     assert main(["--check"]) == 2
     err = capsys.readouterr().err
-    assert "unknown consumer 'kafka'; known: console, file, nats, redis, websocket" in err
+    assert (
+        "unknown consumer 'kafka'; known: console, file, nats, parquet, postgres, redis, websocket"
+        in err
+    )
 
 
 def test_check_refuses_an_exchange_nobody_provides_and_lists_those_available(

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import aiofiles
 from pydantic import Field
@@ -70,17 +71,19 @@ class FileSettings(Section):
 class FileConsumer(BaseConsumer):
     """Appends every record to its hourly JSON Lines file. ``clock`` gives wall-clock ms."""
 
-    sections = (FileSettings,)
+    sections: ClassVar[tuple[type[Section], ...]] = (FileSettings,)
+
+    #: The hour files retention may delete (``HH.jsonl``, ``HH.jsonl.gz``).
+    hour_file = _HOUR_FILE
+    #: The setting naming the base directory, for messages.
+    base_variable = "STREAMER_FILE_CONSUMER_BASE_PATH"
 
     def __init__(
         self, settings: Settings, name: str, clock: Callable[[], int] = wall_clock_ms
     ) -> None:
         super().__init__(settings, name)
-        config = settings.section(FileSettings)
-        self.base = Path(config.file_consumer_base_path)
-        self.gzip = config.file_consumer_gzip
-        self.retention_hours = config.file_consumer_retention_hours
-        self.flush_interval = config.file_consumer_flush_interval_ms / 1000
+        self.gzip = False
+        self._configure(settings)
         self._clock = clock
         self._buffers: dict[_Key, list[bytes]] = {}
         self._buffered_bytes = 0
@@ -93,11 +96,19 @@ class FileConsumer(BaseConsumer):
         self.write_errors = 0
         self.dropped_bytes = 0
 
+    def _configure(self, settings: Settings) -> None:
+        """Read this consumer's settings (a subclass reads its own)."""
+        config = settings.section(FileSettings)
+        self.base = Path(config.file_consumer_base_path)
+        self.gzip = config.file_consumer_gzip
+        self.retention_hours = config.file_consumer_retention_hours
+        self.flush_interval = config.file_consumer_flush_interval_ms / 1000
+
     def validate(self) -> None:
         if self.base.exists() and not self.base.is_dir():
             raise ConfigError(
-                f"STREAMER_FILE_CONSUMER_BASE_PATH={str(self.base)!r}: exists and is not a "
-                "directory; point it at a directory"
+                f"{self.base_variable}={str(self.base)!r}: exists and is not a directory; "
+                "point it at a directory"
             )
 
     async def setup(self) -> None:
@@ -105,12 +116,12 @@ class FileConsumer(BaseConsumer):
             self.base.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
-                f"STREAMER_FILE_CONSUMER_BASE_PATH={str(self.base)!r}: cannot create it "
+                f"{self.base_variable}={str(self.base)!r}: cannot create it "
                 f"({exc.strerror}); choose a writable directory"
             ) from None
         if not os.access(self.base, os.W_OK):
             raise ConfigError(
-                f"STREAMER_FILE_CONSUMER_BASE_PATH={str(self.base)!r}: not writable; choose a "
+                f"{self.base_variable}={str(self.base)!r}: not writable; choose a "
                 "writable directory"
             )
 
@@ -219,7 +230,7 @@ class FileConsumer(BaseConsumer):
         removed = 0
         # Only descend our own layout: exchange/channel/data_type/YYYY/MM/DD/HH.jsonl[.gz].
         for hour_file in self.base.glob("*/*/*/[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/*"):
-            match = _HOUR_FILE.fullmatch(hour_file.name)
+            match = self.hour_file.fullmatch(hour_file.name)
             if not match:
                 continue
             year, month, day = (int(part) for part in hour_file.parts[-4:-1])

@@ -25,6 +25,7 @@ BUILTIN = {
     "console": "streamer.consumers.console:ConsoleConsumer",
     "file": "streamer.consumers.file:FileConsumer",
     "nats": "streamer.consumers.nats:NatsConsumer",
+    "parquet": "streamer.consumers.parquet:ParquetConsumer",
     "postgres": "streamer.consumers.postgres:PostgresConsumer",
     "redis": "streamer.consumers.redis:RedisConsumer",
     "websocket": "streamer.consumers.websocket:WebSocketConsumer",

@@ -23,7 +23,10 @@ def test_an_unknown_name_fails_with_the_known_names() -> None:
     with pytest.raises(ConfigError) as caught:
         ConsumerManager().resolve("kafka")
     message = str(caught.value)
-    assert "unknown consumer 'kafka'; known: console, file, nats, postgres, redis, websocket" in message
+    assert (
+        "unknown consumer 'kafka'; known: console, file, nats, parquet, postgres, redis, websocket"
+        in message
+    )
     assert "(a dotted path such as mypkg.sinks:MyConsumer, or a plugin registered" in message
 
 

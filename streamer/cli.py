@@ -3,6 +3,8 @@
 ``streamer`` runs the service from ``STREAMER_*`` variables (and ``.env``); ``--check`` validates
 the whole configuration (consumers included), prints the effective settings with secrets
 masked and exits 0, or 2 with one line per problem; ``--version`` prints the version.
+``streamer replay PATH...`` feeds recorded trades through the same service
+(:mod:`streamer.replay`) and exits 0 when they are all delivered.
 
 Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.
 """
@@ -15,6 +17,7 @@ import gc
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from streamer import __version__
@@ -25,7 +28,7 @@ from streamer.logs import setup_logging
 from streamer.service import Service
 from streamer.settings import ConfigError, Section, Settings, load_settings, unknown_variables
 
-__all__ = ["GC_THRESHOLDS", "main", "serve", "tune_gc"]
+__all__ = ["GC_THRESHOLDS", "main", "replay", "serve", "tune_gc"]
 
 logger = logging.getLogger("streamer")
 
@@ -93,8 +96,51 @@ def check(settings: Settings) -> None:
     ConsumerManager().create(settings)
 
 
+def replay(argv: Sequence[str]) -> int:
+    """``streamer replay``: recorded trades through the service; returns the exit status."""
+    from streamer.replay import find_recordings, replay_connector, replay_settings
+
+    parser = argparse.ArgumentParser(
+        prog="streamer replay",
+        description="Feed recorded trades (the file or parquet consumer's, or Binance's public "
+        "archives) through the pipeline into the configured consumers. See docs/history.md.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="recordings, or folders of them")
+    parser.add_argument(
+        "--speed", type=float, default=0.0,
+        help="times the recorded pace (default 0: as fast as the consumers take it)",
+    )  # fmt: skip
+    parser.add_argument("--exchange", help="the recordings' exchange (default: from the path)")
+    parser.add_argument("--channel", help="the recordings' channel (archives: default spot)")
+    parser.add_argument(
+        "--env-file", default=".env", help="dotenv file to read (default: .env, if present)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.speed < 0:
+            raise ConfigError("replay: --speed must be 0 (as fast as possible) or more")
+        recordings = find_recordings(args.paths, args.exchange, args.channel)
+        exchange = recordings[0].exchange
+        if exchange not in known_exchanges():
+            raise ConfigError(f"replay: unknown exchange {exchange!r}; use --exchange")
+        settings = replay_settings(Settings.load(args.env_file, exchange=exchange), exchange)
+        connector = replay_connector(connector_for(settings), recordings, speed=args.speed)
+    except ConfigError as exc:
+        _error("configuration error", str(exc))
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return _run(serve(Service(settings, connector_class=connector)))
+    except ConfigError as exc:
+        _error("configuration error", str(exc))
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["replay"]:
+        return replay(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Stream exchange trades as exact klines to consoles, files, Redis and "
@@ -109,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--env-file", default=".env", help="dotenv file to read (default: .env, if present)"
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
 
     try:
         settings = load_settings(args.env_file, known_exchanges())

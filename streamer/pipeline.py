@@ -178,6 +178,17 @@ class Pipeline:
         if self.aggregator is not None:
             self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
 
+    def on_time(self, t_ms: int, connection: str = "") -> None:
+        """No trade before ``t_ms`` is still to come on ``connection`` (the end of a replayed
+        recording): close every bar that ends by then, now, as the bar timer would once the
+        waiter latency had passed."""
+        aggregator = self.aggregator
+        wait = 0 if aggregator is None else aggregator.waiter_latency_ms
+        self.clock.observe(t_ms + wait, connection)
+        self._tick()
+        while self._closing:  # a budget per call: go on until every due bar is closed
+            self._tick()
+
     def reading_paused(self) -> bool:
         """Whether the connections should pause reading for a moment (:mod:`streamer.flow`)."""
         return self.flow is not None and self.flow.should_pause()

@@ -73,11 +73,15 @@ class Service:
         *,
         consumers: ConsumerManager | None = None,
         connector_factory: ConnectorFactory | None = None,
+        connector_class: type[Connector] | None = None,
         install_signal_handlers: bool = True,
     ) -> None:
+        """``connector_class`` replaces the one ``STREAMER_EXCHANGE`` names (a replay);
+        ``connector_factory`` builds the connector (tests inject fakes' options)."""
         self.settings = settings
         self.consumer_manager = consumers or ConsumerManager()
         self._connector_factory = connector_factory
+        self._connector_class = connector_class
         self._install_signals = install_signal_handlers
         self._stop = asyncio.Event()
         self._stopping = False
@@ -128,7 +132,7 @@ class Service:
             await asyncio.wait({connector_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
             if connector_task.done():
-                status = self._connector_outcome(connector_task)
+                status = self._connector_outcome(connector_task, connector)
         finally:
             await self._shutdown(connector_task)
             if self._install_signals:
@@ -138,7 +142,7 @@ class Service:
 
     async def _start(self) -> Connector | None:
         settings = self.settings
-        cls = connector_for(settings)
+        cls = self._connector_class or connector_for(settings)
         cls.validate(settings)
         channels = cls.channels(settings)
         sources = cls.kline_sources(settings)
@@ -336,10 +340,13 @@ class Service:
         return False
 
     @staticmethod
-    def _connector_outcome(task: asyncio.Task[None]) -> int:
+    def _connector_outcome(task: asyncio.Task[None], connector: Connector) -> int:
         if task.cancelled():
             return 0
         error = task.exception()
+        if error is None and connector.ends_by_itself:
+            logger.info("the connector has finished its work; stopping")
+            return 0
         if error is None:
             logger.error("the exchange connector stopped on its own")
             return 1

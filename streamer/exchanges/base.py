@@ -56,6 +56,10 @@ class FeedSink(Protocol):
     def forget(self, symbol: str) -> None:
         """``symbol`` is no longer streamed (delisted): drop what is kept for it."""
 
+    def on_time(self, t_ms: int, connection: str = "") -> None:
+        """No trade before ``t_ms`` is still to come on ``connection`` (the end of a replayed
+        recording): bars that end by then close."""
+
     def reading_paused(self) -> bool:
         """Whether connections should read nothing more for a moment (flow control: the
         consumers are behind; see :mod:`streamer.flow`). Asked every few frames."""
@@ -114,6 +118,9 @@ class Connector(abc.ABC):
     #: The settings this connector reads besides the shared :class:`Settings` (each a
     #: :class:`~streamer.settings.Section`); ``settings.section(...)`` gives them.
     sections: ClassVar[tuple[type[Section], ...]] = ()
+    #: True for a connector whose :meth:`run` ends when its work is done (a replay): the
+    #: service then stops normally, status 0. An exchange connector runs until stopped.
+    ends_by_itself: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, pipelines: Mapping[str, FeedSink]) -> None:
         self.settings = settings

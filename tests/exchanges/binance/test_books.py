@@ -43,6 +43,9 @@ class Sink:
     def forget(self, symbol: str) -> None:
         pass
 
+    def on_time(self, t_ms: int, connection: str = "") -> None:
+        raise AssertionError("books do not move the clock")
+
     def reading_paused(self) -> bool:
         return False
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 
 from streamer.aggregator import DUPLICATE, KlineAggregator, RepairRequest
 from streamer.broadcaster import Broadcaster, StreamKey
 from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_ms
 from streamer.exchange_klines import ExchangeKlines
 from streamer.flow import FlowControl
+from streamer.indicators import IndicatorEngine
 from streamer.logs import RateLimitedLog
 from streamer.records import DATA_TYPES, DataType, Kline, MarketRecord, Status, Trade
 from streamer.repair import RepairWorker, Request
@@ -61,6 +63,7 @@ class Pipeline:
         rng: random.Random | None = None,
         max_lead_ms: int = MAX_LEAD_MS,
         flow: FlowControl | None = None,
+        indicators: IndicatorEngine | None = None,
     ) -> None:
         self.exchange = exchange
         self.channel = channel
@@ -75,6 +78,8 @@ class Pipeline:
         }
         self._trades_key = self._keys["trades"]
         self._klines_key = self._keys["klines"]
+        self._indicators_key = self._keys["indicators"]
+        self.indicators = indicators  # computed on the klines published, if configured
         self._deadline: int | None = None
         self._version = -1  # the aggregator version the deadline was computed at
         self._closing = False  # a boundary's bars are being closed over several loop turns
@@ -176,7 +181,7 @@ class Pipeline:
         closed by a trade). Runs by itself once per loop turn in which trades made some."""
         self._push_scheduled = False
         if self.aggregator is not None:
-            self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
+            self._publish_klines(self.aggregator.drain())
 
     def on_time(self, t_ms: int, connection: str = "") -> None:
         """No trade before ``t_ms`` is still to come on ``connection`` (the end of a replayed
@@ -188,6 +193,14 @@ class Pipeline:
         self._tick()
         while self._closing:  # a budget per call: go on until every due bar is closed
             self._tick()
+
+    def _publish_klines(self, klines: Sequence[Kline]) -> None:
+        """Publish klines, and the indicators they give."""
+        if not klines:
+            return
+        self.broadcaster.publish_many(self._klines_key, klines)
+        if self.indicators is not None:
+            self.broadcaster.publish_many(self._indicators_key, self.indicators.on_klines(klines))
 
     def reading_paused(self) -> bool:
         """Whether the connections should pause reading for a moment (:mod:`streamer.flow`)."""
@@ -241,7 +254,7 @@ class Pipeline:
         """A request to the exchange finished (or was given up): publish what it changed and
         say what downstream must know."""
         if self.aggregator is not None:
-            self.broadcaster.publish_many(self._klines_key, self.aggregator.drain())
+            self._publish_klines(self.aggregator.drain())
         if not isinstance(request, RepairRequest):  # a seed: its bars tell
             if error is not None:
                 self._log.info(
@@ -304,7 +317,7 @@ class Pipeline:
             last = klines[-1]
             aggregator.prime(symbol, index, last.close_time + 1, last.close)
         published = [kline for kline in klines if kline.timestamp >= publish_from]
-        self.broadcaster.publish_many(self._klines_key, published)
+        self._publish_klines(published)
         return published, [kline for kline in klines if kline.timestamp < publish_from]
 
     def exactness(self) -> dict[str, object]:
@@ -344,7 +357,7 @@ class Pipeline:
 
     def on_kline(self, kline: Kline) -> None:
         """A bar the exchange built itself (published as is, when our own klines are off)."""
-        self.broadcaster.publish(self._klines_key, kline)
+        self._publish_klines([kline])
 
     def on_status(
         self,
@@ -409,7 +422,7 @@ class Pipeline:
             gaps = aggregator.drain_gaps(now)
             if gaps:
                 self._announce_gaps(gaps)
-            self.broadcaster.publish_many(self._klines_key, aggregator.drain())
+            self._publish_klines(aggregator.drain())
             seeds = aggregator.due_seeds(now)  # before the repairs: their bars may close
             ready = aggregator.due_repairs(now)
             if self.repairs is not None:
@@ -439,7 +452,7 @@ class Pipeline:
         if aggregator is None or self._loop is None:
             return
         try:
-            self.broadcaster.publish_many(self._klines_key, aggregator.take_updates())
+            self._publish_klines(aggregator.take_updates())
         finally:
             self._updates = self._loop.call_later(
                 self.updates_interval_ms / 1000, self._publish_updates

@@ -25,6 +25,7 @@ __all__ = [
     "DataType",
     "Envelope",
     "ExpectedPrice",
+    "Indicators",
     "Kline",
     "Liquidation",
     "MarkPrice",
@@ -53,6 +54,7 @@ DataType = Literal[
     "open_interest",
     "security",
     "expected_price",
+    "indicators",
     "status",
 ]
 DATA_TYPES: Final[tuple[DataType, ...]] = get_args(DataType)  # in that order
@@ -374,6 +376,25 @@ class Status:
     symbols: list[str] | None = None
 
 
+@dataclass(slots=True)
+class Indicators:
+    """The configured indicators on one bar (see :mod:`streamer.indicators`), keyed like the
+    kline: ``symbol``, ``interval`` and ``timestamp`` (its open time). ``values`` maps each
+    indicator (``ema_20``, ``rsi_14``, ``macd_12_26_9``, ``bb_upper``...) to a number, null
+    until enough bars have closed. ``is_closed`` is false for a forming bar's. ``revision``
+    grows each time the record of a bar is published again (a correction of it or of an
+    earlier bar changed it): keep the highest."""
+
+    data_type: ClassVar[DataType] = "indicators"  # the stream it belongs to (not serialised)
+
+    symbol: str
+    interval: str
+    timestamp: int
+    is_closed: bool
+    revision: int
+    values: dict[str, float | None]
+
+
 Record = (
     Trade
     | Kline
@@ -386,6 +407,7 @@ Record = (
     | OpenInterest
     | Security
     | ExpectedPrice
+    | Indicators
     | Status
 )
 MarketRecord = (
@@ -409,6 +431,8 @@ def channel_key(data_type: DataType, record: Record) -> str:
     channels and WebSocket subscriptions use these names."""
     if isinstance(record, Kline):
         return f"klines:{record.interval}:{record.symbol}"
+    if isinstance(record, Indicators):
+        return f"indicators:{record.interval}:{record.symbol}"
     if isinstance(record, Status):
         return "status"
     return f"{data_type}:{record.symbol}"
@@ -464,7 +488,7 @@ RECORD_CLASSES: Final[dict[DataType, type[Record]]] = {
 }
 
 # Every data type but these two has one channel per symbol.
-_BY_SYMBOL = frozenset(DATA_TYPES) - {"klines", "status"}
+_BY_SYMBOL = frozenset(DATA_TYPES) - {"klines", "indicators", "status"}
 
 
 class Envelope:

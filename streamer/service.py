@@ -34,6 +34,7 @@ from streamer.exchange_klines import ExchangeKlines
 from streamer.exchanges import Connector, connector_for
 from streamer.flow import FlowControl
 from streamer.history import Held, History, HistoryHolder
+from streamer.indicators import IndicatorEngine, parse_specs
 from streamer.intervals import Interval
 from streamer.logs import RateLimitedLog
 from streamer.monitor import HealthServer
@@ -312,6 +313,15 @@ class Service:
                 gap_grace_ms=settings.aggregator_gap_grace_ms,
             )
         assert self.broadcaster is not None
+        indicators = None
+        if settings.indicators and aggregator is not None:
+            indicators = IndicatorEngine(
+                parse_specs(settings.indicators),
+                intervals=settings.indicators_intervals or None,
+                forming=settings.indicators_forming,
+                revision_bars=settings.indicators_revision_bars,
+                utc_offset_ms=connector.utc_offset_ms,
+            )
         return Pipeline(
             settings.exchange,
             channel,
@@ -324,6 +334,7 @@ class Service:
             audit_interval_s=settings.audit_interval_seconds,
             audit_sample=settings.audit_sample,
             flow=self.flow,
+            indicators=indicators,
         )
 
     async def _unless_stopped(self, work: Any) -> bool:

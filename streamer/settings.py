@@ -285,6 +285,22 @@ class Settings(Section):
         description="Publish a bar for an interval without trades (previous close, zero "
         "volume), as Binance does",
     )
+    indicators: CommaList[str] = Field(
+        default=[],
+        description="Indicators on each closed bar, published as the indicators data type: "
+        "sma:N, ema:N, rsi:N, atr:N, macd:FAST:SLOW:SIGNAL, bb:N:K, vwap (e.g. "
+        "ema:20,rsi:14,macd:12:26:9)",
+    )
+    indicators_intervals: CommaList[str] = Field(
+        default=[], description="Only these intervals get indicators (empty: every one)"
+    )
+    indicators_forming: bool = Field(
+        default=False, description="Indicators on forming bars too (as if the bar closed now)"
+    )
+    indicators_revision_bars: int = Field(
+        default=100, ge=1, le=10_000,
+        description="How many bars back a corrected bar recomputes the indicators after it",
+    )  # fmt: skip
     kline_updates_interval_ms: int = Field(
         default=0, ge=0, le=3_600_000,
         description="Publish forming bars (is_closed false) at most this often per symbol and "
@@ -435,6 +451,14 @@ class Settings(Section):
         if not value:
             raise ValueError("at least one interval is required, e.g. 1m,5m,1h")
         return [interval.name for interval in parse_intervals(value)]
+
+    @field_validator("indicators")
+    @classmethod
+    def _indicators(cls, value: list[str]) -> list[str]:
+        from streamer.indicators import parse_specs
+
+        parse_specs(value)
+        return value
 
     @field_validator("enabled_consumers")
     @classmethod

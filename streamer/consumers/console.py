@@ -34,6 +34,7 @@ from streamer.records import (
     Book,
     DataType,
     ExpectedPrice,
+    Indicators,
     Kline,
     Liquidation,
     MarkPrice,
@@ -124,6 +125,18 @@ def format_record(exchange: str, channel: str, record: Record) -> str:
             f"{_iso(record.timestamp)} {where} security {record.symbol} "
             f"ref={record.reference_price} ceiling={record.ceiling_price} "
             f"floor={record.floor_price} {record.status}"
+        )
+    if isinstance(record, Indicators):
+        values = " ".join(
+            f"{name}={'-' if value is None else f'{value:.10g}'}"
+            for name, value in record.values.items()
+        )
+        state = "closed" if record.is_closed else "forming"
+        if record.revision:
+            state += f" rev={record.revision}"
+        return (
+            f"{_iso(record.timestamp)} {where} indicators {record.symbol} {record.interval} "
+            f"{values} {state}"
         )
     if isinstance(record, Liquidation):
         return (

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -41,6 +42,7 @@ from streamer.records import (
     Batch,
     Book,
     ExpectedPrice,
+    Indicators,
     Kline,
     Liquidation,
     MarkPrice,
@@ -100,6 +102,9 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
         return f"{head}:sd:{record.symbol}:{record.timestamp}"
     if isinstance(record, ExpectedPrice):
         return f"{head}:e:{record.symbol}:{record.timestamp}:{record.price}:{record.quantity}"
+    if isinstance(record, Indicators):
+        state = f"c{record.revision}" if record.is_closed else f"f{hash_values(record)}"
+        return f"{head}:i:{record.symbol}:{record.interval}:{record.timestamp}:{state}"
     if isinstance(record, Liquidation):
         return (
             f"{head}:l:{record.symbol}:{record.timestamp}:{record.side}:"
@@ -107,6 +112,12 @@ def message_id(exchange: str, channel: str, record: Record) -> str:
         )
     assert isinstance(record, Status)
     return f"{head}:s:{record.event}:{record.connection}:{record.timestamp}"
+
+
+def hash_values(record: Indicators) -> str:
+    """A short digest of a forming bar's indicator values (they change as it forms)."""
+    text = ",".join(f"{name}={value!r}" for name, value in record.values.items())
+    return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
 
 
 def _nats_unavailable() -> tuple[type[BaseException], ...]:

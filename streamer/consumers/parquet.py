@@ -81,6 +81,9 @@ def _arrow_type(hint: Any) -> pa.DataType:
     if origin is list:
         (item,) = typing.get_args(hint)
         return pa.list_(_arrow_type(item))
+    if origin is dict:
+        key, value = typing.get_args(hint)
+        return pa.map_(_arrow_type(key), _arrow_type(value))
     simple: dict[Any, pa.DataType] = {
         str: pa.string(),
         int: pa.int64(),

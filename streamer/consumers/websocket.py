@@ -610,6 +610,7 @@ class WebSocketConsumer(BaseConsumer):
         if bad:
             return [_error(
                 f"invalid channels {bad[:5]}; use klines:<interval>:<SYMBOL>, trades:<SYMBOL>, "
+                "indicators:<interval>:<SYMBOL>, "
                 "ticker:…, price:…, quotes:…, status, with * as a wildcard", op,
             )]  # fmt: skip
         subscription = client.subscription

@@ -12,7 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamer.consumers.parquet import ParquetConsumer, arrow_schema
-from streamer.records import DATA_TYPES, Batch, Book, Envelope, Kline, Record, Status, Trade
+from streamer.records import (
+    DATA_TYPES,
+    Batch,
+    Book,
+    Envelope,
+    Indicators,
+    Kline,
+    Record,
+    Status,
+    Trade,
+)
 from tests.conftest import make_settings
 
 HOUR = 3_600_000
@@ -114,11 +124,15 @@ async def test_books_and_status_keep_their_lists(tmp_path: Path) -> None:
     await parquet.setup()
     book = Book("BTCUSDT", [["100", "1"], ["99", "2"]], [["101", "3"]], 7, None, T, "binance")
     status = Status("connected", T, "binance-spot-0", "", ["BTCUSDT", "ETHUSDT"])
+    values = Indicators("BTCUSDT", "1m", T, True, 0, {"ema_2": None, "vwap": 100.5})
     await parquet.consume(Batch([Envelope("binance", "spot", "book", [book]),
-                                 Envelope("binance", "spot", "status", [status])]))  # fmt: skip
+                                 Envelope("binance", "spot", "status", [status]),
+                                 Envelope("binance", "spot", "indicators", [values])]))  # fmt: skip
     await parquet.stop()
     books = pq.read_table(tmp_path / "pq/binance/spot/book").to_pylist()
     assert books[0]["bids"] == [["100", "1"], ["99", "2"]]
     assert books[0]["timestamp"] is None
     statuses = pq.read_table(tmp_path / "pq/binance/spot/status").to_pylist()
     assert statuses[0]["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    (row,) = pq.read_table(tmp_path / "pq/binance/spot/indicators").to_pylist()
+    assert dict(row["values"]) == {"ema_2": None, "vwap": 100.5}

@@ -137,6 +137,7 @@ class ConsumerRunner:
             batch.size,
             closed,
             self.dropped,
+            consumer=self.name,
         )
 
     def start(self) -> None:
@@ -177,6 +178,7 @@ class ConsumerRunner:
                     batch.size,
                     self.errors,
                     exc_info=True,
+                    extra={"consumer": self.name},
                 )
             finally:
                 self._current = None

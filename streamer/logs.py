@@ -1,6 +1,9 @@
 """Logging setup (text or JSON lines on stderr) and a rate limiter for hot-path messages.
 
-Logs go to stderr so that the console consumer's stdout stays a clean data stream.
+Logs go to stderr so that the console consumer's stdout stays a clean data stream. In JSON,
+what a line concerns is in fields of its own (:data:`FIELDS`: ``connection``, ``symbol``,
+``consumer``...), given as ``extra`` or by a :class:`Fields` adapter, so that a log pipeline can
+filter on them; the text format keeps them in the message.
 """
 
 from __future__ import annotations
@@ -13,14 +16,27 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "RateLimitedLog", "setup_logging"]
+__all__ = ["FIELDS", "Fields", "JsonFormatter", "RateLimitedLog", "setup_logging"]
+
+#: The context fields a JSON log line carries when the call gives them.
+FIELDS = ("exchange", "channel", "connection", "symbol", "consumer")
 
 _TEXT_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
+class Fields(logging.LoggerAdapter[logging.Logger]):
+    """A logger that adds context fields (``{"consumer": "redis"}``) to every line, merged
+    with the ``extra`` of each call."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` (and ``exc``)."""
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, the context
+    :data:`FIELDS` a call gave (and ``exc``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -29,6 +45,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -62,7 +82,7 @@ class RateLimitedLog:
 
     def __init__(
         self,
-        logger: logging.Logger,
+        logger: logging.Logger | Fields,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,7 +93,13 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def log(
-        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
+        self,
+        level: int,
+        key: str,
+        message: str,
+        *args: object,
+        exc_info: bool = False,
+        extra: dict[str, object] | None = None,
     ) -> bool:
         """Log unless ``key`` was logged less than ``interval`` ago; return whether it did."""
         now = self._clock()
@@ -89,17 +115,17 @@ class RateLimitedLog:
             # Keys are a small fixed vocabulary in practice; never let them grow without end.
             self._last.clear()
             self._suppressed.clear()
-        self._logger.log(level, message, *args, exc_info=exc_info)
+        self._logger.log(level, message, *args, exc_info=exc_info, extra=extra)
         return True
 
-    def info(self, key: str, message: str, *args: object) -> bool:
-        """:meth:`log` at INFO."""
-        return self.log(logging.INFO, key, message, *args)
+    def info(self, key: str, message: str, *args: object, **extra: object) -> bool:
+        """:meth:`log` at INFO; keyword arguments are context fields (``symbol=...``)."""
+        return self.log(logging.INFO, key, message, *args, extra=extra or None)
 
-    def warning(self, key: str, message: str, *args: object) -> bool:
-        """:meth:`log` at WARNING."""
-        return self.log(logging.WARNING, key, message, *args)
+    def warning(self, key: str, message: str, *args: object, **extra: object) -> bool:
+        """:meth:`log` at WARNING; keyword arguments are context fields."""
+        return self.log(logging.WARNING, key, message, *args, extra=extra or None)
 
-    def error(self, key: str, message: str, *args: object) -> bool:
-        """:meth:`log` at ERROR."""
-        return self.log(logging.ERROR, key, message, *args)
+    def error(self, key: str, message: str, *args: object, **extra: object) -> bool:
+        """:meth:`log` at ERROR; keyword arguments are context fields."""
+        return self.log(logging.ERROR, key, message, *args, extra=extra or None)

@@ -30,7 +30,7 @@ from streamer.clock import MAX_LEAD_MS, ExchangeClock, FutureGuard, wall_clock_m
 from streamer.exchange_klines import ExchangeKlines
 from streamer.flow import FlowControl
 from streamer.indicators import IndicatorEngine
-from streamer.logs import RateLimitedLog
+from streamer.logs import Fields, RateLimitedLog
 from streamer.records import DATA_TYPES, DataType, Kline, MarketRecord, Status, Trade
 from streamer.repair import RepairWorker, Request
 from streamer.trade_ids import SEEN, Gap, TradeIdSet
@@ -87,7 +87,8 @@ class Pipeline:
         self._timer: asyncio.TimerHandle | None = None
         self._updates: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._log = RateLimitedLog(logger)
+        # Every line names the exchange and channel (fields of their own in JSON logs).
+        self._log = RateLimitedLog(Fields(logger, {"exchange": exchange, "channel": channel}))
         # Trades stamped implausibly far ahead are held, then dropped or (a real jump) applied.
         self.guard: FutureGuard[Trade] = FutureGuard(self.clock, max_lead_ms=max_lead_ms)
         self.quarantined = 0
@@ -137,7 +138,7 @@ class Pipeline:
             "%s %s: quarantined %d trade(s) stamped implausibly far ahead (%s id %s at %d, "
             "%d ms ahead of its receipt); not applied to bars, trades or the clock",
             self.exchange, self.channel, len(trades), first.symbol, first.trade_id,
-            first.timestamp, ahead,
+            first.timestamp, ahead, symbol=first.symbol,
         )  # fmt: skip
         self.on_status(
             "quarantined",
@@ -242,6 +243,7 @@ class Pipeline:
                 f"gap:{gap.symbol}",
                 "%s %s: %s trade ids %d..%d never arrived; %s",
                 self.exchange, self.channel, gap.symbol, gap.first_id, gap.last_id, outcome,
+                symbol=gap.symbol,
             )  # fmt: skip
             self.on_status(
                 "gap",
@@ -260,7 +262,7 @@ class Pipeline:
                 self._log.info(
                     f"seed:{request.symbol}",
                     "%s %s: %s forming bars not rebuilt (%s); they are repaired once closed",
-                    self.exchange, self.channel, request.symbol, error,
+                    self.exchange, self.channel, request.symbol, error, symbol=request.symbol,
                 )  # fmt: skip
             return
         interval, reason = request.interval.name, request.reason
@@ -270,7 +272,7 @@ class Pipeline:
                 self._log.warning(
                     f"audit:{request.symbol}",
                     "%s %s: %s %s differed from the exchange's kline; repaired",
-                    self.exchange, self.channel, request.symbol, span,
+                    self.exchange, self.channel, request.symbol, span, symbol=request.symbol,
                 )  # fmt: skip
                 self.on_status(
                     "audit_mismatch",
@@ -290,7 +292,7 @@ class Pipeline:
             return
         self._log.warning(
             f"repair:{request.symbol}", "%s %s: %s %s not repaired: %s",
-            self.exchange, self.channel, request.symbol, span, error,
+            self.exchange, self.channel, request.symbol, span, error, symbol=request.symbol,
         )  # fmt: skip
         what = "" if reason == "gap" else " (the first bars after start-up)"
         self.on_status(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import Metric
 
+from streamer.logs import Fields
 from streamer.records import Batch
 from streamer.settings import Section, Settings
 
@@ -74,7 +75,8 @@ class BaseConsumer(abc.ABC):
         self.settings = settings
         self.name = name
         self.context = context or ConsumerContext()
-        self.logger = logging.getLogger(f"streamer.consumers.{name}")
+        # Every line names the consumer (a field of its own in JSON logs).
+        self.logger = Fields(logging.getLogger(f"streamer.consumers.{name}"), {"consumer": name})
 
     def validate(self) -> None:  # noqa: B027 - optional hook
         """Check this consumer's settings; raise :class:`~streamer.settings.ConfigError`."""

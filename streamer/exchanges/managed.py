@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from streamer.exchanges.base import ConnectionState, FeedSink, LinkState
-from streamer.logs import RateLimitedLog
+from streamer.logs import Fields, RateLimitedLog
 from streamer.reconnect import Backoff, Verdict, classify_error, run_with_reconnect
 
 __all__ = ["Announce", "Lifecycle", "Link", "ManagedConnection", "Stalled", "announce_to"]
@@ -127,7 +127,9 @@ class ManagedConnection(Generic[L]):
         self._sleep = sleep
         self._rng = rng
         self._links: set[L] = set()
-        self._log = RateLimitedLog(logger)
+        # Every line names the connection (a field of its own in JSON logs).
+        self._logger = Fields(logger, {"connection": name})
+        self._log = RateLimitedLog(self._logger)
         self.stopping = False
         self.handler_errors = 0
 
@@ -192,7 +194,7 @@ class ManagedConnection(Generic[L]):
         self.state.state = LinkState.DISCONNECTED
         self.state.reconnects += 1
         reason = "closed by the server" if error is None else f"{type(error).__name__}: {error}"
-        logger.warning("%s: %s; reconnecting in %.2f s", self.name, reason, delay)
+        self._logger.warning("%s: %s; reconnecting in %.2f s", self.name, reason, delay)
         self.announce("disconnected", f"{reason}; retry in {delay:.2f} s", None)
 
     async def _open(self, reason: str) -> L:
@@ -206,7 +208,7 @@ class ManagedConnection(Generic[L]):
             first = self.opened == 1
             detail, symbols = self._describe()
             message = detail if first else f"{detail} ({reason})" if detail else reason
-            logger.info("%s: %s%s", self.name, "connected" if first else reason,
+            self._logger.info("%s: %s%s", self.name, "connected" if first else reason,
                         f", {detail}" if detail else "")  # fmt: skip
             self.announce("connected" if first else "resubscribed", message, list(symbols))
 

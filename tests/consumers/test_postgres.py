@@ -23,11 +23,13 @@ from streamer.consumers.postgres import (
     PostgresSettings,
     schema_statements,
 )
-from streamer.history import Held, HistoryHolder
+from streamer.history import Held, History, HistoryHolder
+from streamer.intervals import parse_interval
 from streamer.logs import RateLimitedLog
 from streamer.reconnect import Backoff
 from streamer.records import Batch, Envelope, Kline, Record, Trade, serialise
 from streamer.settings import ConfigError
+from streamer.store import HistoryStore
 from tests.conftest import CollectingConsumer, eventually, make_settings
 
 SERVER = os.environ.get("STREAMER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -156,6 +158,25 @@ async def test_it_serves_history_byte_for_byte_and_tells_the_newest_bar_held(
         assert orjson.loads(held[0])["close"] == "103"
         newest = await pg.newest_held("binance", "spot", [("BTCUSDT", "1m"), ("ETHUSDT", "1m")])
         assert newest == {("BTCUSDT", "1m"): Held(T + 240_000, 0, True)}
+    finally:
+        await pg.stop()
+
+
+async def test_the_history_endpoints_read_older_bars_from_it(database: str) -> None:
+    """History (the HTTP and WebSocket history) asks the postgres consumer for bars memory
+    does not hold."""
+    pg = consumer(database)
+    await pg.setup()
+    bars = [kline(minute, str(100 + minute)) for minute in range(5)]
+    try:
+        await pg.consume(batch("klines", *bars))
+        history = History(
+            "binance", HistoryStore(1 << 20), {"1m": parse_interval("1m")},
+            holders=lambda: [pg], now=lambda: T + 600_000,
+        )  # fmt: skip
+        lines = await history.closed("spot", "BTCUSDT", "1m", start=T, end=T + 240_000)
+        assert lines == serialise(bars)
+        assert history.stats()["holders"] == 5
     finally:
         await pg.stop()
 

@@ -410,12 +410,18 @@ class HealthServer:
             return _response(
                 code, orjson.dumps(body, option=orjson.OPT_INDENT_2), "application/json"
             )
+        if path == "/health/live":
+            # Liveness: the process answers. A broken feed is /health's business (readiness):
+            # restarting the process would not bring the exchange back sooner.
+            return _response(200, b'{"status":"alive"}', "application/json")
         if path == "/metrics":
             return _response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path.startswith("/v1/"):
             code, data = await api.respond(self.service, request.path)
             return _response(code, data, "application/json")
-        return _response(404, b"Not found: try /health, /metrics or /v1/symbols\n", "text/plain")
+        return _response(
+            404, b"Not found: try /health, /health/live, /metrics or /v1/symbols\n", "text/plain"
+        )
 
 
 async def _never(connection: ServerConnection) -> None:

@@ -5,10 +5,12 @@ SIGTERM, runtime dependencies only). No Docker engine runs here, so nothing is b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ import pytest
 import yaml
 
 from streamer.cli import check
-from streamer.settings import load_settings
+from streamer.configuration import builtin_sections
+from streamer.settings import load_settings, unknown_variables
 from tests.conftest import RunningService, free_port, make_settings
 
 ROOT = Path(__file__).parent.parent
@@ -110,6 +113,93 @@ def test_each_service_env_file_is_a_valid_configuration(
     if name in SHARDS:
         assert settings.shard == SHARDS[name]
         assert settings.exchange_load_all_symbols
+
+
+# -- Kubernetes -------------------------------------------------------------------------------
+
+KINDS = {"ConfigMap": "v1", "Service": "v1", "StatefulSet": "apps/v1",
+         "PodDisruptionBudget": "policy/v1"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, dict[str, Any]]:
+    """Kind -> the one document of that kind in deploy/kubernetes/."""
+    documents: dict[str, dict[str, Any]] = {}
+    for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            assert document["kind"] not in documents, f"{path.name}: a second {document['kind']}"
+            documents[document["kind"]] = document
+    return documents
+
+
+def test_the_manifests_parse_as_the_kubernetes_objects_they_name(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    assert {kind: doc["apiVersion"] for kind, doc in manifests.items()} == KINDS
+    statefulset = manifests["StatefulSet"]["spec"]
+    labels = statefulset["template"]["metadata"]["labels"]
+    assert statefulset["selector"]["matchLabels"].items() <= labels.items()
+    assert manifests["Service"]["spec"]["selector"].items() <= labels.items()
+    assert manifests["Service"]["spec"]["clusterIP"] == "None"  # headless, as a StatefulSet needs
+    assert statefulset["serviceName"] == manifests["Service"]["metadata"]["name"]
+
+
+def container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (only,) = manifests["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def test_each_pod_takes_its_shard_from_its_ordinal(manifests: dict[str, dict[str, Any]]) -> None:
+    env = {item["name"]: item for item in container(manifests)["env"]}
+    assert env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    replicas = manifests["StatefulSet"]["spec"]["replicas"]
+    assert env["SHARD_COUNT"]["value"] == str(replicas)
+    assert env["STREAMER_SHARD"]["value"] == "$(SHARD_INDEX)/$(SHARD_COUNT)"
+    for index in range(replicas):  # what each pod gets once Kubernetes expands it
+        assert make_settings(shard=f"{index}/{replicas}").symbol_shard.index == index
+
+
+def test_the_manifests_name_only_settings_that_exist_and_make_a_valid_configuration(
+    manifests: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = manifests["ConfigMap"]["data"]
+    env = {item["name"] for item in container(manifests)["env"]}
+    named = {name for name in [*data, *env] if name.startswith("STREAMER_")}
+    assert unknown_variables(builtin_sections(), dict.fromkeys(named, ""), env_file=None) == []
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STREAMER_SHARD", "1/2")
+    monkeypatch.setenv("STREAMER_WSS_AUTH_KEY", "a-secret")  # from the Secret
+    settings = load_settings(None)
+    check(settings)  # the exchange and every consumer validate
+    ports = {p["name"]: p["containerPort"] for p in container(manifests)["ports"]}
+    assert ports == {"http": settings.http_port, "websocket": int(data["STREAMER_WEBSOCKET_PORT"])}
+
+
+async def test_the_probes_ask_endpoints_the_service_serves(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    """Readiness is /health (503 when not ready), liveness /health/live (the process answers)."""
+    spec = container(manifests)
+    ready, live = spec["readinessProbe"]["httpGet"], spec["livenessProbe"]["httpGet"]
+    assert (ready["path"], ready["port"], live["path"], live["port"]) == (
+        "/health", "http", "/health/live", "http",
+    )  # fmt: skip
+    from fakes.binance import FakeBinance
+    from tests.conftest import fake_settings
+
+    port = free_port()
+    async with FakeBinance() as fake, RunningService(fake_settings(fake, http_port=port)):
+        for path in (ready["path"], live["path"]):
+            status = await asyncio.to_thread(_status, f"http://127.0.0.1:{port}{path}")
+            assert status == 200, path
+
+
+def _status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return int(reply.status)
 
 
 # -- Dockerfile -------------------------------------------------------------------------------

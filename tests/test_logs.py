@@ -51,7 +51,9 @@ def test_json_lines_carry_the_connection_symbol_and_consumer_they_concern(
     with caplog.at_level(logging.WARNING):
         logger.warning("reconnecting")
         log.warning("gap", "trade ids %d..%d never arrived", 5, 7, symbol="BTCUSDT")
-    first, second = (orjson.loads(JsonFormatter().format(r)) for r in caplog.records)
+        log.warning("frame", "a malformed frame")  # no fields of its own (extra=None)
+    first, second, third = (orjson.loads(JsonFormatter().format(r)) for r in caplog.records)
+    assert third["connection"] == "binance-spot-0"
     assert first["connection"] == "binance-spot-0"
     assert "symbol" not in first
     assert (second["connection"], second["symbol"]) == ("binance-spot-0", "BTCUSDT")

@@ -70,10 +70,12 @@ async def test_health_is_down_with_503_when_no_exchange_connection_is_up() -> No
         await fake.stop()
         await eventually(lambda: not running.connected())
         status, body = await get(port, "/health")
+        live = await get(port, "/health/live")
     assert status == 503
     assert body["status"] == "down"
     assert body["problems"] == ["no exchange connection is up while the market trades"]
     assert body["feed"] == "broken"
+    assert live == (200, {"status": "alive"})  # liveness: the process answers; not ready
 
 
 async def test_health_is_degraded_when_a_consumer_is_down() -> None:
@@ -120,7 +122,13 @@ async def test_metrics_are_prometheus_text_with_the_counters_that_matter() -> No
         await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", NOW + 30_000))  # late: a revision
         await fake.publish(spot_trade("BTCUSDT", 2, "100", "1", NOW + 30_000))  # duplicate
         await fake.send_text("garbage")
-        await eventually(lambda: len(running.collector.klines()) == 2)
+        aggregator = running.service.pipelines["spot"].aggregator
+        assert aggregator is not None
+        # Every frame handled (the duplicate and the garbage come after the second kline).
+        await eventually(
+            lambda: len(running.collector.klines()) == 2 and aggregator.stats.duplicates == 1
+        )
+        await fake.sync()
         status, text = await get(port, "/metrics")
         assert status == 200
         values = metrics(text)

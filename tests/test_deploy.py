@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -200,6 +201,85 @@ async def test_the_probes_ask_endpoints_the_service_serves(
 def _status(url: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as reply:
         return int(reply.status)
+
+
+# -- Prometheus and Grafana -------------------------------------------------------------------
+
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "streamer-dashboard.json"
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
+
+
+def test_the_alert_rules_pass_promtool() -> None:
+    """promtool (Debian's prometheus package; .ci/run installs it) checks syntax and PromQL."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed: apt-get install prometheus"
+    result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_the_alerts_cover_what_an_operator_watches() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    assert {"StreamerFeedStale", "StreamerFeedDown", "StreamerReconnectStorm",
+            "StreamerConsumerDropping", "StreamerRepairFailing", "StreamerRedisDown",
+            "StreamerWebSocketClientsCut"} <= names  # fmt: skip
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in ("page", "warn"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+
+
+def test_the_dashboard_reads_one_prometheus_chosen_by_a_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "instance"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert all('instance=~"$instance"' in t["expr"] for t in panel["targets"]), panel["title"]
+
+
+async def test_every_metric_the_rules_and_the_dashboard_name_is_exported() -> None:
+    """A running service with every consumer the metrics come from (Redis, NATS, WebSocket)."""
+    from fakes.binance import FakeBinance
+    from tests.conftest import fake_settings
+
+    port = free_port()
+    async with FakeBinance() as fake:
+        settings = fake_settings(
+            fake, http_port=port, enabled_consumers=["collect", "redis", "nats", "websocket"],
+            redis_base=15, websocket_port=free_port(), wss_auth_disabled=True,
+        )  # fmt: skip
+        async with RunningService(settings):
+            text = await asyncio.to_thread(_text, f"http://127.0.0.1:{port}/metrics")
+    families = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+
+    def exported(name: str) -> bool:
+        for suffix, kinds in (("_total", ("counter",)), ("_bucket", ("histogram",)),
+                              ("_sum", ("histogram",)), ("_count", ("histogram",))):  # fmt: skip
+            if name.endswith(suffix) and families.get(name.removesuffix(suffix)) in kinds:
+                return True
+        return name in families
+
+    exprs = [rule["expr"] for rule in alert_rules()] + dashboard_exprs()
+    named = {name for expr in exprs for name in re.findall(r"\bstreamer_[a-z0-9_]+", expr)}
+    assert named
+    assert sorted(name for name in named if not exported(name)) == []
+
+
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return str(reply.read().decode())
 
 
 # -- Dockerfile -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 # Developer commands. Run them inside the environment you installed into (see README.md).
 PYTHON ?= python
-SOURCES = streamer tests fakes bench examples setup.py
+SOURCES = streamer tests fakes bench examples setup.py mkdocs_hooks.py
 
-.PHONY: install run test pytest lint format typecheck compile pure bench bench-quick bench-aggregator bench-fanout
+.PHONY: install run test pytest lint format typecheck compile pure docs bench bench-quick bench-aggregator bench-fanout
 
 install:  ## install streamer with its development tools (editable)
 	$(PYTHON) -m pip install -e ".[dev,vn]"
@@ -20,6 +20,9 @@ test: lint typecheck pytest  ## everything CI checks
 
 pytest:
 	$(PYTHON) -m pytest
+
+docs:  ## the docs site in site/ (warnings are errors)
+	$(PYTHON) -m mkdocs build --strict
 
 lint:
 	$(PYTHON) -m ruff format --check $(SOURCES)

@@ -1,9 +1,12 @@
-"""The documentation's links: every relative link and anchor resolves, and the README stays
-short (a quick start and links; the rest has a page of its own in docs/)."""
+"""The documentation's links: every relative link and anchor resolves, the docs site builds with
+warnings as errors, and the README stays short (a quick start and links; the rest has a page of
+its own in docs/)."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,19 @@ def test_every_relative_link_resolves(page: Path) -> None:
         assert file.exists(), f"{page.name}: {target} does not exist"
         if anchor and file.suffix == ".md":
             assert anchor in anchors(file), f"{page.name}: no heading #{anchor} in {file.name}"
+
+
+def test_the_docs_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    """``mkdocs build --strict``: a broken link or anchor, or a page left out of the
+    navigation, fails it; every page of docs/ is in the site."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    built = {path.parent.name for path in tmp_path.glob("*/index.html")}
+    pages = {page.stem for page in (ROOT / "docs").glob("*.md")} - {"index"}
+    assert pages <= built
 
 
 def test_the_readme_is_a_quick_start_and_links() -> None:

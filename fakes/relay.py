@@ -7,15 +7,10 @@ sees while its server restarts; :meth:`Relay.start` listens again on the same po
 from __future__ import annotations
 
 import asyncio
-import socket
+
+from fakes.server import free_port
 
 __all__ = ["Relay"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Relay:
@@ -23,7 +18,7 @@ class Relay:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 

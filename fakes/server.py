@@ -1,11 +1,21 @@
-"""What every fake server shares: listen on a free local port, stop, say its URL."""
+"""What every fake server shares: listen on a free local port, stop, say its URL; and
+:func:`free_port`, for whatever else a test or benchmark must point somewhere."""
 
 from __future__ import annotations
 
 import abc
+import socket
 from typing import Any, Protocol, Self
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class _Listening(Protocol):

@@ -129,15 +129,6 @@ def install_entry_points(
     monkeypatch.syspath_prepend(str(root))
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def eventually(condition: Any, timeout: float = 5.0, interval: float = 0.005) -> None:
     """Wait until ``condition()`` is true: for effects that cross a real socket."""
     import asyncio

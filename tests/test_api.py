@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from fakes.binance import FakeBinance
+from fakes.server import free_port
 from streamer.client import StreamerClient
 from streamer.http import HttpError, get_json
-from tests.conftest import RunningService, eventually, fake_settings, free_port
+from tests.conftest import RunningService, eventually, fake_settings
 
 MIN = 60_000
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from fakes.binance import FakeBinance
+from fakes.server import free_port
 from streamer.client import AuthenticationError, StreamerClient, SubscriptionError
 from streamer.reconnect import Backoff
-from tests.conftest import RunningService, eventually, fake_settings, free_port
+from tests.conftest import RunningService, eventually, fake_settings
 from tests.consumers.test_websocket import Server, batch, kline, url
 
 

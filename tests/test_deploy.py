@@ -19,10 +19,11 @@ import jsonschema
 import pytest
 import yaml
 
+from fakes.server import free_port
 from streamer.cli import check
 from streamer.configuration import builtin_sections
 from streamer.settings import load_settings, unknown_variables
-from tests.conftest import RunningService, free_port, make_settings
+from tests.conftest import RunningService, make_settings
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = Path(__file__).parent / "data" / "compose" / "compose-spec.json"

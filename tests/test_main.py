@@ -165,8 +165,9 @@ async def test_downstream_services_get_redis_history_pubsub_websocket_and_health
     from redis.asyncio import Redis
 
     from examples.redis_warm_up import closed_klines
+    from fakes.server import free_port
     from streamer.client import StreamerClient
-    from tests.conftest import eventually, free_port
+    from tests.conftest import eventually
     from tests.test_monitor import get
 
     main_key = f"streamer-e2e-{os.getpid()}"

@@ -18,11 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from fakes.binance import FakeBinance, spot_trade
+from fakes.server import free_port
 from streamer.consumers.base import BaseConsumer
 from streamer.consumers.manager import ConsumerManager
 from streamer.monitor import merge_families
 from streamer.settings import ConfigError
-from tests.conftest import RunningService, eventually, fake_settings, fast_binance, free_port
+from tests.conftest import RunningService, eventually, fake_settings, fast_binance
 
 NOW = int(time.time() * 1000) // 60_000 * 60_000
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
+from fakes.server import free_port
 from streamer.broadcaster import Broadcaster, ConsumerRunner
 from streamer.consumers.redis import RedisConsumer
 from streamer.history import Held, HistoryHolder
@@ -279,12 +279,6 @@ async def test_start_up_never_deletes_keys(prefix: str) -> None:
     await redis.stop()
     assert await client.hget(f"{prefix}:binance:spot:last-closed:1m", "BTCUSDT") == b"{}"
     await client.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class SpareRedis:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from fakes.server import free_port
 from streamer.consumers.websocket_workers import (
     WorkerPool,
     decode_batch,
@@ -22,13 +23,6 @@ from streamer.records import Batch, Envelope, Trade
 from streamer.settings import ConfigError
 from tests.conftest import eventually, make_settings
 from tests.consumers.test_websocket import HistoryServer, T, kline, login, receive
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def clients(port: int, count: int) -> list[ClientConnection]:

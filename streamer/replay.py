@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -143,14 +143,12 @@ def _archive_trades(recording: RecordingFile, symbol: str) -> Iterator[Trade]:
             continue  # the header row of newer archives
         if agg:
             tid, price, qty, first, last, at, maker = row[:7]
-            yield Trade.create(symbol, int(tid), price, qty, "sell" if maker == "True" or
-                               maker == "true" else "buy", _ms(at), _ms(at), int(first),
-                               int(last), "binance")  # fmt: skip
         else:
             tid, price, qty, _, at, maker = row[:6]
-            seller = maker in ("True", "true")
-            yield Trade.create(symbol, int(tid), price, qty, "sell" if seller else "buy",
-                               _ms(at), _ms(at), source="binance")  # fmt: skip
+            first = last = tid
+        side: Literal["buy", "sell"] = "sell" if maker in ("True", "true") else "buy"
+        yield Trade.create(symbol, int(tid), price, qty, side, _ms(at), _ms(at), int(first),
+                           int(last), "binance")  # fmt: skip
 
 
 def _trade(fields: Mapping[str, Any]) -> Trade:

@@ -9,6 +9,10 @@
 * ``GET /v1/latest/{SYMBOL}?channel=``: the last trade, price or ticker price, and per interval
   the last closed and the forming bar.
 * ``GET /v1/symbols``: the symbols streamed per channel, and the intervals.
+* ``GET /v1/events``: the latest status events (at most 200, oldest first): connections, gaps,
+  repairs, failovers...
+* ``GET /v1/page``: what the status page needs to know: the exchange, and the WebSocket port
+  (null without the websocket consumer).
 
 ``channel`` defaults to the first channel streamed (``spot``). A bad parameter gets 400, an
 unknown symbol 404, each with ``{"error": "..."}`` saying what to send instead; 503 while the
@@ -23,6 +27,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from streamer.consumers.websocket import WebSocketConsumer
 from streamer.history import MAX_LIMIT
 from streamer.records import Envelope, Kline, Price, Ticker, Trade, serialise
 
@@ -56,8 +61,15 @@ async def respond(service: ServiceView, target: str) -> Reply:
             return 200, _latest(service, parts[2].upper(), query)
         if parts == ["v1", "symbols"]:
             return 200, _symbols(service)
+        if parts == ["v1", "events"]:
+            return 200, b'{"data":[' + b",".join(service.history.store.events) + b"]}"
+        if parts == ["v1", "page"]:
+            port = next((c.port for c in service.consumers if isinstance(c, WebSocketConsumer)),
+                        None)  # fmt: skip
+            page = {"exchange": service.settings.exchange, "websocket_port": port}
+            return 200, orjson.dumps(page)
         raise ApiError(404, "no such endpoint: use /v1/klines/{SYMBOL}, /v1/latest/{SYMBOL}, "
-                            "/v1/symbols, /health or /metrics")  # fmt: skip
+                            "/v1/symbols, /v1/events, /health or /metrics")  # fmt: skip
     except ApiError as exc:
         return exc.status, orjson.dumps({"error": str(exc)})
 

@@ -23,6 +23,7 @@ import http
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -410,6 +411,8 @@ class HealthServer:
             return _response(
                 code, orjson.dumps(body, option=orjson.OPT_INDENT_2), "application/json"
             )
+        if path == "/" or path.startswith("/static/"):
+            return _page(path)
         if path == "/health/live":
             # Liveness: the process answers. A broken feed is /health's business (readiness):
             # restarting the process would not bring the exchange back sooner.
@@ -427,6 +430,26 @@ class HealthServer:
 async def _never(connection: ServerConnection) -> None:
     """Every request gets an HTTP response in the handshake hook; no WebSocket is accepted."""
     await connection.close()
+
+
+#: The status page's files (streamer/web): name -> content type. Nothing else is served.
+PAGE_FILES = {
+    "status.html": "text/html; charset=utf-8",
+    "status.js": "text/javascript; charset=utf-8",
+    "status.css": "text/css; charset=utf-8",
+    "vendor/lightweight-charts.standalone.production.js": "text/javascript; charset=utf-8",
+    "vendor/LICENSE-lightweight-charts": "text/plain; charset=utf-8",
+}
+
+
+def _page(path: str) -> Response:
+    """The status page (``/``) and its files (``/static/...``), from the package itself."""
+    name = "status.html" if path == "/" else path.removeprefix("/static/")
+    kind = PAGE_FILES.get(name)
+    if kind is None:
+        return _response(404, b"Not found\n", "text/plain")
+    body = resources.files("streamer").joinpath("web", *name.split("/")).read_bytes()
+    return _response(200, body, kind)
 
 
 def _response(code: int, body: bytes, content_type: str) -> Response:

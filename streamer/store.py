@@ -15,13 +15,17 @@ already passed on, so what it sends next can neither repeat nor skip one. Pure: 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 
 from streamer.records import Batch, Kline, Price, Ticker, Trade
 
-__all__ = ["BAR_OVERHEAD", "HistoryStore", "SeriesKey", "Stored"]
+__all__ = ["BAR_OVERHEAD", "EVENTS_KEPT", "HistoryStore", "SeriesKey", "Stored"]
+
+#: Status events kept for the status page's timeline.
+EVENTS_KEPT = 200
 
 SeriesKey = tuple[str, str, str, str]
 """(exchange, channel, symbol, interval)."""
@@ -98,6 +102,8 @@ class HistoryStore:
         self._series: dict[SeriesKey, _Series] = {}
         self._latest: dict[tuple[str, str], dict[str, Trade | Price | Ticker]] = {}
         self.stored = 0  # bars stored since start (revisions included)
+        #: The latest status events (JSON), oldest first: the status page's timeline.
+        self.events: deque[bytes] = deque(maxlen=EVENTS_KEPT)
         self.evicted = 0  # bytes dropped to stay within the budget
 
     @property
@@ -120,6 +126,8 @@ class HistoryStore:
                 for kline, line in zip(envelope.data, lines, strict=True):
                     if isinstance(kline, Kline) and kline.is_closed:
                         self.put(envelope.exchange, envelope.channel, kline, line, seq)
+            elif data_type == "status":
+                self.events.extend(envelope.record_json())
             elif data_type in self._latest_types:
                 stream = (envelope.exchange, envelope.channel)
                 latest = self._latest.get(stream)

@@ -159,10 +159,13 @@ async def test_metrics_are_prometheus_text_with_the_counters_that_matter() -> No
             assert any(key[0] == name for key in values), name
 
 
-async def test_other_paths_get_404() -> None:
+async def test_the_root_is_the_status_page_and_other_paths_get_404() -> None:
     port = free_port()
     async with FakeBinance() as fake, RunningService(fake_settings(fake, http_port=port)):
-        status, text = await get(port, "/")
+        page_status, page = await get(port, "/")
+        status, text = await get(port, "/nothing-here")
+    assert page_status == 200
+    assert "<title>streamer status</title>" in page
     assert status == 404
     assert "/health" in text
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from streamer.records import Batch, Envelope, Kline, Price, Trade
-from streamer.store import BAR_OVERHEAD, HistoryStore
+from streamer.records import Batch, Envelope, Kline, Price, Status, Trade
+from streamer.store import BAR_OVERHEAD, EVENTS_KEPT, HistoryStore
 
 MIN = 60_000
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % MIN
@@ -83,3 +83,12 @@ def test_the_latest_trade_or_price_of_each_symbol_is_kept() -> None:
     store.record_batch(Batch([Envelope("binance", "spot", "price", [price])], 2))
     assert store.latest("binance", "spot", "BTCUSDT") is price
     assert store.latest("binance", "spot", "ETHUSDT") is None
+
+
+def test_the_latest_status_events_are_kept_for_the_timeline_and_no_more() -> None:
+    store = HistoryStore(1 << 20)
+    for i in range(EVENTS_KEPT + 5):
+        store.record_batch(Batch([Envelope("binance", "spot", "status", [Status("gap", i)])]))
+    events = [orjson.loads(line) for line in store.events]
+    assert len(events) == EVENTS_KEPT
+    assert (events[0]["timestamp"], events[-1]["timestamp"]) == (5, EVENTS_KEPT + 4)

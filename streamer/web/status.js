@@ -35,6 +35,16 @@ function badge(value) {
   return span;
 }
 
+const previous = {}; // connection -> [messages, time]: the rate between two looks
+
+function rate(name, messages) {
+  const now = performance.now();
+  const before = previous[name];
+  previous[name] = [messages, now];
+  if (!before || now <= before[1]) return "-";
+  return `${((messages - before[0]) / ((now - before[1]) / 1000)).toFixed(1)}/s`;
+}
+
 async function refreshHealth() {
   const health = await json("/health");
   $("status").textContent = health.status;
@@ -44,7 +54,7 @@ async function refreshHealth() {
   const connections = (health.connector && health.connector.connections) || {};
   rows("connections", Object.entries(connections).map(([name, c]) => [
     name, badge(c.state), c.last_message_age_s === null ? "-" : `${c.last_message_age_s} s ago`,
-    c.messages, c.reconnects,
+    c.messages, rate(name, c.messages), c.reconnects,
   ]));
   rows("consumers", Object.entries(health.consumers || {}).map(([name, c]) => [
     name, c.queued_events, c.dropped_events, c.errors, c.state || "ok",

@@ -154,13 +154,15 @@ async def test_a_recorded_live_run_replays_to_the_bars_it_built(tmp_path: Path) 
             kline_intervals=["1m", "5m"], aggregator_repairs_enabled=False,
         )  # fmt: skip
         async with RunningService(settings) as running:
+            ids = {"BTCUSDT": 0, "ETHUSDT": 0}  # each symbol's ids consecutive: no gap
             for i in range(300):  # five minutes of trades, two symbols
                 symbol = "BTCUSDT" if i % 3 else "ETHUSDT"
+                ids[symbol] += 1
                 await fake.publish(
-                    spot_trade(symbol, i, f"{100 + i % 7}.5", "0.01", now + i * 1_000)
+                    spot_trade(symbol, ids[symbol], f"{100 + i % 7}.5", "0.01", now + i * 1_000)
                 )
-            await fake.publish(spot_trade("BTCUSDT", 300, "101", "1", now + 600_000))
-            await fake.publish(spot_trade("ETHUSDT", 301, "101", "1", now + 600_000))
+            for symbol in ids:  # ten minutes on: the last bars close
+                await fake.publish(spot_trade(symbol, ids[symbol] + 1, "101", "1", now + 600_000))
             await eventually(lambda: len(running.collector.klines()) >= 12)
             live = running.collector.klines()
     replayed = await replay([record], kline_intervals=["1m", "5m"])

@@ -69,7 +69,6 @@ class LocalBooks:
         self.snapshot_failures = 0
         self.stale_snapshots = 0
         self.breaks = 0
-        self.published = 0
 
     # -- the read path (never awaits) ----------------------------------------------------------
 
@@ -127,7 +126,6 @@ class LocalBooks:
             self._sink.on_market(record)
             book.changed = False
             sent += 1
-        self.published += sent
         return sent
 
     # -- the tasks -----------------------------------------------------------------------------

@@ -201,19 +201,18 @@ class DnseConnector(Connector):
             logger.info("dnse: %s", message)
             self._first.on_status("roll", message=message, symbols=[roll.alias])
 
-    def _watch(self, day: date, link: DnseLink | None, plan: _Plan) -> list[dict[str, Any]]:
-        """After a roll: the contracts the aliases need from ``day`` on, added to ``plan`` (the
-        subscription to send on its link, if any)."""
+    def _watch(self, day: date, link: DnseLink | None, plan: _Plan) -> None:
+        """After a roll: add the contracts the aliases need from ``day`` on to ``plan``, and
+        subscribe them on its link, if any."""
         assert self.roll is not None
         new = [code for code in self.roll.watched(day) if code not in plan.symbols]
         if not new:
-            return []
+            return
         plan.symbols.extend(new)
         self._hidden.update(code for code in new if code not in self.settings.exchange_symbols)
         channels = self._symbol_channels(new)
         if link is not None:
             link.reply_soon({"action": "subscribe", "channels": channels})
-        return channels
 
     def _symbol_channels(self, symbols: list[str]) -> list[dict[str, Any]]:
         """The per-symbol channels for ``symbols`` on every board."""
